@@ -1,0 +1,255 @@
+//! Cluster IP allocation for Services that give none, as the API server's allocator would.
+//!
+//! An address is derived from a hash of `namespace/name`, so the same config gets the same
+//! addresses after a restart. Once given, an address sticks to its Service for as long as the
+//! Service exists, so Services that come and go never move it. On a collision the next free
+//! address is probed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use crate::name::NamespacedName;
+
+/// What one Service asks of the allocator.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The Service.
+    pub name: NamespacedName,
+    /// The addresses the Service gave itself, if any.
+    pub explicit: Vec<IpAddr>,
+    /// The families (true = IPv4) that need an allocated address.
+    pub families: Vec<bool>,
+}
+
+/// Why a Service could not be given an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another Service holds this explicit address.
+    Taken {
+        /// The address.
+        ip: IpAddr,
+        /// Its holder.
+        holder: NamespacedName,
+    },
+    /// No service CIDR of the family has a free address.
+    Exhausted {
+        /// The family (true = IPv4).
+        ipv4: bool,
+    },
+}
+
+/// Hands out cluster IPs, deterministically and stickily.
+#[derive(Debug, Clone, Default)]
+pub struct Allocator {
+    cidrs: Vec<IpNet>,
+    sticky: BTreeMap<NamespacedName, Vec<IpAddr>>,
+}
+
+impl Allocator {
+    /// An allocator over `cidrs` (at most one per family is used).
+    pub fn new(cidrs: Vec<IpNet>) -> Self {
+        Self {
+            cidrs,
+            sticky: BTreeMap::new(),
+        }
+    }
+
+    /// The family of the first CIDR (true = IPv4): the family of single-stack Services.
+    pub fn primary_ipv4(&self) -> bool {
+        self.cidrs.first().is_none_or(|c| c.addr().is_ipv4())
+    }
+
+    /// Whether a CIDR of the family is configured.
+    pub fn has_family(&self, ipv4: bool) -> bool {
+        self.cidrs.iter().any(|c| c.addr().is_ipv4() == ipv4)
+    }
+
+    /// Gives every request its addresses. Explicit addresses are honoured first, in request
+    /// order; the first holder of an address keeps it. Services no longer requested lose their
+    /// sticky addresses.
+    pub fn assign(
+        &mut self,
+        requests: &[Request],
+    ) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
+        let mut used: HashMap<IpAddr, &NamespacedName> = HashMap::new();
+        let mut out = BTreeMap::new();
+        for r in requests {
+            if let Some(&ip) = r.explicit.iter().find(|ip| used.contains_key(ip)) {
+                out.insert(
+                    r.name.clone(),
+                    Err(Refusal::Taken {
+                        ip,
+                        holder: used[&ip].clone(),
+                    }),
+                );
+                continue;
+            }
+            for ip in &r.explicit {
+                used.insert(*ip, &r.name);
+            }
+        }
+        // Sticky addresses next, so a new Service never moves an existing one.
+        let mut pending = Vec::new();
+        let refused: Vec<NamespacedName> = out.keys().cloned().collect();
+        for r in requests.iter().filter(|r| !refused.contains(&r.name)) {
+            let mut ips = r.explicit.clone();
+            let old = self.sticky.get(&r.name).cloned().unwrap_or_default();
+            for &v4 in &r.families {
+                match old
+                    .iter()
+                    .find(|ip| ip.is_ipv4() == v4 && !used.contains_key(ip))
+                {
+                    Some(&ip) => {
+                        used.insert(ip, &r.name);
+                        ips.push(ip);
+                    }
+                    None => pending.push((r, v4)),
+                }
+            }
+            out.insert(r.name.clone(), Ok(ips));
+        }
+        for (r, v4) in pending {
+            let result = match self.cidrs.iter().find(|c| c.addr().is_ipv4() == v4) {
+                Some(cidr) => probe(cidr, &r.name, &used).ok_or(Refusal::Exhausted { ipv4: v4 }),
+                None => Err(Refusal::Exhausted { ipv4: v4 }),
+            };
+            match result {
+                Ok(ip) => {
+                    used.insert(ip, &r.name);
+                    if let Some(Ok(ips)) = out.get_mut(&r.name) {
+                        ips.push(ip);
+                    }
+                }
+                Err(e) => {
+                    out.insert(r.name.clone(), Err(e));
+                }
+            }
+        }
+        self.sticky = out
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().ok().map(|ips| (n.clone(), ips.clone())))
+            .collect();
+        for (n, r) in out.iter_mut() {
+            if let Ok(ips) = r {
+                // Primary family first, as the API server orders clusterIPs.
+                let explicit = requests
+                    .iter()
+                    .find(|q| &q.name == n)
+                    .map(|q| q.explicit.len());
+                if explicit == Some(0) {
+                    ips.sort_by_key(|ip| ip.is_ipv4() != self.primary_ipv4());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The first free address at or after the hashed offset, skipping the network address, the
+/// first host address (by convention the `kubernetes` Service's) and the IPv4 broadcast.
+fn probe(
+    cidr: &IpNet,
+    name: &NamespacedName,
+    used: &HashMap<IpAddr, &NamespacedName>,
+) -> Option<IpAddr> {
+    let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len()).min(64);
+    if host_bits < 2 {
+        return None;
+    }
+    let size: u64 = if host_bits == 64 {
+        u64::MAX
+    } else {
+        1u64 << host_bits
+    };
+    let reserved_top = u64::from(cidr.addr().is_ipv4());
+    let usable = size - 2 - reserved_top;
+    let digest = Sha256::digest(format!("{}/{}", name.namespace, name.name).as_bytes());
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&digest[..8]);
+    let start = u64::from_be_bytes(h) % usable;
+    let tries = usable.min(1 << 20);
+    (0..tries)
+        .map(|i| 2 + (start + i) % usable)
+        .map(|off| nth(cidr, off))
+        .find(|ip| !used.contains_key(ip))
+}
+
+fn nth(cidr: &IpNet, off: u64) -> IpAddr {
+    match cidr.network() {
+        IpAddr::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n).wrapping_add(off as u32))),
+        IpAddr::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n).wrapping_add(u128::from(off)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, explicit: &[&str]) -> Request {
+        Request {
+            name: NamespacedName::new("default", name),
+            explicit: explicit.iter().map(|s| s.parse().unwrap()).collect(),
+            families: if explicit.is_empty() {
+                vec![true]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn ip(out: &BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>>, name: &str) -> IpAddr {
+        out[&NamespacedName::new("default", name)].as_ref().unwrap()[0]
+    }
+
+    #[test]
+    fn deterministic_and_inside_the_cidr() {
+        let cidr: IpNet = "10.96.0.0/12".parse().unwrap();
+        let a = Allocator::new(vec![cidr]).assign(&[req("web", &[]), req("db", &[])]);
+        let b = Allocator::new(vec![cidr]).assign(&[req("db", &[]), req("web", &[])]);
+        assert_eq!(ip(&a, "web"), ip(&b, "web"));
+        assert!(cidr.contains(&ip(&a, "web")));
+        assert_ne!(ip(&a, "web"), ip(&a, "db"));
+    }
+
+    #[test]
+    fn sticky_when_others_come_and_go() {
+        let mut al = Allocator::new(vec!["10.96.0.0/28".parse().unwrap()]);
+        let first = al.assign(&[req("web", &[])]);
+        let before = ip(&first, "web");
+        // Fill the small CIDR with others, then drop them: web never moves.
+        let many: Vec<Request> = (0..8)
+            .map(|i| req(&format!("s{i}"), &[]))
+            .chain([req("web", &[])])
+            .collect();
+        assert_eq!(ip(&al.assign(&many), "web"), before);
+        assert_eq!(ip(&al.assign(&[req("web", &[])]), "web"), before);
+    }
+
+    #[test]
+    fn explicit_addresses_win_and_conflicts_are_refused() {
+        let mut al = Allocator::new(vec!["10.96.0.0/12".parse().unwrap()]);
+        let out = al.assign(&[req("a", &["10.96.0.10"]), req("b", &["10.96.0.10"])]);
+        assert_eq!(ip(&out, "a"), "10.96.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            out[&NamespacedName::new("default", "b")],
+            Err(Refusal::Taken {
+                ip: "10.96.0.10".parse().unwrap(),
+                holder: NamespacedName::new("default", "a")
+            })
+        );
+    }
+
+    #[test]
+    fn exhaustion_is_reported() {
+        let mut al = Allocator::new(vec!["10.96.0.0/30".parse().unwrap()]);
+        let out = al.assign(&[req("a", &[]), req("b", &[])]);
+        assert!(out.values().filter(|r| r.is_ok()).count() == 1);
+        assert!(
+            out.values()
+                .any(|r| r == &Err(Refusal::Exhausted { ipv4: true }))
+        );
+    }
+}

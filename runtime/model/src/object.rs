@@ -1,0 +1,236 @@
+//! The Kubernetes kinds wasp reads, and `ObjectStore`, which holds the last good version of each.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::{ConfigError, Origin};
+use crate::name::{NamespacedName, ObjectRef};
+use crate::validate::{self, ValidationConfig};
+
+/// The kinds of object wasp reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    /// v1 Service.
+    Service,
+    /// v1 Endpoints.
+    Endpoints,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// v1 Pod.
+    Pod,
+    /// v1 Node.
+    Node,
+}
+
+impl ObjectKind {
+    /// The kind and the apiVersion it is read at, or `None` for a kind wasp skips.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Self> {
+        match (api_version, kind) {
+            ("v1", "Service") => Some(Self::Service),
+            ("v1", "Endpoints") => Some(Self::Endpoints),
+            ("discovery.k8s.io/v1", "EndpointSlice") => Some(Self::EndpointSlice),
+            ("v1", "Pod") => Some(Self::Pod),
+            ("v1", "Node") => Some(Self::Node),
+            _ => None,
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        self != Self::Node
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One object of a kind wasp reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A Service.
+    Service(Box<Service>),
+    /// An Endpoints.
+    Endpoints(Box<Endpoints>),
+    /// An EndpointSlice.
+    EndpointSlice(Box<EndpointSlice>),
+    /// A Pod.
+    Pod(Box<Pod>),
+    /// A Node.
+    Node(Box<Node>),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Self::Service(_) => ObjectKind::Service,
+            Self::Endpoints(_) => ObjectKind::Endpoints,
+            Self::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Self::Pod(_) => ObjectKind::Pod,
+            Self::Node(_) => ObjectKind::Node,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Self::Service(o) => &o.metadata,
+            Self::Endpoints(o) => &o.metadata,
+            Self::EndpointSlice(o) => &o.metadata,
+            Self::Pod(o) => &o.metadata,
+            Self::Node(o) => &o.metadata,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::Service(o) => &mut o.metadata,
+            Self::Endpoints(o) => &mut o.metadata,
+            Self::EndpointSlice(o) => &mut o.metadata,
+            Self::Pod(o) => &mut o.metadata,
+            Self::Node(o) => &mut o.metadata,
+        }
+    }
+
+    /// Fills in what the API server would default: a namespaced object without a namespace
+    /// lives in `default`.
+    pub fn normalize(&mut self) {
+        if self.kind().namespaced() {
+            let m = self.meta_mut();
+            if m.namespace.as_deref().is_none_or(str::is_empty) {
+                m.namespace = Some("default".into());
+            }
+        }
+    }
+
+    /// The object's key; a Node's namespace is empty.
+    pub fn key(&self) -> NamespacedName {
+        let m = self.meta();
+        NamespacedName::new(
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// A reference for messages.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            kind: self.kind().to_string(),
+            name: self.key(),
+        }
+    }
+}
+
+/// An object together with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    /// The object.
+    pub object: T,
+    /// Its origin.
+    pub origin: Origin,
+}
+
+/// The last good version of every object, by kind and key.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectStore {
+    /// What validation checks objects against.
+    pub validation: ValidationConfig,
+    /// Services.
+    pub services: BTreeMap<NamespacedName, Stored<Service>>,
+    /// v1 Endpoints.
+    pub endpoints: BTreeMap<NamespacedName, Stored<Endpoints>>,
+    /// EndpointSlices.
+    pub slices: BTreeMap<NamespacedName, Stored<EndpointSlice>>,
+    /// Pods.
+    pub pods: BTreeMap<NamespacedName, Stored<Pod>>,
+    /// Nodes (keyed with an empty namespace).
+    pub nodes: BTreeMap<NamespacedName, Stored<Node>>,
+}
+
+impl ObjectStore {
+    /// An empty store that validates against `validation`.
+    pub fn new(validation: ValidationConfig) -> Self {
+        Self {
+            validation,
+            ..Self::default()
+        }
+    }
+
+    /// Validates `obj` and, if it is valid, stores it in place of any older version.
+    ///
+    /// # Errors
+    /// Returns every validation error; the older version, if any, stays stored.
+    pub fn apply(&mut self, mut obj: Object, origin: Origin) -> Result<bool, Vec<ConfigError>> {
+        obj.normalize();
+        let errors = validate::validate(&obj, &origin, &self.validation);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let key = obj.key();
+        Ok(match obj {
+            Object::Service(o) => put(&mut self.services, key, *o, origin),
+            Object::Endpoints(o) => put(&mut self.endpoints, key, *o, origin),
+            Object::EndpointSlice(o) => put(&mut self.slices, key, *o, origin),
+            Object::Pod(o) => put(&mut self.pods, key, *o, origin),
+            Object::Node(o) => put(&mut self.nodes, key, *o, origin),
+        })
+    }
+
+    /// Removes an object; returns whether it was there.
+    pub fn delete(&mut self, kind: ObjectKind, key: &NamespacedName) -> bool {
+        match kind {
+            ObjectKind::Service => self.services.remove(key).is_some(),
+            ObjectKind::Endpoints => self.endpoints.remove(key).is_some(),
+            ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
+            ObjectKind::Pod => self.pods.remove(key).is_some(),
+            ObjectKind::Node => self.nodes.remove(key).is_some(),
+        }
+    }
+
+    /// Where the stored version of an object came from, if one is stored.
+    pub fn origin(&self, kind: ObjectKind, key: &NamespacedName) -> Option<&Origin> {
+        match kind {
+            ObjectKind::Service => self.services.get(key).map(|s| &s.origin),
+            ObjectKind::Endpoints => self.endpoints.get(key).map(|s| &s.origin),
+            ObjectKind::EndpointSlice => self.slices.get(key).map(|s| &s.origin),
+            ObjectKind::Pod => self.pods.get(key).map(|s| &s.origin),
+            ObjectKind::Node => self.nodes.get(key).map(|s| &s.origin),
+        }
+    }
+
+    /// The number of objects held.
+    pub fn len(&self) -> usize {
+        self.services.len()
+            + self.endpoints.len()
+            + self.slices.len()
+            + self.pods.len()
+            + self.nodes.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Stores `object`; returns whether anything changed.
+fn put<T: PartialEq>(
+    map: &mut BTreeMap<NamespacedName, Stored<T>>,
+    key: NamespacedName,
+    object: T,
+    origin: Origin,
+) -> bool {
+    let new = Stored { object, origin };
+    if map.get(&key) == Some(&new) {
+        return false;
+    }
+    map.insert(key, new);
+    true
+}

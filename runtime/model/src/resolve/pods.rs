@@ -1,0 +1,131 @@
+//! Pods → endpoints: a local endpoints controller for Services with a selector.
+//!
+//! As the EndpointSlice controller does: a Pod is an endpoint when its labels match the
+//! selector, it is not in a terminal phase and it has an IP. Its Ready condition sets
+//! `ready` (always true with `publishNotReadyAddresses`); a deletion timestamp marks it
+//! terminating. A named `targetPort` is resolved against the Pod's container ports of the same
+//! protocol; a Pod without such a port is not an endpoint of that service port.
+//!
+//! Hand-written Pods have no kubelet to report conditions, so a Running Pod with no Ready
+//! condition at all is taken as ready.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort as K8sServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{merge, target_port};
+use crate::categorize::NodeTopology;
+use crate::name::Protocol;
+use crate::object::ObjectStore;
+use crate::service::Endpoint;
+
+/// Pods by namespace.
+pub(super) type Index<'a> = HashMap<&'a str, Vec<&'a Pod>>;
+
+pub(super) fn index(store: &ObjectStore) -> Index<'_> {
+    let mut idx: Index<'_> = HashMap::new();
+    for (key, p) in &store.pods {
+        idx.entry(key.namespace.as_str())
+            .or_default()
+            .push(&p.object);
+    }
+    idx
+}
+
+pub(super) fn endpoints(
+    idx: &Index<'_>,
+    svc: &Service,
+    port: &K8sServicePort,
+    protocol: Protocol,
+    node: &NodeTopology,
+    out: &mut Vec<Endpoint>,
+) {
+    let Some(spec) = &svc.spec else { return };
+    let Some(selector) = &spec.selector else {
+        return;
+    };
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    for pod in idx.get(ns).into_iter().flatten() {
+        let labels = pod.metadata.labels.as_ref();
+        if !selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            continue;
+        }
+        let Some(status) = &pod.status else { continue };
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(target) = resolve_port(pod, port, protocol) else {
+            continue;
+        };
+        let ready_cond = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready");
+        let pod_ready = match ready_cond {
+            Some(c) => c.status == "True",
+            None => status.phase.as_deref() == Some("Running"),
+        };
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        for ip in pod_ips(pod) {
+            merge(
+                out,
+                Endpoint {
+                    // The EndpointSlice controller's rule: never ready while terminating,
+                    // unless publishNotReadyAddresses is set.
+                    ready: publish_not_ready || (pod_ready && !terminating),
+                    serving: publish_not_ready || pod_ready,
+                    terminating,
+                    is_local: node_name.as_deref() == Some(node.name.as_str()),
+                    node_name: node_name.clone(),
+                    target: pod.metadata.name.clone(),
+                    ..Endpoint::ready(ip, target)
+                },
+            );
+        }
+    }
+}
+
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return vec![];
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect();
+    if ips.is_empty()
+        && let Some(ip) = status.pod_ip.as_deref().and_then(|s| s.parse().ok())
+    {
+        ips.push(ip);
+    }
+    ips
+}
+
+/// kube's `FindPort`: a number is used as is; a name must match a container port of the same
+/// protocol.
+fn resolve_port(pod: &Pod, port: &K8sServicePort, protocol: Protocol) -> Option<u16> {
+    match target_port(port) {
+        IntOrString::Int(n) => u16::try_from(n).ok(),
+        IntOrString::String(name) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| {
+                p.name.as_deref() == Some(name.as_str())
+                    && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+            })
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}

@@ -1,0 +1,89 @@
+//! The per-port service model and the endpoint model, free of Kubernetes types.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::name::Protocol;
+
+/// The balancer a Service asked for by annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BalancerRef {
+    /// The plugin's name (`wasp.dev/balancer`).
+    pub name: String,
+    /// The plugin's config string (`wasp.dev/balancer-config`), empty when absent.
+    pub config: String,
+}
+
+/// One port of a Service as the dataplane needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServicePort {
+    /// The cluster IPs, primary first (one per IP family).
+    pub cluster_ips: Vec<IpAddr>,
+    /// The service port.
+    pub port: u16,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The node port, for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+    /// ClientIP session affinity timeout in seconds, when affinity is on.
+    pub session_affinity_seconds: Option<u32>,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_traffic_local: bool,
+    /// `externalTrafficPolicy: Local`.
+    pub external_traffic_local: bool,
+    /// The balancer named by annotation, if any.
+    pub balancer: Option<BalancerRef>,
+}
+
+/// One backend of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    /// The endpoint's address.
+    pub ip: IpAddr,
+    /// The endpoint's (resolved, numeric) port.
+    pub port: u16,
+    /// The endpoint is ready for new connections.
+    pub ready: bool,
+    /// The endpoint is serving, whether or not it is terminating.
+    pub serving: bool,
+    /// The endpoint is terminating.
+    pub terminating: bool,
+    /// The node the endpoint runs on, if known.
+    pub node_name: Option<String>,
+    /// The endpoint's zone, if known.
+    pub zone: Option<String>,
+    /// Topology hints: the zones this endpoint should serve, when the slice has them.
+    pub zone_hints: Option<Vec<String>>,
+    /// The endpoint runs on this node.
+    pub is_local: bool,
+    /// The endpoint's pod or target name, for logs and plugins.
+    pub target: Option<String>,
+}
+
+impl Endpoint {
+    /// A ready, serving endpoint with nothing else known, as a test or mirror would make.
+    pub fn ready(ip: IpAddr, port: u16) -> Self {
+        Self {
+            ip,
+            port,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: None,
+            zone: None,
+            zone_hints: None,
+            is_local: false,
+            target: None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// Formats as `ip:port`, with brackets for IPv6 (kube-proxy's endpoint string).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.port),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.port),
+        }
+    }
+}
