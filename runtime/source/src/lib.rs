@@ -1,0 +1,14 @@
+//! Sources of Kubernetes objects for wasp.
+//!
+//! A source turns the outside world into [`Batch`]es of whole objects to apply or delete, which
+//! [`Batch::apply_to`] folds into the model's `ObjectStore`. Sources never see the kernel.
+//!
+//! # Layout
+//! - [`batch`]: `Batch`, the unit a source emits, and how it is applied to the store.
+//! - [`files`]: the files source: parsing manifests, scanning a directory, watching it.
+
+pub mod batch;
+pub mod files;
+
+pub use batch::{Batch, ErrorLog};
+pub use files::{FileSource, parse_manifests, watch};
