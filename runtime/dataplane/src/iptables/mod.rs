@@ -1,0 +1,159 @@
+//! The iptables mode: kube-proxy's chain layout under a `WASP-` prefix, applied with
+//! `iptables-restore --noflush`.
+//!
+//! Layout: nat `PREROUTING`/`OUTPUT` → `WASP-SERVICES` (one rule per cluster IP and port) →
+//! `WASP-SVC-*` (masquerade mark, affinity, weighted spread) → `WASP-SEP-*` (hairpin mark,
+//! DNAT); nat `POSTROUTING` → `WASP-POSTROUTING` masquerades marked packets. filter
+//! `WASP-SERVICES` rejects traffic to Services without endpoints; `WASP-FORWARD` accepts
+//! marked and established traffic on hosts whose FORWARD policy is DROP.
+//!
+//! A partial sync rewrites only the chains of the service ports that changed (and
+//! `WASP-SERVICES` only when the set of cluster IPs and ports changed); a full sync rewrites
+//! everything, removes chains nothing wants and re-inserts missing hooks.
+
+pub mod backend;
+pub mod chain;
+pub mod render;
+
+use std::collections::BTreeSet;
+
+use wasp_model::StateDiff;
+
+pub use backend::{Backend, Tables};
+pub use render::{Programmed, RenderConfig, Rendered, Scope, render};
+
+use crate::conntrack;
+use crate::exec::ExecError;
+use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
+
+/// One IP family's tables and what the last sync programmed there.
+#[derive(Debug)]
+struct Family {
+    tables: Tables,
+    cfg: RenderConfig,
+    programmed: Option<Programmed>,
+}
+
+/// The iptables mode.
+#[derive(Debug)]
+pub struct Iptables {
+    families: Vec<Family>,
+    conntrack_warned: bool,
+}
+
+impl Iptables {
+    /// The mode over `backend`, for IPv4 and, when ip6tables is installed, IPv6.
+    pub fn new(backend: Backend, cfg: RenderConfig) -> Self {
+        let families = [true, false]
+            .into_iter()
+            .map(|ipv4| Family {
+                tables: Tables { backend, ipv4 },
+                cfg: RenderConfig {
+                    ipv4,
+                    ..cfg.clone()
+                },
+                programmed: None,
+            })
+            .filter(|f| f.tables.ipv4 || f.tables.available())
+            .collect();
+        Self {
+            families,
+            conntrack_warned: false,
+        }
+    }
+
+    /// Renders one family's sync: partial when a diff is given and the family was synced.
+    fn render(f: &Family, req: &SyncRequest<'_>, existing: &BTreeSet<String>) -> Rendered {
+        let scope = match (req.diff, &f.programmed) {
+            (Some(diff), Some(previous)) => Scope::Partial { previous, diff },
+            _ => Scope::Full { existing },
+        };
+        render(req.state, req.selections, &f.cfg, scope)
+    }
+
+    fn existing(f: &Family, req: &SyncRequest<'_>) -> Result<BTreeSet<String>, ExecError> {
+        if req.diff.is_some() && f.programmed.is_some() {
+            return Ok(BTreeSet::new());
+        }
+        f.tables.chains("nat")
+    }
+}
+
+impl Dataplane for Iptables {
+    fn mode(&self) -> Mode {
+        Mode::Iptables
+    }
+
+    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
+        let mut out = String::new();
+        for f in &self.families {
+            // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
+            let existing = Self::existing(f, &req).unwrap_or_default();
+            out.push_str(if f.tables.ipv4 {
+                "# iptables-restore --noflush\n"
+            } else {
+                "# ip6tables-restore --noflush\n"
+            });
+            out.push_str(&Self::render(f, &req, &existing).text);
+        }
+        Ok(out)
+    }
+
+    fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError> {
+        let mut report = SyncReport {
+            full: true,
+            ..SyncReport::default()
+        };
+        for f in &mut self.families {
+            let existing = Self::existing(f, &req)?;
+            let full = req.diff.is_none() || f.programmed.is_none();
+            let r = Self::render(f, &req, &existing);
+            tracing::trace!(ipv4 = f.tables.ipv4, rules = %r.text, "iptables-restore input");
+            if let Err(e) = f.tables.restore(&r.text) {
+                // The kernel kept the old rules, but our record may no longer match it.
+                f.programmed = None;
+                return Err(e);
+            }
+            if full {
+                f.tables.ensure_hooks()?;
+            }
+            f.programmed = Some(r.programmed);
+            report.full &= full;
+            report.rules += r.rules;
+            report.bytes += r.text.len();
+        }
+        let diff;
+        let diff = match req.diff {
+            Some(d) => d,
+            None => {
+                diff = req.previous.diff(req.state);
+                &diff
+            }
+        };
+        self.flush_stale_flows(&req, diff);
+        Ok(report)
+    }
+
+    fn cleanup(&mut self) -> Result<(), ExecError> {
+        for f in &mut self.families {
+            f.tables.cleanup()?;
+            f.programmed = None;
+        }
+        Ok(())
+    }
+}
+
+impl Iptables {
+    fn flush_stale_flows(&mut self, req: &SyncRequest<'_>, diff: &StateDiff) {
+        let flows = conntrack::stale(req.previous, req.state, diff);
+        if flows.is_empty() {
+            return;
+        }
+        if let Err(e) = conntrack::flush(&flows) {
+            if !self.conntrack_warned {
+                tracing::warn!(error = %e, "cannot clear stale UDP conntrack entries; install conntrack");
+            }
+            self.conntrack_warned = true;
+        }
+    }
+}

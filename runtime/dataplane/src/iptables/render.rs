@@ -1,0 +1,419 @@
+//! The pure render: model + selections → `iptables-restore` input.
+//!
+//! One function per feature, as the house style asks: dispatch, masquerade, spreading,
+//! affinity, the endpoint chain, and rejection; kube-proxy's 800-line `syncProxyRules` is the
+//! counter-example.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use wasp_model::{Endpoint, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff};
+
+use super::chain;
+
+/// What the render needs besides the model.
+#[derive(Debug, Clone)]
+pub struct RenderConfig {
+    /// IPv4 (`iptables`) or IPv6 (`ip6tables`).
+    pub ipv4: bool,
+    /// Traffic from outside these CIDRs to a cluster IP is masqueraded.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// Masquerade all traffic to cluster IPs.
+    pub masquerade_all: bool,
+    /// The packet-mark bit that asks for masquerade.
+    pub masquerade_mark: u32,
+}
+
+/// What is programmed after a sync: the chains each service port owns, and the dispatch rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Programmed {
+    /// The nat chains of each service port.
+    pub chains: BTreeMap<ServicePortName, Vec<String>>,
+    /// The nat dispatch rules (`WASP-SERVICES`).
+    pub dispatch: Vec<String>,
+}
+
+/// A rendered sync.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    /// The `iptables-restore --noflush` input.
+    pub text: String,
+    /// What is programmed once the text is applied.
+    pub programmed: Programmed,
+    /// Rules written.
+    pub rules: usize,
+}
+
+/// Which service ports to write, and which chains to remove.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Everything; chains in `existing` that are not wanted are removed.
+    Full {
+        /// The WASP- chains now in the nat table.
+        existing: &'a BTreeSet<String>,
+    },
+    /// Only what changed since `previous` was programmed.
+    Partial {
+        /// What the last sync programmed.
+        previous: &'a Programmed,
+        /// What changed since.
+        diff: &'a StateDiff,
+    },
+}
+
+/// Renders one sync for one IP family.
+pub fn render(
+    state: &ProxyState,
+    selections: &BTreeMap<ServicePortName, Selection>,
+    cfg: &RenderConfig,
+    scope: Scope<'_>,
+) -> Rendered {
+    let mut nat = Table::default();
+    let mut filter = Table::default();
+    let full = matches!(scope, Scope::Full { .. });
+    let mut programmed = match scope {
+        Scope::Full { .. } => Programmed::default(),
+        Scope::Partial { previous, .. } => previous.clone(),
+    };
+    if full {
+        static_chains(cfg, &mut nat, &mut filter);
+    }
+    filter.chain(chain::SERVICES);
+    let dispatch: Vec<String> = state
+        .ports
+        .iter()
+        .filter_map(|(name, port)| dispatch_rule(name, port, cfg))
+        .collect();
+    if full || dispatch != programmed.dispatch {
+        nat.chain(chain::SERVICES);
+        for r in &dispatch {
+            nat.rule(r.clone());
+        }
+    }
+    programmed.dispatch = dispatch;
+    for (name, port) in &state.ports {
+        reject_rule(name, port, cfg, &mut filter);
+    }
+    let write: Vec<&ServicePortName> = match scope {
+        Scope::Full { .. } => state.ports.keys().collect(),
+        Scope::Partial { diff, .. } => diff.changed.iter().collect(),
+    };
+    for name in write {
+        let Some(port) = state.ports.get(name) else {
+            continue;
+        };
+        let eq = Selection::equal(port.endpoints.len());
+        let sel = selections.get(name).unwrap_or(&eq);
+        let chains = service_chains(name, port, sel, cfg, &mut nat);
+        programmed.chains.insert(name.clone(), chains);
+    }
+    let stale = stale_chains(state, scope, &mut programmed);
+    for c in &stale {
+        nat.chain(c);
+    }
+    let rules = nat.rules + filter.rules;
+    let mut text = String::new();
+    filter.emit("filter", &[], &mut text);
+    nat.emit("nat", &stale, &mut text);
+    Rendered {
+        text,
+        programmed,
+        rules,
+    }
+}
+
+/// The chains to delete: in a full sync, those in the kernel that nothing wants; in a partial
+/// one, the old chains of ports that changed or went away.
+fn stale_chains(state: &ProxyState, scope: Scope<'_>, programmed: &mut Programmed) -> Vec<String> {
+    match scope {
+        Scope::Full { existing } => {
+            let wanted: BTreeSet<&String> = programmed.chains.values().flatten().collect();
+            existing
+                .iter()
+                .filter(|c| chain::per_service(c) && !wanted.contains(c))
+                .cloned()
+                .collect()
+        }
+        Scope::Partial { previous, diff } => {
+            let mut stale = BTreeSet::new();
+            for name in diff.touched() {
+                let old = previous.chains.get(name).into_iter().flatten();
+                let new: BTreeSet<&String> =
+                    programmed.chains.get(name).into_iter().flatten().collect();
+                stale.extend(old.filter(|c| !new.contains(c)).cloned());
+                if !state.ports.contains_key(name) {
+                    programmed.chains.remove(name);
+                }
+            }
+            stale.into_iter().collect()
+        }
+    }
+}
+
+/// The chains and rules every sync relies on: masquerade marking and forwarding acceptance.
+fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
+    let mark = format!("{:#x}/{:#x}", cfg.masquerade_mark, cfg.masquerade_mark);
+    nat.chain(chain::POSTROUTING);
+    nat.rule(format!(
+        "-A {} -m mark ! --mark {mark} -j RETURN",
+        chain::POSTROUTING
+    ));
+    // Clear the mark so a re-traversal (e.g. IPsec) does not masquerade twice.
+    nat.rule(format!(
+        "-A {} -j MARK --xor-mark {:#x}",
+        chain::POSTROUTING,
+        cfg.masquerade_mark
+    ));
+    nat.rule(format!(
+        "-A {} -m comment --comment \"wasp service traffic requiring SNAT\" -j MASQUERADE --random-fully",
+        chain::POSTROUTING
+    ));
+    nat.chain(chain::MARK_MASQ);
+    nat.rule(format!(
+        "-A {} -j MARK --or-mark {:#x}",
+        chain::MARK_MASQ,
+        cfg.masquerade_mark
+    ));
+    filter.chain(chain::FORWARD);
+    filter.rule(format!(
+        "-A {} -m conntrack --ctstate INVALID -j DROP",
+        chain::FORWARD
+    ));
+    filter.rule(format!(
+        "-A {} -m comment --comment \"wasp forwarding rules\" -m mark --mark {mark} -j ACCEPT",
+        chain::FORWARD
+    ));
+    filter.rule(format!(
+        "-A {} -m comment --comment \"wasp forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        chain::FORWARD
+    ));
+}
+
+fn family_ips<'a>(ips: &'a [IpAddr], cfg: &RenderConfig) -> impl Iterator<Item = &'a IpAddr> {
+    ips.iter().filter(move |ip| ip.is_ipv4() == cfg.ipv4)
+}
+
+fn host(ip: &IpAddr) -> String {
+    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+}
+
+/// `-d VIP -p proto -m proto --dport P`, the match every per-VIP rule starts with.
+fn vip_match(ip: &IpAddr, port: &ServicePortState) -> String {
+    let p = port.service.protocol.lower();
+    format!(
+        "-d {} -p {p} -m {p} --dport {}",
+        host(ip),
+        port.service.port
+    )
+}
+
+/// The nat dispatch rule: jump to the service chain. It is kept even with no endpoints (the
+/// chain is then empty and filter rejects), so endpoint changes never rewrite `WASP-SERVICES`.
+fn dispatch_rule(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    cfg: &RenderConfig,
+) -> Option<String> {
+    let ip = family_ips(&port.service.cluster_ips, cfg).next()?;
+    Some(format!(
+        "-A {} -m comment --comment \"{name} cluster IP\" {} -j {}",
+        chain::SERVICES,
+        vip_match(ip, port),
+        chain::service(name)
+    ))
+}
+
+/// REJECT when there is no endpoint; DROP when endpoints exist but none this traffic may use
+/// (traffic policy Local), as kube-proxy does.
+fn reject_rule(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    cfg: &RenderConfig,
+    filter: &mut Table,
+) {
+    if !family_endpoints(port, cfg).is_empty() {
+        return;
+    }
+    let Some(ip) = family_ips(&port.service.cluster_ips, cfg).next() else {
+        return;
+    };
+    let (why, verdict) = if port.has_any_endpoints {
+        ("has no local endpoints", "DROP")
+    } else {
+        ("has no endpoints", "REJECT")
+    };
+    filter.rule(format!(
+        "-A {} -m comment --comment \"{name} {why}\" {} -j {verdict}",
+        chain::SERVICES,
+        vip_match(ip, port)
+    ));
+}
+
+fn family_endpoints<'a>(
+    port: &'a ServicePortState,
+    cfg: &RenderConfig,
+) -> Vec<(usize, &'a Endpoint)> {
+    port.endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.ip.is_ipv4() == cfg.ipv4)
+        .collect()
+}
+
+/// Writes the service chain and its endpoint chains; returns their names.
+fn service_chains(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    sel: &Selection,
+    cfg: &RenderConfig,
+    nat: &mut Table,
+) -> Vec<String> {
+    let svc = chain::service(name);
+    nat.chain(&svc);
+    let mut chains = vec![svc.clone()];
+    let Some(vip) = family_ips(&port.service.cluster_ips, cfg).next() else {
+        return chains;
+    };
+    let eps = family_endpoints(port, cfg);
+    if eps.is_empty() {
+        return chains;
+    }
+    masquerade_rule(name, vip, port, cfg, &svc, nat);
+    // Hashed tables are realised as their slot counts here; per-connection uses its fallback.
+    let weights = sel.weights(port.endpoints.len());
+    let targets: Vec<(&Endpoint, u32, String)> = eps
+        .iter()
+        .map(|&(i, e)| {
+            (
+                e,
+                weights.get(i).copied().unwrap_or(1),
+                chain::endpoint(name, e),
+            )
+        })
+        .collect();
+    if let Some(timeout) = port.service.session_affinity_seconds {
+        for (e, _, sep) in &targets {
+            nat.rule(format!(
+                "-A {svc} -m comment --comment \"{name} -> {e}\" -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}"
+            ));
+        }
+    }
+    spread_rules(name, &svc, &targets, nat);
+    for (e, _, sep) in &targets {
+        endpoint_chain(name, port, e, sep, nat);
+        chains.push(sep.clone());
+    }
+    chains
+}
+
+/// Traffic from outside the cluster CIDRs (or all, with masquerade-all) is marked.
+fn masquerade_rule(
+    name: &ServicePortName,
+    vip: &IpAddr,
+    port: &ServicePortState,
+    cfg: &RenderConfig,
+    svc: &str,
+    nat: &mut Table,
+) {
+    let m = vip_match(vip, port);
+    let comment = format!("-m comment --comment \"{name} cluster IP\"");
+    if cfg.masquerade_all {
+        nat.rule(format!("-A {svc} {comment} {m} -j {}", chain::MARK_MASQ));
+        return;
+    }
+    for cidr in cfg
+        .cluster_cidrs
+        .iter()
+        .filter(|c| c.addr().is_ipv4() == cfg.ipv4)
+    {
+        nat.rule(format!(
+            "-A {svc} {comment} {m} ! -s {cidr} -j {}",
+            chain::MARK_MASQ
+        ));
+    }
+}
+
+/// A weighted pick with `statistic`: endpoint i is taken with probability wᵢ / Σⱼ≥ᵢ wⱼ, so each
+/// endpoint's overall share is wᵢ / Σ w. Weight 0 means never.
+fn spread_rules(
+    name: &ServicePortName,
+    svc: &str,
+    targets: &[(&Endpoint, u32, String)],
+    nat: &mut Table,
+) {
+    let live: Vec<&(&Endpoint, u32, String)> = targets.iter().filter(|t| t.1 > 0).collect();
+    let mut rest: u64 = live.iter().map(|t| u64::from(t.1)).sum();
+    for (i, (e, w, sep)) in live.iter().map(|t| (t.0, t.1, &t.2)).enumerate() {
+        let comment = format!("-m comment --comment \"{name} -> {e}\"");
+        if i + 1 == live.len() {
+            nat.rule(format!("-A {svc} {comment} -j {sep}"));
+        } else {
+            let p = f64::from(w) / rest as f64;
+            nat.rule(format!(
+                "-A {svc} {comment} -m statistic --mode random --probability {p:.10} -j {sep}"
+            ));
+        }
+        rest -= u64::from(w);
+    }
+}
+
+/// The endpoint chain: hairpin masquerade, then DNAT (recording affinity when it is on).
+fn endpoint_chain(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    e: &Endpoint,
+    sep: &str,
+    nat: &mut Table,
+) {
+    nat.chain(sep);
+    let comment = format!("-m comment --comment \"{name}\"");
+    nat.rule(format!(
+        "-A {sep} {comment} -s {} -j {}",
+        host(&e.ip),
+        chain::MARK_MASQ
+    ));
+    let p = port.service.protocol.lower();
+    let affinity = if port.service.session_affinity_seconds.is_some() {
+        format!(" -m recent --name {sep} --set")
+    } else {
+        String::new()
+    };
+    nat.rule(format!(
+        "-A {sep} {comment} -p {p}{affinity} -m {p} -j DNAT --to-destination {e}"
+    ));
+}
+
+/// One table's part of the restore input.
+#[derive(Debug, Default)]
+struct Table {
+    chains: Vec<String>,
+    lines: String,
+    rules: usize,
+}
+
+impl Table {
+    fn chain(&mut self, name: &str) {
+        self.chains.push(name.to_string());
+    }
+
+    fn rule(&mut self, r: String) {
+        self.lines.push_str(&r);
+        self.lines.push('\n');
+        self.rules += 1;
+    }
+
+    /// Declaring a chain under `--noflush` creates or flushes it; `-X` then deletes the stale.
+    fn emit(&self, table: &str, delete: &[String], out: &mut String) {
+        let _ = writeln!(out, "*{table}");
+        for c in &self.chains {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        out.push_str(&self.lines);
+        for c in delete {
+            let _ = writeln!(out, "-X {c}");
+        }
+        out.push_str("COMMIT\n");
+    }
+}

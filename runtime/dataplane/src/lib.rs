@@ -1,0 +1,20 @@
+//! wasp's dataplane: each mode renders the model and the planner's selections into kernel
+//! rules, and applies them.
+//!
+//! Each mode is split into a pure `render` (model + selections → rules, covered by golden
+//! tests) and an `apply`, the only code that touches the kernel. Modes never see Kubernetes
+//! types or plugins.
+//!
+//! # Layout
+//! - [`mode`]: `Mode`, the `--mode` values, and `Dataplane`, the interface every mode offers.
+//! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
+//! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
+//! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
+
+pub mod conntrack;
+pub mod exec;
+pub mod iptables;
+pub mod mode;
+
+pub use exec::ExecError;
+pub use mode::{Dataplane, Mode, SyncReport, SyncRequest};

@@ -1,0 +1,85 @@
+//! `Mode` and `Dataplane`: what every dataplane mode offers the daemon.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use wasp_model::{ProxyState, Selection, ServicePortName, StateDiff};
+
+use crate::exec::ExecError;
+
+/// A dataplane mode, named as kube-proxy's `--proxy-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// iptables NAT rules in kube-proxy's chain layout.
+    Iptables,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "iptables" => Ok(Self::Iptables),
+            "nftables" | "ipvs" | "userspace" => {
+                Err(format!("mode {s:?} is not built yet; use --mode iptables"))
+            }
+            _ => Err(format!("unknown mode {s:?}; the modes are: iptables")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Iptables => "iptables",
+        })
+    }
+}
+
+/// One sync: the state to program, what was programmed before, and what changed.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest<'a> {
+    /// The state to program.
+    pub state: &'a ProxyState,
+    /// The state the last successful sync programmed.
+    pub previous: &'a ProxyState,
+    /// The selection of every service port in `state`.
+    pub selections: &'a BTreeMap<ServicePortName, Selection>,
+    /// What changed since `previous`; `None` asks for a full sync that also repairs drift.
+    pub diff: Option<&'a StateDiff>,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// It was a full sync.
+    pub full: bool,
+    /// Rules written.
+    pub rules: usize,
+    /// Bytes handed to the kernel tool.
+    pub bytes: usize,
+}
+
+/// The interface every mode offers.
+pub trait Dataplane: Send {
+    /// The mode.
+    fn mode(&self) -> Mode;
+
+    /// Returns, as text, exactly what [`Dataplane::sync`] would apply, changing nothing.
+    ///
+    /// # Errors
+    /// Fails when the kernel's current state cannot be read.
+    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError>;
+
+    /// Programs the kernel. On failure the previous rules stay in force.
+    ///
+    /// # Errors
+    /// Fails when the kernel tool rejects the change.
+    fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError>;
+
+    /// Removes everything this mode installed, and nothing else.
+    ///
+    /// # Errors
+    /// Fails when the kernel tool fails.
+    fn cleanup(&mut self) -> Result<(), ExecError>;
+}
