@@ -1,0 +1,21 @@
+//! The `wasp` daemon and command line: sources → model → planner → dataplane, with its HTTP
+//! surfaces and the throw-away network namespaces the demo and the tests build.
+//!
+//! # Layout
+//! - [`options`]: the flags shared by `run`, `plan` and `validate`, and duration parsing.
+//! - [`daemon`]: the sync loop: store, resolve, diff, plan, apply; full resync; health.
+//! - [`load`]: one-shot loading of a config dir, for `plan` and `validate`.
+//! - [`metrics`]: Prometheus metrics, named as kube-proxy's with a `wasp_` prefix.
+//! - [`http`]: `/healthz` (kube-proxy's semantics) and `/metrics` over hyper.
+//! - [`echo`]: a tiny real TCP/UDP server and client, the demo's and the tests' pods.
+//! - [`testbed`]: nodes and pods as network namespaces joined by veth pairs.
+//! - [`demo`]: the article's walk-through, end to end.
+
+pub mod daemon;
+pub mod demo;
+pub mod echo;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod options;
+pub mod testbed;

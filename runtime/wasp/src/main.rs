@@ -1,0 +1,221 @@
+//! The `wasp` command line.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wasp::daemon::{self, DaemonConfig};
+use wasp::options::{ModelOptions, parse_duration};
+use wasp_dataplane::{Mode, SyncRequest};
+use wasp_model::{EqualWeights, Planner, ProxyState};
+
+/// wasp, the WebAssembly Service Proxy: Kubernetes Services on one node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: watch the config dir and keep the kernel in step.
+    Run {
+        /// The dataplane mode.
+        #[arg(long, default_value = "iptables")]
+        mode: Mode,
+        #[command(flatten)]
+        model: ModelOptions,
+        /// The longest time between full syncs, which also repair rules someone changed.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        sync_period: Duration,
+        /// The shortest time between syncs.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        min_sync_period: Duration,
+        /// Where /healthz is served.
+        #[arg(long, default_value = "127.0.0.1:10256")]
+        healthz_bind_address: SocketAddr,
+        /// Where /metrics is served.
+        #[arg(long, default_value = "127.0.0.1:10249")]
+        metrics_bind_address: SocketAddr,
+    },
+    /// Print exactly what `run` would apply for the config dir, changing nothing.
+    Plan {
+        /// The dataplane mode.
+        #[arg(long, default_value = "iptables")]
+        mode: Mode,
+        #[command(flatten)]
+        model: ModelOptions,
+    },
+    /// Check a config dir; print every error and exit non-zero if there is one.
+    Validate {
+        #[command(flatten)]
+        model: ModelOptions,
+    },
+    /// Remove everything wasp installed for a mode, and nothing else.
+    Cleanup {
+        /// The dataplane mode.
+        #[arg(long, default_value = "iptables")]
+        mode: Mode,
+        /// The iptables backend.
+        #[arg(long, value_enum, default_value = "auto")]
+        iptables_backend: wasp::options::BackendFlag,
+    },
+    /// Run the article's walk-through in throw-away network namespaces (as root).
+    Demo {
+        /// The dataplane mode.
+        #[arg(long, default_value = "iptables")]
+        mode: Mode,
+    },
+    /// Serve "Hello from NAME" over TCP and UDP (a demo and test pod).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Vec<u16>,
+        #[arg(long)]
+        udp: Vec<u16>,
+    },
+    /// Make COUNT fresh connections and print one outcome per line (a demo and test client).
+    #[command(hide = true)]
+    Probe {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// tcp or udp.
+        proto: String,
+        addr: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run {
+            mode,
+            model,
+            sync_period,
+            min_sync_period,
+            healthz_bind_address,
+            metrics_bind_address,
+        } => {
+            let cfg = DaemonConfig {
+                sync_period,
+                min_sync_period,
+                healthz_addr: healthz_bind_address,
+                metrics_addr: metrics_bind_address,
+            };
+            runtime()?.block_on(daemon::run(mode, model, cfg))?;
+        }
+        Command::Plan { mode, model } => {
+            let loaded = wasp::load::load(&model)?;
+            for e in &loaded.errors {
+                eprintln!("error: {e}");
+            }
+            let selections = loaded
+                .state
+                .ports
+                .iter()
+                .map(|(n, p)| (n.clone(), EqualWeights.plan(n, p)))
+                .collect();
+            let previous = ProxyState::default();
+            let req = SyncRequest {
+                state: &loaded.state,
+                previous: &previous,
+                selections: &selections,
+                diff: None,
+            };
+            print!("{}", model.dataplane(mode).plan(req)?);
+        }
+        Command::Validate { model } => {
+            let loaded = wasp::load::load(&model)?;
+            for e in &loaded.errors {
+                println!("{e}");
+            }
+            println!(
+                "{} objects, {} service ports, {} endpoints, {} errors",
+                loaded.store.len(),
+                loaded.state.ports.len(),
+                loaded.state.endpoint_count(),
+                loaded.errors.len()
+            );
+            if !loaded.errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Cleanup {
+            mode,
+            iptables_backend,
+        } => {
+            let opts = ModelOptions {
+                config_dir: ".".into(),
+                service_cidr: vec![],
+                cluster_cidr: vec![],
+                masquerade_all: false,
+                masquerade_bit: 13,
+                node_name: None,
+                node_zone: None,
+                iptables_backend,
+            };
+            opts.dataplane(mode).cleanup()?;
+            println!("removed wasp's {mode} rules");
+        }
+        Command::Demo { mode } => {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let c = cancel.clone();
+            let rt = runtime()?;
+            rt.spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    c.store(true, Ordering::SeqCst);
+                }
+            });
+            wasp::demo::run(&mode.to_string(), cancel)?;
+        }
+        Command::Serve { name, tcp, udp } => {
+            runtime()?.block_on(wasp::echo::serve(name, tcp, udp))?
+        }
+        Command::Probe {
+            count,
+            timeout,
+            proto,
+            addr,
+        } => {
+            let udp = match proto.as_str() {
+                "tcp" => false,
+                "udp" => true,
+                p => anyhow::bail!("unknown protocol {p:?}: use tcp or udp"),
+            };
+            runtime()?.block_on(wasp::echo::probe(udp, addr, count, timeout));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

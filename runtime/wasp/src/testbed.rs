@@ -1,0 +1,221 @@
+//! A node and its pods as network namespaces joined by veth pairs, for the demo and the tests.
+//!
+//! The node namespace forwards, owns an empty bridge (this kernel may lack the dummy driver) with the node's address and a route for
+//! the service CIDR (as a real node's default route would carry VIP traffic), and reaches each
+//! pod over a routed veth pair: the pod's /32 on its `eth0`, a default route via 169.254.1.1,
+//! which the node side of every pair holds (the layout Calico uses). Traffic therefore crosses
+//! the node's netfilter hooks exactly as pod traffic does on a real node.
+
+use std::process::{Child, Command, Output, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The address the node side of every pod link holds: what masqueraded traffic comes from.
+pub const NODE_LINK_IP: &str = "169.254.1.1";
+/// The node's own address, on its port-less bridge.
+pub const NODE_IP: &str = "10.250.0.1";
+
+/// Runs a command, failing with its stderr when it fails.
+///
+/// # Errors
+/// Fails when the command cannot start or exits non-zero.
+pub fn sh(args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("cannot run {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Whether this process can build namespaces (is root).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// One node with pods; everything is removed on drop.
+#[derive(Debug)]
+pub struct Testbed {
+    prefix: String,
+    pods: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Testbed {
+    /// Builds the node namespace `<prefix>-node`.
+    ///
+    /// # Errors
+    /// Fails when a namespace or link cannot be made.
+    pub fn new(prefix: &str, service_cidr: &str) -> anyhow::Result<Self> {
+        let tb = Self {
+            prefix: prefix.to_string(),
+            pods: Vec::new(),
+            children: Vec::new(),
+        };
+        let node = tb.node();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &node])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", &node])?;
+        tb.node_sh(&["ip", "link", "set", "lo", "up"])?;
+        tb.node_sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        tb.node_sh(&["ip", "link", "add", "wasp-node0", "type", "bridge"])?;
+        tb.node_sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_IP}/32"),
+            "dev",
+            "wasp-node0",
+        ])?;
+        tb.node_sh(&["ip", "link", "set", "wasp-node0", "up"])?;
+        tb.node_sh(&["ip", "route", "add", service_cidr, "dev", "wasp-node0"])?;
+        Ok(tb)
+    }
+
+    /// The node namespace's name.
+    pub fn node(&self) -> String {
+        format!("{}-node", self.prefix)
+    }
+
+    /// A pod namespace's name.
+    pub fn pod_ns(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.prefix)
+    }
+
+    fn node_sh(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let node = self.node();
+        let mut full = vec!["ip", "netns", "exec", node.as_str()];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Adds a pod (or an outside host) with address `ip`, linked to the node.
+    ///
+    /// # Errors
+    /// Fails when the namespace or its link cannot be made.
+    pub fn add_pod(&mut self, name: &str, ip: &str) -> anyhow::Result<()> {
+        let ns = self.pod_ns(name);
+        let idx = self.pods.len();
+        let (host_if, peer_if) = (format!("wv{idx}"), format!("wp{idx}"));
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", &ns])?;
+        self.pods.push(ns.clone());
+        let node = self.node();
+        sh(&[
+            "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
+            &peer_if, "netns", &ns,
+        ])?;
+        let in_pod = |args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+            full.extend_from_slice(args);
+            sh(&full)
+        };
+        in_pod(&["ip", "link", "set", "lo", "up"])?;
+        in_pod(&["ip", "link", "set", &peer_if, "name", "eth0"])?;
+        in_pod(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        in_pod(&["ip", "link", "set", "eth0", "up"])?;
+        in_pod(&["ip", "route", "add", NODE_LINK_IP, "dev", "eth0"])?;
+        in_pod(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            NODE_LINK_IP,
+            "dev",
+            "eth0",
+        ])?;
+        self.node_sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_LINK_IP}/32"),
+            "dev",
+            &host_if,
+        ])?;
+        self.node_sh(&["ip", "link", "set", &host_if, "up"])?;
+        self.node_sh(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
+        ])?;
+        self.node_sh(&["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if])?;
+        Ok(())
+    }
+
+    /// Starts `args` inside namespace `ns`; the process is killed on drop.
+    ///
+    /// # Errors
+    /// Fails when the process cannot start.
+    pub fn spawn_in(&mut self, ns: &str, args: &[&str], quiet: bool) -> anyhow::Result<u32> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null());
+        if quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {args:?} in {ns}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Runs `args` inside namespace `ns` and returns its output.
+    ///
+    /// # Errors
+    /// Fails when the command cannot start.
+    pub fn exec_in(&self, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {args:?} in {ns}"))
+    }
+
+    /// Sends SIGTERM to a child started here and waits for it.
+    pub fn stop(&mut self, pid: u32) {
+        if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
+            let mut c = self.children.remove(pos);
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.pods.iter().chain(std::iter::once(&self.node())) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
