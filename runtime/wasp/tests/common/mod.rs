@@ -1,0 +1,198 @@
+//! Shared harness for the root-only tests: a node with pods in network namespaces, the daemon
+//! running in the node, probes from any namespace.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use wasp::echo::Outcome;
+use wasp::testbed::{Testbed, is_root};
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_wasp");
+
+/// The (mode, iptables backend) pairs every behaviour case runs against.
+pub const MODES: &[(&str, &str)] = &[("iptables", "nft"), ("iptables", "legacy")];
+
+/// True when the test may run; prints why not and returns false when it may not.
+/// Under CI=true a missing root is a failure, not a skip.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root to build network namespaces, and CI=true forbids skipping");
+    }
+    eprintln!("SKIP {test}: needs root to build network namespaces (run as root, or under CI=true to fail)");
+    false
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A node, its pods, its config dir and its daemon.
+pub struct Node {
+    pub tb: Testbed,
+    pub dir: tempfile::TempDir,
+    pub mode: String,
+    pub backend: String,
+    pub daemon: Option<u32>,
+    pub extra_args: Vec<String>,
+}
+
+impl Node {
+    pub fn new(tag: &str, mode: &str, backend: &str) -> Self {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let short: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+        let prefix = format!("wt{}-{n}-{short}", std::process::id() % 100000);
+        let tb = Testbed::new(&prefix, "10.96.0.0/12").expect("build node namespace");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        Self { tb, dir, mode: mode.into(), backend: backend.into(), daemon: None, extra_args: vec![] }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("wasp.log")
+    }
+
+    pub fn pod(&mut self, name: &str, ip: &str, tcp: &[u16], udp: &[u16]) {
+        self.tb.add_pod(name, ip).expect("add pod");
+        let ns = self.tb.pod_ns(name);
+        let mut args: Vec<String> = vec![EXE.into(), "serve".into(), "--name".into(), name.into()];
+        for p in tcp {
+            args.extend(["--tcp".into(), p.to_string()]);
+        }
+        for p in udp {
+            args.extend(["--udp".into(), p.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tb.spawn_in(&ns, &args, true).expect("start server");
+    }
+
+    /// Writes a config file atomically (write beside, rename).
+    pub fn write(&self, file: &str, body: &str) {
+        let tmp = self.config_dir().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, self.config_dir().join(file)).unwrap();
+    }
+
+    pub fn start(&mut self) {
+        let cmd = format!(
+            "exec {EXE} run --mode {} --iptables-backend {} --config-dir {} --cluster-cidr 10.244.0.0/16 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
+            self.mode,
+            self.backend,
+            self.config_dir().display(),
+            self.extra_args.join(" "),
+            self.log_path().display()
+        );
+        let node = self.tb.node();
+        self.daemon = Some(self.tb.spawn_in(&node, &["sh", "-c", &cmd], false).unwrap());
+        self.wait_synced();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.daemon.take() {
+            self.tb.stop(pid);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Reads one metric from the daemon's /metrics inside the node.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let out = self.tb.exec_in(&self.tb.node(), &["curl", "-s", "--max-time", "2", "http://127.0.0.1:10249/metrics"]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    pub fn healthz(&self) -> (u16, String) {
+        let out = self
+            .tb
+            .exec_in(&self.tb.node(), &["curl", "-s", "-w", "\n%{http_code}", "--max-time", "2", "http://127.0.0.1:10256/healthz"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Waits for the first sync.
+    pub fn wait_synced(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self.metric("wasp_sync_proxy_rules_last_timestamp_seconds").is_some_and(|t| t > 0.0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the daemon did not sync within 20 s; log:\n{}", self.log());
+    }
+
+    /// Probes from `from` ("node" or a pod's name).
+    pub fn probe(&self, from: &str, proto: &str, addr: &str, count: u32, timeout: &str) -> Vec<Outcome> {
+        let ns = if from == "node" { self.tb.node() } else { self.tb.pod_ns(from) };
+        let out = self
+            .tb
+            .exec_in(&ns, &[EXE, "probe", "--count", &count.to_string(), "--timeout", timeout, proto, addr])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(Outcome::parse).collect()
+    }
+
+    /// Probes until `ok` holds for the outcomes (the daemon syncs asynchronously), or panics.
+    pub fn eventually(&self, what: &str, from: &str, proto: &str, addr: &str, ok: impl Fn(&[Outcome]) -> bool) -> Vec<Outcome> {
+        let start = Instant::now();
+        let mut last = vec![];
+        while start.elapsed() < Duration::from_secs(15) {
+            last = self.probe(from, proto, addr, 8, "1s");
+            if ok(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{what}: not reached within 15 s; last outcomes {last:?}\nlog:\n{}", self.log());
+    }
+
+    pub fn iptables_save(&self) -> String {
+        let tool = format!("iptables-{}-save", self.backend);
+        let out = self.tb.exec_in(&self.tb.node(), &[&tool]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn iptables(&self, args: &[&str]) -> std::process::Output {
+        let tool = format!("iptables-{}", self.backend);
+        let mut full = vec![tool.as_str()];
+        full.extend_from_slice(args);
+        self.tb.exec_in(&self.tb.node(), &full).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("daemon log:\n{}", self.log());
+        }
+    }
+}
+
+/// Counts answers by backend name.
+pub fn split(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for o in outcomes {
+        let k = match o {
+            Outcome::Answered { name, .. } => name.clone(),
+            other => other.to_string(),
+        };
+        *m.entry(k).or_default() += 1;
+    }
+    m
+}
+
+pub fn answered_by(outcomes: &[Outcome]) -> Vec<String> {
+    split(outcomes).into_keys().collect()
+}
