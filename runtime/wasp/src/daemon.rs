@@ -45,6 +45,7 @@ struct Daemon {
     metrics: Arc<Metrics>,
     pending: i64,
     needs_full: bool,
+    resolve_errors: Vec<wasp_model::ConfigError>,
 }
 
 fn now_secs() -> f64 {
@@ -88,6 +89,7 @@ pub async fn run(
         metrics,
         pending: 0,
         needs_full: true,
+        resolve_errors: Vec::new(),
     };
     tracing::info!(%mode, dir = %opts.config_dir.display(), node = %d.resolve.node.name, "wasp starting");
     // No rules until the initial list is in, as kube-proxy waits for its informers.
@@ -141,7 +143,7 @@ impl Daemon {
                 self.pending += n.max(1);
             }
         }
-        self.metrics.config_errors.set(self.log.len() as i64);
+        self.report_errors();
         if changed {
             self.health.queued();
             self.metrics.changes_pending.set(self.pending);
@@ -155,11 +157,15 @@ impl Daemon {
     fn sync(&mut self, full: bool) -> bool {
         let start = Instant::now();
         let (state, resolve_errors) = resolve(&self.store, &mut self.alloc, &self.resolve);
-        for e in &resolve_errors {
+        for e in resolve_errors
+            .iter()
+            .filter(|e| !self.resolve_errors.contains(e))
+        {
             tracing::warn!(error = %e, "config error");
         }
         let errors = self.log.len() + resolve_errors.len();
-        self.metrics.config_errors.set(errors as i64);
+        self.resolve_errors = resolve_errors;
+        self.report_errors();
         let diff = self.synced.diff(&state);
         if !full && diff.is_empty() {
             self.done(&state);
@@ -226,8 +232,18 @@ impl Daemon {
         self.metrics.last_sync_timestamp.set(now_secs());
         self.metrics.service_ports.set(state.ports.len() as i64);
         self.metrics.endpoints.set(state.endpoint_count() as i64);
-        let detail = self.log.all().map(|e| e.to_string()).collect();
-        self.health.set_detail(self.log.len(), detail);
         self.health.updated();
+    }
+
+    /// Shows the current configuration errors in /healthz.
+    fn report_errors(&self) {
+        let detail: Vec<String> = self
+            .log
+            .all()
+            .chain(&self.resolve_errors)
+            .map(|e| e.to_string())
+            .collect();
+        self.metrics.config_errors.set(detail.len() as i64);
+        self.health.set_detail(detail.len(), detail);
     }
 }

@@ -82,7 +82,8 @@ impl Testbed {
             "dev",
             "wasp-node0",
         ])?;
-        tb.node_sh(&["ip", "link", "set", "wasp-node0", "up"])?;
+        // No ARP: traffic to a VIP nothing claims vanishes, as into a real default route.
+        tb.node_sh(&["ip", "link", "set", "wasp-node0", "arp", "off", "up"])?;
         tb.node_sh(&["ip", "route", "add", service_cidr, "dev", "wasp-node0"])?;
         Ok(tb)
     }

@@ -79,10 +79,21 @@ enum Expect {
 }
 
 fn check(case_name: &str, case: &Case, node: &Node, p: &Probe, client_ips: &[(String, String)]) {
-    let timeout = if matches!(p.expect, Expect::Dropped) { "500ms" } else { "2s" };
+    let timeout = if matches!(p.expect, Expect::Dropped) {
+        "500ms"
+    } else {
+        "2s"
+    };
     let outs = node.probe(&p.from, &p.proto, &p.to, p.count, timeout);
-    let what = format!("{case_name} ({}): {} {} from {} -> {:?}", case.description, p.proto, p.to, p.from, p.expect);
-    assert_eq!(outs.len(), p.count as usize, "{what}: probe printed {outs:?}");
+    let what = format!(
+        "{case_name} ({}): {} {} from {} -> {:?}",
+        case.description, p.proto, p.to, p.from, p.expect
+    );
+    assert_eq!(
+        outs.len(),
+        p.count as usize,
+        "{what}: probe printed {outs:?}"
+    );
     let all_answered = outs.iter().all(|o| matches!(o, Outcome::Answered { .. }));
     let peers: BTreeSet<&str> = outs
         .iter()
@@ -95,19 +106,45 @@ fn check(case_name: &str, case: &Case, node: &Node, p: &Probe, client_ips: &[(St
     let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
     match &p.expect {
         Expect::Backends(want) => {
-            assert!(all_answered && set(want) == got.iter().cloned().collect(), "{what}: got {outs:?}");
+            assert!(
+                all_answered && set(want) == got.iter().cloned().collect(),
+                "{what}: got {outs:?}"
+            );
         }
         Expect::SameBackendOf(want) => {
-            assert!(all_answered && got.len() == 1 && want.contains(&got[0]), "{what}: got {outs:?}");
+            assert!(
+                all_answered && got.len() == 1 && want.contains(&got[0]),
+                "{what}: got {outs:?}"
+            );
         }
         Expect::Masqueraded(want) | Expect::Unmasqueraded(want) => {
-            assert!(all_answered && set(want) == got.iter().cloned().collect(), "{what}: got {outs:?}");
-            let own = client_ips.iter().find(|(n, _)| n == &p.from).map(|(_, ip)| ip.as_str());
-            let want_peer = if matches!(p.expect, Expect::Masqueraded(_)) { Some(NODE_LINK_IP) } else { own };
-            assert_eq!(peers, want_peer.into_iter().collect(), "{what}: backends saw {peers:?}");
+            assert!(
+                all_answered && set(want) == got.iter().cloned().collect(),
+                "{what}: got {outs:?}"
+            );
+            let own = client_ips
+                .iter()
+                .find(|(n, _)| n == &p.from)
+                .map(|(_, ip)| ip.as_str());
+            let want_peer = if matches!(p.expect, Expect::Masqueraded(_)) {
+                Some(NODE_LINK_IP)
+            } else {
+                own
+            };
+            assert_eq!(
+                peers,
+                want_peer.into_iter().collect(),
+                "{what}: backends saw {peers:?}"
+            );
         }
-        Expect::Rejected => assert!(outs.iter().all(|o| o == &Outcome::Refused), "{what}: got {outs:?}"),
-        Expect::Dropped => assert!(outs.iter().all(|o| o == &Outcome::Timeout), "{what}: got {outs:?}"),
+        Expect::Rejected => assert!(
+            outs.iter().all(|o| o == &Outcome::Refused),
+            "{what}: got {outs:?}"
+        ),
+        Expect::Dropped => assert!(
+            outs.iter().all(|o| o == &Outcome::Timeout),
+            "{what}: got {outs:?}"
+        ),
     }
 }
 
@@ -122,7 +159,11 @@ fn run_case(file: &str) {
         for p in &case.pods {
             node.pod(&p.name, &p.ip, &p.tcp, &p.udp);
         }
-        let mut ips: Vec<(String, String)> = case.pods.iter().map(|p| (p.name.clone(), p.ip.clone())).collect();
+        let mut ips: Vec<(String, String)> = case
+            .pods
+            .iter()
+            .map(|p| (p.name.clone(), p.ip.clone()))
+            .collect();
         for c in &case.clients {
             node.tb.add_pod(&c.name, &c.ip).unwrap();
             ips.push((c.name.clone(), c.ip.clone()));

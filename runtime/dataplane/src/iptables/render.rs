@@ -160,9 +160,11 @@ fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
         "-A {} -m mark ! --mark {mark} -j RETURN",
         chain::POSTROUTING
     ));
-    // Clear the mark so a re-traversal (e.g. IPsec) does not masquerade twice.
+    // Clear the mark so a re-traversal (e.g. IPsec) does not masquerade twice. Marks are
+    // written as iptables-save prints them (`--xor-mark M` is `--set-xmark M/0x0`), so the
+    // rules read back exactly as rendered.
     nat.rule(format!(
-        "-A {} -j MARK --xor-mark {:#x}",
+        "-A {} -j MARK --set-xmark {:#x}/0x0",
         chain::POSTROUTING,
         cfg.masquerade_mark
     ));
@@ -172,9 +174,8 @@ fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
     ));
     nat.chain(chain::MARK_MASQ);
     nat.rule(format!(
-        "-A {} -j MARK --or-mark {:#x}",
-        chain::MARK_MASQ,
-        cfg.masquerade_mark
+        "-A {} -j MARK --set-xmark {mark}",
+        chain::MARK_MASQ
     ));
     filter.chain(chain::FORWARD);
     filter.rule(format!(

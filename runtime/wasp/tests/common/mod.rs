@@ -25,7 +25,9 @@ pub fn root_or_skip(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: needs root to build network namespaces, and CI=true forbids skipping");
     }
-    eprintln!("SKIP {test}: needs root to build network namespaces (run as root, or under CI=true to fail)");
+    eprintln!(
+        "SKIP {test}: needs root to build network namespaces (run as root, or under CI=true to fail)"
+    );
     false
 }
 
@@ -44,12 +46,23 @@ pub struct Node {
 impl Node {
     pub fn new(tag: &str, mode: &str, backend: &str) -> Self {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let short: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+        let short: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
         let prefix = format!("wt{}-{n}-{short}", std::process::id() % 100000);
         let tb = Testbed::new(&prefix, "10.96.0.0/12").expect("build node namespace");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        Self { tb, dir, mode: mode.into(), backend: backend.into(), daemon: None, extra_args: vec![] }
+        Self {
+            tb,
+            dir,
+            mode: mode.into(),
+            backend: backend.into(),
+            daemon: None,
+            extra_args: vec![],
+        }
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -107,15 +120,39 @@ impl Node {
 
     /// Reads one metric from the daemon's /metrics inside the node.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let out = self.tb.exec_in(&self.tb.node(), &["curl", "-s", "--max-time", "2", "http://127.0.0.1:10249/metrics"]).ok()?;
+        let out = self
+            .tb
+            .exec_in(
+                &self.tb.node(),
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:10249/metrics",
+                ],
+            )
+            .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     pub fn healthz(&self) -> (u16, String) {
         let out = self
             .tb
-            .exec_in(&self.tb.node(), &["curl", "-s", "-w", "\n%{http_code}", "--max-time", "2", "http://127.0.0.1:10256/healthz"])
+            .exec_in(
+                &self.tb.node(),
+                &[
+                    "curl",
+                    "-s",
+                    "-w",
+                    "\n%{http_code}",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:10256/healthz",
+                ],
+            )
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
@@ -126,7 +163,10 @@ impl Node {
     pub fn wait_synced(&self) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if self.metric("wasp_sync_proxy_rules_last_timestamp_seconds").is_some_and(|t| t > 0.0) {
+            if self
+                .metric("wasp_sync_proxy_rules_last_timestamp_seconds")
+                .is_some_and(|t| t > 0.0)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -135,17 +175,50 @@ impl Node {
     }
 
     /// Probes from `from` ("node" or a pod's name).
-    pub fn probe(&self, from: &str, proto: &str, addr: &str, count: u32, timeout: &str) -> Vec<Outcome> {
-        let ns = if from == "node" { self.tb.node() } else { self.tb.pod_ns(from) };
+    pub fn probe(
+        &self,
+        from: &str,
+        proto: &str,
+        addr: &str,
+        count: u32,
+        timeout: &str,
+    ) -> Vec<Outcome> {
+        let ns = if from == "node" {
+            self.tb.node()
+        } else {
+            self.tb.pod_ns(from)
+        };
         let out = self
             .tb
-            .exec_in(&ns, &[EXE, "probe", "--count", &count.to_string(), "--timeout", timeout, proto, addr])
+            .exec_in(
+                &ns,
+                &[
+                    EXE,
+                    "probe",
+                    "--count",
+                    &count.to_string(),
+                    "--timeout",
+                    timeout,
+                    proto,
+                    addr,
+                ],
+            )
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().map(Outcome::parse).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Outcome::parse)
+            .collect()
     }
 
     /// Probes until `ok` holds for the outcomes (the daemon syncs asynchronously), or panics.
-    pub fn eventually(&self, what: &str, from: &str, proto: &str, addr: &str, ok: impl Fn(&[Outcome]) -> bool) -> Vec<Outcome> {
+    pub fn eventually(
+        &self,
+        what: &str,
+        from: &str,
+        proto: &str,
+        addr: &str,
+        ok: impl Fn(&[Outcome]) -> bool,
+    ) -> Vec<Outcome> {
         let start = Instant::now();
         let mut last = vec![];
         while start.elapsed() < Duration::from_secs(15) {
@@ -155,7 +228,10 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("{what}: not reached within 15 s; last outcomes {last:?}\nlog:\n{}", self.log());
+        panic!(
+            "{what}: not reached within 15 s; last outcomes {last:?}\nlog:\n{}",
+            self.log()
+        );
     }
 
     pub fn iptables_save(&self) -> String {

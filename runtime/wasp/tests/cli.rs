@@ -1,0 +1,91 @@
+//! The command line without root: validate's errors and exit status, plan's output.
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_wasp");
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, body) in files {
+        std::fs::write(d.path().join(name), body).unwrap();
+    }
+    d
+}
+
+#[test]
+fn validate_names_file_document_object_and_field_and_fails() {
+    let d = dir_with(&[
+        (
+            "good.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+        ),
+        (
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: prod}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 5432}, {port: 5433}]}\n",
+        ),
+    ]);
+    let out = Command::new(EXE)
+        .args(["validate", "--config-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let file = d.path().join("bad.yaml").display().to_string();
+    assert!(
+        text.contains(&format!(
+            "{file}: document 1: Service prod/db: spec.ports[0].name: Required value"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{file}: document 1: Service prod/db: spec.clusterIP: Invalid value: \"10.0.0.1\": provided IP is not in the valid range")), "{text}");
+    assert!(text.contains("2 errors"), "{text}");
+}
+
+#[test]
+fn validate_passes_a_good_dir() {
+    let d = dir_with(&[(
+        "good.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+    )]);
+    let out = Command::new(EXE)
+        .args(["validate", "--config-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("1 objects, 1 service ports, 0 endpoints, 0 errors")
+    );
+}
+
+#[test]
+fn examples_validate() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    for dir in ["walkthrough", "edge-node"] {
+        let out = Command::new(EXE)
+            .args(["validate", "--config-dir", &format!("{root}/{dir}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn unknown_mode_is_a_clear_error() {
+    let out = Command::new(EXE)
+        .args(["run", "--mode", "bogus", "--config-dir", "."])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode \"bogus\""));
+}

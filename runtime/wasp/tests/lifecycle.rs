@@ -1,0 +1,384 @@
+//! The daemon's lifecycle on the real kernel: the watch follows edits, renames, deletes and
+//! corruption; a full resync repairs drift; a restart keeps traffic flowing and reconciles;
+//! cleanup removes wasp's rules and nothing else; plan prints what run applies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{EXE, MODES, Node, answered_by, root_or_skip};
+use wasp::echo::Outcome;
+
+const VIP: &str = "10.96.0.70:80";
+
+fn service(eps: &[&str]) -> String {
+    let addrs: Vec<String> = eps.iter().map(|ip| format!("{{ip: {ip}}}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: 10.96.0.70, ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: web}}\nsubsets: [{{addresses: [{}], ports: [{{port: 80}}]}}]\n",
+        addrs.join(", ")
+    )
+}
+
+fn node(tag: &str, backend: &str) -> Node {
+    let mut n = Node::new(tag, "iptables", backend);
+    n.pod("a", "10.244.7.2", &[80], &[]);
+    n.pod("b", "10.244.7.3", &[80], &[]);
+    n.tb.add_pod("client", "10.244.2.10").unwrap();
+    n
+}
+
+fn is(names: &[&str]) -> impl Fn(&[Outcome]) -> bool + use<> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    move |o: &[Outcome]| {
+        o.iter().all(|x| matches!(x, Outcome::Answered { .. })) && answered_by(o) == names
+    }
+}
+
+fn dropped(o: &[Outcome]) -> bool {
+    o.iter().all(|x| x == &Outcome::Timeout)
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within 15 s");
+}
+
+/// Waits until the daemon reports `n` config errors.
+fn wait_errors(n: &Node, want: f64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if n.metric("wasp_config_errors") == Some(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("wasp_config_errors never became {want}; log:\n{}", n.log());
+}
+
+#[test]
+fn watch_follows_edits_renames_deletes_and_corruption() {
+    if !root_or_skip("watch") {
+        return;
+    }
+    let mut n = node("watch", "nft");
+    n.write("web.yaml", &service(&["10.244.7.2"]));
+    n.start();
+    n.eventually("initial", "client", "tcp", VIP, is(&["a"]));
+
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    n.eventually("an edit adds b", "client", "tcp", VIP, is(&["a", "b"]));
+
+    // Broken YAML: the whole file keeps its last good objects.
+    n.write(
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web\n",
+    );
+    wait_until("the broken file is reported", || {
+        n.healthz().1.contains("not valid YAML")
+    });
+    n.eventually(
+        "corrupt file keeps the last good state",
+        "client",
+        "tcp",
+        VIP,
+        is(&["a", "b"]),
+    );
+    let (code, body) = n.healthz();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("web.yaml: document 0: not valid YAML"),
+        "{body}"
+    );
+
+    // A bad field: that object keeps its last good version.
+    n.write(
+        "web.yaml",
+        &service(&["10.244.7.3"]).replace(
+            "10.96.0.70, ports: [{port: 80}]",
+            "10.96.0.70, ports: [{port: 70000}]",
+        ),
+    );
+    wait_until("the bad field is reported", || {
+        n.healthz()
+            .1
+            .contains("Service default/web: spec.ports[0].port: Invalid value: 70000")
+    });
+    assert_eq!(n.metric("wasp_config_errors"), Some(1.0));
+    n.eventually(
+        "the endpoints change, the bad Service keeps its port",
+        "client",
+        "tcp",
+        VIP,
+        is(&["b"]),
+    );
+
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    wait_errors(&n, 0.0);
+
+    // An editor's partial write, then the rest of the file.
+    let full = service(&["10.244.7.2"]);
+    std::fs::write(n.config_dir().join("web.yaml"), &full[..full.len() / 2]).unwrap();
+    std::fs::write(n.config_dir().join("web.yaml"), &full).unwrap();
+    n.eventually("a partial write settles", "client", "tcp", VIP, is(&["a"]));
+    wait_errors(&n, 0.0);
+
+    // A rename into a subdirectory is not a delete.
+    std::fs::create_dir_all(n.config_dir().join("moved")).unwrap();
+    std::fs::rename(
+        n.config_dir().join("web.yaml"),
+        n.config_dir().join("moved/web.yaml"),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    n.eventually("renamed", "client", "tcp", VIP, is(&["a"]));
+
+    std::fs::remove_file(n.config_dir().join("moved/web.yaml")).unwrap();
+    n.eventually(
+        "a deleted file removes its Service",
+        "client",
+        "tcp",
+        VIP,
+        dropped,
+    );
+}
+
+#[test]
+fn full_resync_repairs_rules_someone_deleted() {
+    if !root_or_skip("resync") {
+        return;
+    }
+    for (_, backend) in MODES {
+        let mut n = node("resync", backend);
+        n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+        n.start();
+        n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
+        let hook = [
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "wasp service portals",
+            "-j",
+            "WASP-SERVICES",
+        ];
+        let with = |op: &'static str| [&["-t", "nat", op][..], &hook[..]].concat();
+        let out = n.iptables(&with("-D"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !n.iptables(&with("-C")).status.success(),
+            "the hook is gone"
+        );
+        wait_until("the full resync (2 s) re-inserts the hook", || {
+            n.iptables(&with("-C")).status.success()
+        });
+        n.eventually(
+            "traffic after the repair",
+            "client",
+            "tcp",
+            VIP,
+            is(&["a", "b"]),
+        );
+        assert!(
+            n.iptables(&["-t", "nat", "-F", "WASP-SERVICES"])
+                .status
+                .success()
+        );
+        assert!(
+            !n.iptables_save().contains("-A WASP-SERVICES"),
+            "the dispatch chain is empty"
+        );
+        wait_until("the full resync rewrites the dispatch chain", || {
+            n.iptables_save().contains("-A WASP-SERVICES")
+        });
+        n.eventually(
+            "traffic after the repair",
+            "client",
+            "tcp",
+            VIP,
+            is(&["a", "b"]),
+        );
+    }
+}
+
+#[test]
+fn restart_keeps_traffic_and_reconciles() {
+    if !root_or_skip("restart") {
+        return;
+    }
+    for (_, backend) in MODES {
+        let mut n = node("restart", backend);
+        n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+        n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
+        n.start();
+        n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
+        n.stop();
+        assert!(n.log().contains("the rules stay in place"), "{}", n.log());
+        n.eventually(
+            "traffic flows while the daemon is down",
+            "client",
+            "tcp",
+            VIP,
+            is(&["a", "b"]),
+        );
+        let chains_before = n
+            .iptables_save()
+            .lines()
+            .filter(|l| l.starts_with(":WASP-SEP-"))
+            .count();
+        assert_eq!(chains_before, 3);
+        std::fs::remove_file(n.config_dir().join("other.yaml")).unwrap();
+        n.start();
+        let save = n.iptables_save();
+        assert_eq!(
+            save.lines().filter(|l| l.starts_with(":WASP-SEP-")).count(),
+            2,
+            "the stale chain of `other` is removed:\n{save}"
+        );
+        assert!(!save.contains("default/other"), "{save}");
+        n.eventually("after the restart", "client", "tcp", VIP, is(&["a", "b"]));
+        n.stop();
+    }
+}
+
+#[test]
+fn cleanup_removes_wasp_rules_and_nothing_else() {
+    if !root_or_skip("cleanup") {
+        return;
+    }
+    for (_, backend) in MODES {
+        let mut n = node("cleanup", backend);
+        assert!(n.iptables(&["-t", "nat", "-N", "FOREIGN"]).status.success());
+        assert!(
+            n.iptables(&["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"])
+                .status
+                .success()
+        );
+        n.write("web.yaml", &service(&["10.244.7.2"]));
+        n.start();
+        n.stop();
+        assert!(n.iptables_save().contains(":WASP-SERVICES"));
+        let out =
+            n.tb.exec_in(
+                &n.tb.node(),
+                &[
+                    EXE,
+                    "cleanup",
+                    "--mode",
+                    "iptables",
+                    "--iptables-backend",
+                    backend,
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let save = n.iptables_save();
+        assert!(!save.contains("WASP"), "{save}");
+        assert!(
+            save.contains(":FOREIGN") && save.contains("-A PREROUTING -j FOREIGN"),
+            "{save}"
+        );
+        n.eventually("no service rules remain", "client", "tcp", VIP, dropped);
+    }
+}
+
+#[test]
+fn plan_prints_exactly_what_run_applies() {
+    if !root_or_skip("plan") {
+        return;
+    }
+    let mut n = node("plan", "nft");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    let dir = n.config_dir().display().to_string();
+    let plan =
+        n.tb.exec_in(
+            &n.tb.node(),
+            &[
+                EXE,
+                "plan",
+                "--mode",
+                "iptables",
+                "--iptables-backend",
+                "nft",
+                "--config-dir",
+                &dir,
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--node-name",
+                "node-a",
+            ],
+        )
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        n.iptables_save().lines().all(|l| !l.contains("WASP")),
+        "plan changed nothing"
+    );
+    n.start();
+    let save = n.iptables_save();
+    // Every rule the plan declares is in the kernel, and every WASP rule in the kernel was planned
+    // (iptables-save orders match options its own way, so compare as word sets per rule).
+    let norm = |l: &str| {
+        let mut w: Vec<String> = l
+            .replace('"', "")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        w.sort();
+        w.join(" ")
+    };
+    let planned: std::collections::BTreeSet<String> = plan
+        .lines()
+        .filter(|l| l.starts_with("-A ") && l.contains("WASP"))
+        .map(|l| norm(&l.replace("0.5000000000", "0.50000000000")))
+        .collect();
+    let applied: std::collections::BTreeSet<String> = save
+        .lines()
+        .filter(|l| l.starts_with("-A WASP"))
+        .map(|l| norm(&l.replace(" --mask 255.255.255.255 --rsource", "")))
+        .collect();
+    let only_plan: Vec<&String> = planned.difference(&applied).collect();
+    let only_kernel: Vec<&String> = applied.difference(&planned).collect();
+    assert!(
+        only_plan.is_empty() && only_kernel.is_empty(),
+        "only planned: {only_plan:#?}\nonly in the kernel: {only_kernel:#?}"
+    );
+}
+
+#[test]
+fn healthz_and_metrics() {
+    if !root_or_skip("healthz") {
+        return;
+    }
+    let mut n = node("health", "nft");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    n.start();
+    let (code, body) = n.healthz();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"healthy\":true"), "{body}");
+    assert_eq!(n.metric("wasp_programmed_service_ports"), Some(1.0));
+    assert_eq!(n.metric("wasp_programmed_endpoints"), Some(2.0));
+    assert_eq!(n.metric("wasp_sync_proxy_rules_failures_total"), Some(0.0));
+    assert!(
+        n.metric("wasp_sync_proxy_rules_duration_seconds_count")
+            .is_some_and(|c| c >= 1.0)
+    );
+}
