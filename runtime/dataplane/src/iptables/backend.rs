@@ -58,6 +58,15 @@ const HOOKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// What a full sync reads before it writes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The WASP- chains in nat.
+    pub nat_chains: BTreeSet<String>,
+    /// The indices (in the hook list) of the hooks present.
+    hooks: Vec<usize>,
+}
+
 /// One family's tools on one backend.
 #[derive(Debug, Clone)]
 pub struct Tables {
@@ -100,21 +109,46 @@ impl Tables {
         Ok(chains_in_save(&out))
     }
 
-    /// Inserts each hook that is missing, so a deleted hook is repaired by the next full sync.
+    /// Reads nat and filter once: the WASP- chains in nat and the hooks that are present.
+    ///
+    /// # Errors
+    /// Fails when iptables-save fails.
+    pub fn snapshot(&self) -> Result<Snapshot, ExecError> {
+        let nat = exec::run(&self.tool("-save"), &["-t", "nat"], None)?;
+        let filter = exec::run(&self.tool("-save"), &["-t", "filter"], None)?;
+        let present = |table: &str, text: &str, out: &mut Vec<usize>| {
+            for (i, (t, chain, spec)) in HOOKS.iter().enumerate() {
+                let line = format!("-A {chain} {spec}");
+                if *t == table && text.lines().any(|l| l == line) {
+                    out.push(i);
+                }
+            }
+        };
+        let mut hooks = Vec::new();
+        present("nat", &nat, &mut hooks);
+        present("filter", &filter, &mut hooks);
+        Ok(Snapshot {
+            nat_chains: chains_in_save(&nat),
+            hooks,
+        })
+    }
+
+    /// Inserts each hook `snap` did not see, so a deleted hook is repaired by the next full
+    /// sync. One iptables-save beats a `-C` per hook: with iptables-legacy every call reads
+    /// the whole table.
     ///
     /// # Errors
     /// Fails when iptables fails to insert a hook.
-    pub fn ensure_hooks(&self) -> Result<(), ExecError> {
+    pub fn ensure_hooks(&self, snap: &Snapshot) -> Result<(), ExecError> {
         let tool = self.tool("");
-        for (table, chain, spec) in HOOKS {
-            let args = split(spec);
-            let mut check = vec!["-w", "5", "-t", table, "-C", chain];
-            check.extend(args.iter().map(String::as_str));
-            if exec::run(&tool, &check, None).is_err() {
-                let mut insert = vec!["-w", "5", "-t", table, "-I", chain];
-                insert.extend(args.iter().map(String::as_str));
-                exec::run(&tool, &insert, None)?;
+        for (i, (table, chain, spec)) in HOOKS.iter().enumerate() {
+            if snap.hooks.contains(&i) {
+                continue;
             }
+            let args = split(spec);
+            let mut insert = vec!["-w", "5", "-t", table, "-I", chain];
+            insert.extend(args.iter().map(String::as_str));
+            exec::run(&tool, &insert, None)?;
         }
         Ok(())
     }

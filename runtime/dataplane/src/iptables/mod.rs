@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use wasp_model::StateDiff;
 
-pub use backend::{Backend, Tables};
+pub use backend::{Backend, Snapshot, Tables};
 pub use render::{Programmed, RenderConfig, Rendered, Scope, render};
 
 use crate::conntrack;
@@ -71,11 +71,12 @@ impl Iptables {
         render(req.state, req.selections, &f.cfg, scope)
     }
 
-    fn existing(f: &Family, req: &SyncRequest<'_>) -> Result<BTreeSet<String>, ExecError> {
+    /// What a full sync must read first; a partial sync reads nothing.
+    fn snapshot(f: &Family, req: &SyncRequest<'_>) -> Result<Option<Snapshot>, ExecError> {
         if req.diff.is_some() && f.programmed.is_some() {
-            return Ok(BTreeSet::new());
+            return Ok(None);
         }
-        f.tables.chains("nat")
+        f.tables.snapshot().map(Some)
     }
 }
 
@@ -88,7 +89,11 @@ impl Dataplane for Iptables {
         let mut out = String::new();
         for f in &self.families {
             // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
-            let existing = Self::existing(f, &req).unwrap_or_default();
+            let existing = Self::snapshot(f, &req)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .nat_chains;
             out.push_str(if f.tables.ipv4 {
                 "# iptables-restore --noflush\n"
             } else {
@@ -105,8 +110,11 @@ impl Dataplane for Iptables {
             ..SyncReport::default()
         };
         for f in &mut self.families {
-            let existing = Self::existing(f, &req)?;
-            let full = req.diff.is_none() || f.programmed.is_none();
+            let snap = Self::snapshot(f, &req)?;
+            let existing = snap
+                .as_ref()
+                .map(|s| s.nat_chains.clone())
+                .unwrap_or_default();
             let r = Self::render(f, &req, &existing);
             tracing::trace!(ipv4 = f.tables.ipv4, rules = %r.text, "iptables-restore input");
             if let Err(e) = f.tables.restore(&r.text) {
@@ -114,11 +122,11 @@ impl Dataplane for Iptables {
                 f.programmed = None;
                 return Err(e);
             }
-            if full {
-                f.tables.ensure_hooks()?;
+            if let Some(snap) = &snap {
+                f.tables.ensure_hooks(snap)?;
             }
             f.programmed = Some(r.programmed);
-            report.full &= full;
+            report.full &= snap.is_some();
             report.rules += r.rules;
             report.bytes += r.text.len();
         }
