@@ -54,10 +54,9 @@ pub async fn serve(name: String, tcp: Vec<u16>, udp: Vec<u16>) -> anyhow::Result
             }
         }));
     }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(())
+    // The listeners run until the process is killed.
+    let _tasks = tasks;
+    std::future::pending().await
 }
 
 /// The outcome of one probe.

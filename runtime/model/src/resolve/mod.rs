@@ -91,7 +91,7 @@ pub fn resolve(
                 mirror::endpoints(&e.object, &spn, &node, &mut eps);
             }
             eps.retain(|e| cluster_ips.iter().any(|ip| ip.is_ipv4() == e.ip.is_ipv4()));
-            eps.sort_by(|a, b| (a.ip, a.port).cmp(&(b.ip, b.port)));
+            eps.sort_by_key(|e| (e.ip, e.port));
             let cat = categorize(&eps, &service, &node);
             let endpoints = if service.internal_traffic_local {
                 cat.local
