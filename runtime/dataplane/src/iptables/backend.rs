@@ -58,6 +58,30 @@ const HOOKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Adds to restore input an `-I` for each hook `snap` did not see, in the same transaction as
+/// the chains they jump to, so a deleted hook is repaired by the next full sync. (One
+/// iptables-save and one restore beat a `-C` and `-I` per hook: with iptables-legacy every
+/// call reads and writes the whole table.)
+pub fn with_missing_hooks(text: &str, snap: &Snapshot) -> String {
+    let mut out = String::with_capacity(text.len() + 512);
+    let mut table = "";
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = HOOKS.iter().find(|h| h.0 == t).map_or("", |h| h.0);
+        }
+        if line == "COMMIT" {
+            for (i, (t, chain, spec)) in HOOKS.iter().enumerate() {
+                if *t == table && !snap.hooks.contains(&i) {
+                    out.push_str(&format!("-I {chain} 1 {spec}\n"));
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// What a full sync reads before it writes.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -131,26 +155,6 @@ impl Tables {
             nat_chains: chains_in_save(&nat),
             hooks,
         })
-    }
-
-    /// Inserts each hook `snap` did not see, so a deleted hook is repaired by the next full
-    /// sync. One iptables-save beats a `-C` per hook: with iptables-legacy every call reads
-    /// the whole table.
-    ///
-    /// # Errors
-    /// Fails when iptables fails to insert a hook.
-    pub fn ensure_hooks(&self, snap: &Snapshot) -> Result<(), ExecError> {
-        let tool = self.tool("");
-        for (i, (table, chain, spec)) in HOOKS.iter().enumerate() {
-            if snap.hooks.contains(&i) {
-                continue;
-            }
-            let args = split(spec);
-            let mut insert = vec!["-w", "5", "-t", table, "-I", chain];
-            insert.extend(args.iter().map(String::as_str));
-            exec::run(&tool, &insert, None)?;
-        }
-        Ok(())
     }
 
     /// Removes the hooks and every WASP- chain in nat and filter.

@@ -62,13 +62,21 @@ impl Iptables {
         }
     }
 
-    /// Renders one family's sync: partial when a diff is given and the family was synced.
-    fn render(f: &Family, req: &SyncRequest<'_>, existing: &BTreeSet<String>) -> Rendered {
-        let scope = match (req.diff, &f.programmed) {
-            (Some(diff), Some(previous)) => Scope::Partial { previous, diff },
-            _ => Scope::Full { existing },
+    /// Renders one family's sync: partial when a diff is given and the family was synced;
+    /// a full one also re-inserts the hooks `snap` did not see.
+    fn render(f: &Family, req: &SyncRequest<'_>, snap: Option<&Snapshot>) -> Rendered {
+        let none = BTreeSet::new();
+        let scope = match (req.diff, &f.programmed, snap) {
+            (Some(diff), Some(previous), None) => Scope::Partial { previous, diff },
+            (_, _, snap) => Scope::Full {
+                existing: snap.map_or(&none, |s| &s.nat_chains),
+            },
         };
-        render(req.state, req.selections, &f.cfg, scope)
+        let mut r = render(req.state, req.selections, &f.cfg, scope);
+        if let Some(snap) = snap {
+            r.text = backend::with_missing_hooks(&r.text, snap);
+        }
+        r
     }
 
     /// What a full sync must read first; a partial sync reads nothing.
@@ -89,17 +97,13 @@ impl Dataplane for Iptables {
         let mut out = String::new();
         for f in &self.families {
             // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
-            let existing = Self::snapshot(f, &req)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .nat_chains;
+            let snap = Self::snapshot(f, &req).unwrap_or(Some(Snapshot::default()));
             out.push_str(if f.tables.ipv4 {
                 "# iptables-restore --noflush\n"
             } else {
                 "# ip6tables-restore --noflush\n"
             });
-            out.push_str(&Self::render(f, &req, &existing).text);
+            out.push_str(&Self::render(f, &req, snap.as_ref()).text);
         }
         Ok(out)
     }
@@ -111,19 +115,12 @@ impl Dataplane for Iptables {
         };
         for f in &mut self.families {
             let snap = Self::snapshot(f, &req)?;
-            let existing = snap
-                .as_ref()
-                .map(|s| s.nat_chains.clone())
-                .unwrap_or_default();
-            let r = Self::render(f, &req, &existing);
+            let r = Self::render(f, &req, snap.as_ref());
             tracing::trace!(ipv4 = f.tables.ipv4, rules = %r.text, "iptables-restore input");
             if let Err(e) = f.tables.restore(&r.text) {
                 // The kernel kept the old rules, but our record may no longer match it.
                 f.programmed = None;
                 return Err(e);
-            }
-            if let Some(snap) = &snap {
-                f.tables.ensure_hooks(snap)?;
             }
             f.programmed = Some(r.programmed);
             report.full &= snap.is_some();
