@@ -160,7 +160,7 @@ fn service_ports(c: &mut Check<'_>, spec: &ServiceSpec, ty: &str) {
                 format!("Invalid value: {name:?}: not a DNS-1123 label"),
             );
         }
-        if !names.insert(name) {
+        if !name.is_empty() && !names.insert(name) {
             c.fail(format!("{f}.name"), format!("Duplicate value: {name:?}"));
         }
         if !(1..=65535).contains(&p.port) {
@@ -284,7 +284,7 @@ fn endpoints(c: &mut Check<'_>, e: &Endpoints) {
             if ports.len() > 1 && name.is_empty() {
                 c.fail(format!("{f}.name"), "Required value");
             }
-            if !names.insert(name) {
+            if !name.is_empty() && !names.insert(name) {
                 c.fail(format!("{f}.name"), format!("Duplicate value: {name:?}"));
             }
             port_and_protocol(c, &f, Some(p.port), p.protocol.as_deref());
@@ -323,7 +323,7 @@ fn slice(c: &mut Check<'_>, s: &EndpointSlice) {
     for (i, p) in s.ports.iter().flatten().enumerate() {
         let f = format!("ports[{i}]");
         let name = p.name.as_deref().unwrap_or_default();
-        if !names.insert(name) {
+        if !name.is_empty() && !names.insert(name) {
             c.fail(format!("{f}.name"), format!("Duplicate value: {name:?}"));
         }
         port_and_protocol(c, &f, p.port, p.protocol.as_deref());

@@ -39,7 +39,7 @@ fn validate_names_file_document_object_and_field_and_fails() {
         "{text}"
     );
     assert!(text.contains(&format!("{file}: document 1: Service prod/db: spec.clusterIP: Invalid value: \"10.0.0.1\": provided IP is not in the valid range")), "{text}");
-    assert!(text.contains("2 errors"), "{text}");
+    assert!(text.contains("3 errors"), "{text}");
 }
 
 #[test]
