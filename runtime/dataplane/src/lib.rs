@@ -10,11 +10,13 @@
 //! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
 //! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
+//! - [`sysctl`]: conntrack kernel settings from the config file.
 
 pub mod conntrack;
 pub mod exec;
 pub mod iptables;
 pub mod mode;
+pub mod sysctl;
 
 pub use exec::ExecError;
 pub use mode::{Dataplane, Mode, SyncReport, SyncRequest};

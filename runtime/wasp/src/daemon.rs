@@ -2,9 +2,8 @@
 //! at least every `sync-period` as a full resync that repairs drift.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::signal::unix::{SignalKind, signal};
 use wasp_dataplane::{Dataplane, SyncRequest};
@@ -12,24 +11,11 @@ use wasp_model::{
     Allocator, EqualWeights, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
     ServicePortName, resolve,
 };
-use wasp_source::{Batch, ErrorLog, FileSource};
+use wasp_source::{Batch, ErrorLog, SourceEvent};
 
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
-use crate::options::ModelOptions;
-
-/// The daemon's settings beyond the model's.
-#[derive(Debug, Clone)]
-pub struct DaemonConfig {
-    /// The longest time between full syncs.
-    pub sync_period: Duration,
-    /// The shortest time between syncs.
-    pub min_sync_period: Duration,
-    /// Where `/healthz` is served.
-    pub healthz_addr: SocketAddr,
-    /// Where `/metrics` is served.
-    pub metrics_addr: SocketAddr,
-}
+use crate::options::Settings;
 
 /// Everything the loop owns.
 struct Daemon {
@@ -46,6 +32,8 @@ struct Daemon {
     pending: i64,
     needs_full: bool,
     resolve_errors: Vec<wasp_model::ConfigError>,
+    /// Sources that are failing, with what is wrong and since when.
+    source_problems: BTreeMap<String, (String, Instant)>,
 }
 
 fn now_secs() -> f64 {
@@ -59,51 +47,55 @@ fn now_secs() -> f64 {
 /// flows across a restart; the next start reconciles instead of flushing.
 ///
 /// # Errors
-/// Fails when the config dir cannot be watched or the HTTP addresses cannot be bound.
-pub async fn run(
-    mode: wasp_dataplane::Mode,
-    opts: ModelOptions,
-    cfg: DaemonConfig,
-) -> anyhow::Result<()> {
-    let health = Arc::new(Health::new(cfg.sync_period * 2));
+/// Fails when the source cannot start or the HTTP addresses cannot be bound.
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    let health = Arc::new(Health::new(s.sync_period * 2));
     let metrics = Arc::new(Metrics::default());
-    http::serve(cfg.healthz_addr, health.clone(), metrics.clone()).await?;
-    if cfg.metrics_addr != cfg.healthz_addr {
-        http::serve(cfg.metrics_addr, health.clone(), metrics.clone()).await?;
+    http::serve(s.healthz_addr, health.clone(), metrics.clone()).await?;
+    if s.metrics_addr != s.healthz_addr {
+        http::serve(s.metrics_addr, health.clone(), metrics.clone()).await?;
     }
-    let mut rx = wasp_source::watch(
-        FileSource::new(&opts.config_dir),
-        Duration::from_millis(100),
-        cfg.sync_period,
-    )?;
+    for w in wasp_dataplane::sysctl::apply(&s.conntrack) {
+        tracing::warn!(warning = %w, "conntrack setting not applied");
+    }
+    let mut rx = crate::source::start(&s).await?;
     let mut d = Daemon {
-        store: opts.store(),
+        store: s.store(),
         log: ErrorLog::default(),
-        alloc: opts.allocator(),
-        resolve: opts.resolve_config(),
+        alloc: s.allocator(),
+        resolve: s.resolve_config(),
         planner: Box::new(EqualWeights),
         selections: BTreeMap::new(),
-        dataplane: opts.dataplane(mode),
+        dataplane: s.dataplane(),
         synced: ProxyState::default(),
         health,
         metrics,
         pending: 0,
         needs_full: true,
         resolve_errors: Vec::new(),
+        source_problems: BTreeMap::new(),
     };
-    tracing::info!(%mode, dir = %opts.config_dir.display(), node = %d.resolve.node.name, "wasp starting");
-    // No rules until the initial list is in, as kube-proxy waits for its informers.
-    if let Some(initial) = rx.recv().await {
-        d.receive(initial);
-    }
-    d.sync(true);
+    tracing::info!(mode = %s.mode, source = ?s.source, node = %d.resolve.node.name, "wasp starting");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // No rules until the initial lists are in, as kube-proxy waits for its informers.
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            ev = rx.recv() => match ev {
+                Some(SourceEvent::Synced) => break,
+                Some(ev) => d.event(ev),
+                None => anyhow::bail!("the source ended before it synced"),
+            },
+        }
+    }
+    d.sync(true);
     let mut last_sync = Instant::now();
     let mut last_full = Instant::now();
-    let mut retry = cfg.min_sync_period;
+    let mut retry = s.min_sync_period;
     loop {
-        let full_due = last_full + cfg.sync_period;
+        let full_due = last_full + s.sync_period;
         let partial_due = last_sync + retry;
         let due = if d.pending > 0 || d.needs_full {
             partial_due.min(full_due)
@@ -113,9 +105,9 @@ pub async fn run(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            got = rx.recv() => match got {
-                Some(b) => d.receive(b),
-                None => anyhow::bail!("the config dir watch ended"),
+            ev = rx.recv() => match ev {
+                Some(ev) => d.event(ev),
+                None => anyhow::bail!("the source ended"),
             },
             _ = tokio::time::sleep_until(due.into()) => {
                 let full = d.needs_full || Instant::now() >= full_due;
@@ -125,7 +117,7 @@ pub async fn run(
                     last_full = last_sync;
                 }
                 // Back off on failure, up to the sync period.
-                retry = if ok { cfg.min_sync_period } else { (retry * 2).min(cfg.sync_period) };
+                retry = if ok { s.min_sync_period } else { (retry * 2).min(s.sync_period) };
             }
         }
     }
@@ -134,6 +126,29 @@ pub async fn run(
 }
 
 impl Daemon {
+    fn event(&mut self, ev: SourceEvent) {
+        match ev {
+            SourceEvent::Batches(b) => self.receive(b),
+            SourceEvent::Synced => {}
+            SourceEvent::Health {
+                source,
+                problem: Some(p),
+            } => {
+                self.source_problems
+                    .entry(source)
+                    .or_insert((p, Instant::now()));
+                self.report_errors();
+            }
+            SourceEvent::Health {
+                source,
+                problem: None,
+            } => {
+                self.source_problems.remove(&source);
+                self.report_errors();
+            }
+        }
+    }
+
     fn receive(&mut self, batches: Vec<Batch>) {
         let mut changed = false;
         for b in batches {
@@ -201,6 +216,11 @@ impl Daemon {
                 }
                 .observe(secs);
                 self.metrics.rules_written.set(report.rules as i64);
+                let service_changes = diff.service_changed.len() + diff.removed.len();
+                self.metrics.service_changes.inc_by(service_changes as u64);
+                self.metrics
+                    .endpoint_changes
+                    .inc_by((diff.changed.len() - diff.service_changed.len()) as u64);
                 tracing::info!(
                     full = report.full,
                     ports = state.ports.len(),

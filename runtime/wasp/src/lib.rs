@@ -2,7 +2,9 @@
 //! surfaces and the throw-away network namespaces the demo and the tests build.
 //!
 //! # Layout
-//! - [`options`]: the flags shared by `run`, `plan` and `validate`, and duration parsing.
+//! - [`config`]: the daemon config file (a `KubeProxyConfiguration`'s fields that apply).
+//! - [`options`]: flags merged over the config file: the `Settings` everything is built from.
+//! - [`source`]: starting the files or the Kubernetes API source.
 //! - [`daemon`]: the sync loop: store, resolve, diff, plan, apply; full resync; health.
 //! - [`load`]: one-shot loading of a config dir, for `plan` and `validate`.
 //! - [`metrics`]: Prometheus metrics, named as kube-proxy's with a `wasp_` prefix.
@@ -11,6 +13,7 @@
 //! - [`testbed`]: nodes and pods as network namespaces joined by veth pairs.
 //! - [`demo`]: the article's walk-through, end to end.
 
+pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod echo;
@@ -18,4 +21,5 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod options;
+pub mod source;
 pub mod testbed;

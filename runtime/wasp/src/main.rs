@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wasp::daemon::{self, DaemonConfig};
-use wasp::options::{ModelOptions, parse_duration};
+use wasp::daemon;
+use wasp::options::{Flags, Settings, parse_duration};
 use wasp_dataplane::{Mode, SyncRequest};
 use wasp_model::{EqualWeights, Planner, ProxyState};
 
@@ -23,38 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: watch the config dir and keep the kernel in step.
+    /// Run the daemon: watch the source and keep the kernel in step.
     Run {
-        /// The dataplane mode.
-        #[arg(long, default_value = "iptables")]
-        mode: Mode,
         #[command(flatten)]
-        model: ModelOptions,
-        /// The longest time between full syncs, which also repair rules someone changed.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
-        sync_period: Duration,
-        /// The shortest time between syncs.
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
-        min_sync_period: Duration,
-        /// Where /healthz is served.
-        #[arg(long, default_value = "127.0.0.1:10256")]
-        healthz_bind_address: SocketAddr,
-        /// Where /metrics is served.
-        #[arg(long, default_value = "127.0.0.1:10249")]
-        metrics_bind_address: SocketAddr,
+        flags: Flags,
     },
-    /// Print exactly what `run` would apply for the config dir, changing nothing.
+    /// Print exactly what `run` would apply now, changing nothing.
     Plan {
-        /// The dataplane mode.
-        #[arg(long, default_value = "iptables")]
-        mode: Mode,
         #[command(flatten)]
-        model: ModelOptions,
+        flags: Flags,
     },
-    /// Check a config dir; print every error and exit non-zero if there is one.
+    /// Check the source's objects; print every error and exit non-zero if there is one.
     Validate {
         #[command(flatten)]
-        model: ModelOptions,
+        flags: Flags,
     },
     /// Remove everything wasp installed for a mode, and nothing else.
     Cleanup {
@@ -120,24 +102,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Run {
-            mode,
-            model,
-            sync_period,
-            min_sync_period,
-            healthz_bind_address,
-            metrics_bind_address,
-        } => {
-            let cfg = DaemonConfig {
-                sync_period,
-                min_sync_period,
-                healthz_addr: healthz_bind_address,
-                metrics_addr: metrics_bind_address,
-            };
-            runtime()?.block_on(daemon::run(mode, model, cfg))?;
+        Command::Run { flags } => {
+            let settings = Settings::new(&flags)?;
+            runtime()?.block_on(daemon::run(settings))?;
         }
-        Command::Plan { mode, model } => {
-            let loaded = wasp::load::load(&model)?;
+        Command::Plan { flags } => {
+            let settings = Settings::new(&flags)?;
+            let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
             for e in &loaded.errors {
                 eprintln!("error: {e}");
             }
@@ -154,10 +125,11 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 selections: &selections,
                 diff: None,
             };
-            print!("{}", model.dataplane(mode).plan(req)?);
+            print!("{}", settings.dataplane().plan(req)?);
         }
-        Command::Validate { model } => {
-            let loaded = wasp::load::load(&model)?;
+        Command::Validate { flags } => {
+            let settings = Settings::new(&flags)?;
+            let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
             for e in &loaded.errors {
                 println!("{e}");
             }
@@ -176,17 +148,13 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             mode,
             iptables_backend,
         } => {
-            let opts = ModelOptions {
-                config_dir: ".".into(),
-                service_cidr: vec![],
-                cluster_cidr: vec![],
-                masquerade_all: false,
-                masquerade_bit: 13,
-                node_name: None,
-                node_zone: None,
-                iptables_backend,
+            let flags = Flags {
+                mode: Some(mode),
+                iptables_backend: Some(iptables_backend),
+                config_dir: Some(".".into()),
+                ..Flags::default()
             };
-            opts.dataplane(mode).cleanup()?;
+            Settings::new(&flags)?.dataplane().cleanup()?;
             println!("removed wasp's {mode} rules");
         }
         Command::Demo { mode } => {

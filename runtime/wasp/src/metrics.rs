@@ -34,6 +34,12 @@ pub struct Metrics {
     pub rules_written: Gauge,
     /// Current configuration errors.
     pub config_errors: Gauge,
+    /// Sources whose watch is failing (their last state stays programmed).
+    pub sources_failing: Gauge,
+    /// Service ports added, removed or changed on the service side, summed over syncs.
+    pub service_changes: Counter,
+    /// Service ports whose endpoints (only) changed, summed over syncs.
+    pub endpoint_changes: Counter,
 }
 
 fn sync_buckets() -> Histogram {
@@ -56,6 +62,9 @@ impl Default for Metrics {
             endpoints: Gauge::default(),
             rules_written: Gauge::default(),
             config_errors: Gauge::default(),
+            sources_failing: Gauge::default(),
+            service_changes: Counter::default(),
+            endpoint_changes: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(

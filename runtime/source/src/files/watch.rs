@@ -9,7 +9,7 @@ use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
 
 use super::scan::FileSource;
-use crate::batch::Batch;
+use crate::event::SourceEvent;
 
 /// Why the directory cannot be watched.
 #[derive(Debug, Error)]
@@ -34,8 +34,8 @@ pub enum WatchError {
     },
 }
 
-/// Scans `source` once, then watches its directory. Each message on the returned channel is
-/// the batches of one scan; the first is the initial scan. Bursts of events are debounced by
+/// Scans `source` once, then watches its directory. The initial scan's batches come first,
+/// then `Synced`, then the batches of each later scan. Bursts of events are debounced by
 /// `debounce`, and a rescan runs every `resync` anyway, in case events were lost.
 ///
 /// # Errors
@@ -44,7 +44,7 @@ pub fn watch(
     mut source: FileSource,
     debounce: Duration,
     resync: Duration,
-) -> Result<mpsc::Receiver<Vec<Batch>>, WatchError> {
+) -> Result<mpsc::Receiver<SourceEvent>, WatchError> {
     let dir = source.dir().display().to_string();
     let initial = source.rescan().map_err(|e| WatchError::Read {
         dir: dir.clone(),
@@ -66,7 +66,9 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let _watcher = watcher;
-        if tx.send(initial).await.is_err() {
+        if tx.send(SourceEvent::Batches(initial)).await.is_err()
+            || tx.send(SourceEvent::Synced).await.is_err()
+        {
             return;
         }
         loop {
@@ -79,7 +81,7 @@ pub fn watch(
             match source.rescan() {
                 Ok(b) if b.is_empty() => {}
                 Ok(b) => {
-                    if tx.send(b).await.is_err() {
+                    if tx.send(SourceEvent::Batches(b)).await.is_err() {
                         return;
                     }
                 }

@@ -1,0 +1,242 @@
+//! The Kubernetes API source: kube-rs watches on Services, EndpointSlices and this node's Node.
+//!
+//! As kube-proxy's informers do: Services and EndpointSlices are listed and watched with the
+//! label selector `!service.kubernetes.io/headless` plus either
+//! `!service.kubernetes.io/service-proxy-name` or, with a proxy name, that label's value. The
+//! watcher backs off and re-lists on errors, restarts on 410 Gone and uses bookmarks. Objects
+//! listed on a (re-)list are held until the list is complete and then applied as one
+//! message, with deletes for the objects that vanished meanwhile; unchanged objects change
+//! nothing, so a reconnect never flaps a Service. `Synced` is sent once all three initial
+//! lists are in.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use wasp_model::{NamespacedName, Object, ObjectKind, Origin};
+
+use crate::batch::Batch;
+use crate::event::SourceEvent;
+
+/// Every API call this source makes, as (API group, resource, verbs): the ClusterRole in
+/// `configs/kubernetes` must grant exactly these.
+pub const API_CALLS: &[(&str, &str, &[&str])] = &[
+    ("", "services", &["list", "watch"]),
+    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+    ("", "nodes", &["list", "watch"]),
+];
+
+/// What the source watches for.
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    /// This node's name: its Node object is watched for zone and topology.
+    pub node_name: String,
+    /// Handle only Services labelled `service.kubernetes.io/service-proxy-name` with this value.
+    pub service_proxy_name: Option<String>,
+}
+
+/// The label selector kube-proxy's informers use.
+pub fn label_selector(service_proxy_name: Option<&str>) -> String {
+    let proxy = match service_proxy_name {
+        Some(name) => format!("service.kubernetes.io/service-proxy-name={name}"),
+        None => "!service.kubernetes.io/service-proxy-name".into(),
+    };
+    format!("{proxy},!service.kubernetes.io/headless")
+}
+
+/// Starts the watches; returns the channel of events.
+pub fn watch(client: Client, cfg: &KubeConfig) -> mpsc::Receiver<SourceEvent> {
+    let (tx, rx) = mpsc::channel(64);
+    let labels = label_selector(cfg.service_proxy_name.as_deref());
+    let synced = Arc::new(AtomicUsize::new(0));
+    let svc = watcher::Config::default().labels(&labels);
+    let node = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let w = Watch { tx, synced };
+    tokio::spawn(w.clone().run(
+        Api::<Service>::all(client.clone()),
+        svc.clone(),
+        ObjectKind::Service,
+        |o| Object::Service(Box::new(o)),
+    ));
+    tokio::spawn(w.clone().run(
+        Api::<EndpointSlice>::all(client.clone()),
+        svc,
+        ObjectKind::EndpointSlice,
+        |o| Object::EndpointSlice(Box::new(o)),
+    ));
+    tokio::spawn(
+        w.run(Api::<Node>::all(client), node, ObjectKind::Node, |o| {
+            Object::Node(Box::new(o))
+        }),
+    );
+    rx
+}
+
+const KINDS: usize = 3;
+
+fn scope(kind: ObjectKind, key: &NamespacedName) -> String {
+    format!("kubernetes/{kind}/{key}")
+}
+
+fn apply(kind: ObjectKind, obj: Object) -> Batch {
+    let key = obj.key();
+    let origin = Origin {
+        source: "kubernetes".into(),
+        document: None,
+    };
+    Batch {
+        scope: scope(kind, &key),
+        applies: vec![(obj, origin)],
+        ..Batch::default()
+    }
+}
+
+fn delete(kind: ObjectKind, key: NamespacedName) -> Batch {
+    Batch {
+        scope: scope(kind, &key),
+        deletes: vec![(kind, key.clone())],
+        ..Batch::default()
+    }
+}
+
+/// One kind's watch, and what it shares with the others.
+#[derive(Clone)]
+struct Watch {
+    tx: mpsc::Sender<SourceEvent>,
+    /// How many kinds have completed their first list.
+    synced: Arc<AtomicUsize>,
+}
+
+impl Watch {
+    async fn send(&self, ev: SourceEvent) -> bool {
+        self.tx.send(ev).await.is_ok()
+    }
+
+    async fn run<K>(
+        self,
+        api: Api<K>,
+        config: watcher::Config,
+        kind: ObjectKind,
+        object: fn(K) -> Object,
+    ) where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+    {
+        let source = format!("kubernetes/{kind}");
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut known: BTreeSet<NamespacedName> = BTreeSet::new();
+        let mut listing: Option<Vec<Object>> = None;
+        let mut first = true;
+        let mut healthy = true;
+        while let Some(ev) = stream.next().await {
+            let mut list_done = false;
+            let batches = match ev {
+                Err(e) => {
+                    tracing::warn!(%source, error = %e, "watch failed; backing off, the last state stays programmed");
+                    if healthy {
+                        healthy = false;
+                        let problem = Some(format!("watch failing: {e}"));
+                        if !self
+                            .send(SourceEvent::Health {
+                                source: source.clone(),
+                                problem,
+                            })
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(Event::Init) => {
+                    listing = Some(Vec::new());
+                    continue;
+                }
+                Ok(Event::InitApply(o)) => {
+                    if let Some(l) = listing.as_mut() {
+                        l.push(object(o));
+                    }
+                    continue;
+                }
+                Ok(Event::InitDone) => {
+                    let objs = listing.take().unwrap_or_default();
+                    let listed: BTreeSet<NamespacedName> = objs.iter().map(normal_key).collect();
+                    let mut b: Vec<Batch> = known
+                        .difference(&listed)
+                        .map(|k| delete(kind, k.clone()))
+                        .collect();
+                    b.extend(objs.into_iter().map(|o| apply(kind, o)));
+                    tracing::debug!(%source, objects = listed.len(), "list complete");
+                    known = listed;
+                    list_done = true;
+                    b
+                }
+                Ok(Event::Apply(o)) => {
+                    let obj = object(o);
+                    known.insert(normal_key(&obj));
+                    vec![apply(kind, obj)]
+                }
+                Ok(Event::Delete(o)) => {
+                    let key = normal_key(&object(o));
+                    known.remove(&key);
+                    vec![delete(kind, key)]
+                }
+            };
+            if !healthy {
+                healthy = true;
+                tracing::info!(%source, "watch recovered");
+                if !self
+                    .send(SourceEvent::Health {
+                        source: source.clone(),
+                        problem: None,
+                    })
+                    .await
+                {
+                    return;
+                }
+            }
+            if !self.send(SourceEvent::Batches(batches)).await {
+                return;
+            }
+            if first && list_done {
+                first = false;
+                if self.synced.fetch_add(1, Ordering::SeqCst) + 1 == KINDS
+                    && !self.send(SourceEvent::Synced).await
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn normal_key(o: &Object) -> NamespacedName {
+    let mut o = o.clone();
+    o.normalize();
+    o.key()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_match_kube_proxy() {
+        assert_eq!(
+            label_selector(None),
+            "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+        );
+        assert_eq!(
+            label_selector(Some("wasp")),
+            "service.kubernetes.io/service-proxy-name=wasp,!service.kubernetes.io/headless"
+        );
+    }
+}
