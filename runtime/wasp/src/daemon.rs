@@ -33,7 +33,7 @@ struct Daemon {
     needs_full: bool,
     resolve_errors: Vec<wasp_model::ConfigError>,
     /// Sources that are failing, with what is wrong and since when.
-    source_problems: BTreeMap<String, (String, Instant)>,
+    source_problems: BTreeMap<String, (String, SystemTime)>,
 }
 
 fn now_secs() -> f64 {
@@ -136,7 +136,7 @@ impl Daemon {
             } => {
                 self.source_problems
                     .entry(source)
-                    .or_insert((p, Instant::now()));
+                    .or_insert((p, SystemTime::now()));
                 self.report_errors();
             }
             SourceEvent::Health {
@@ -257,13 +257,24 @@ impl Daemon {
 
     /// Shows the current configuration errors in /healthz.
     fn report_errors(&self) {
-        let detail: Vec<String> = self
+        let mut detail: Vec<String> = self
             .log
             .all()
             .chain(&self.resolve_errors)
             .map(|e| e.to_string())
             .collect();
-        self.metrics.config_errors.set(detail.len() as i64);
-        self.health.set_detail(detail.len(), detail);
+        let errors = detail.len();
+        self.metrics.config_errors.set(errors as i64);
+        self.metrics
+            .sources_failing
+            .set(self.source_problems.len() as i64);
+        for (source, (problem, since)) in &self.source_problems {
+            let since = since
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            detail.push(format!("{source}: stale since {since} (unix time), the last state stays programmed: {problem}"));
+        }
+        self.health.set_detail(errors, detail);
     }
 }

@@ -122,6 +122,21 @@ impl Default for Metrics {
             "Objects or files currently rejected",
             m.config_errors.clone(),
         );
+        r.register(
+            "wasp_sources_failing",
+            "Sources whose watch is failing",
+            m.sources_failing.clone(),
+        );
+        r.register(
+            "wasp_sync_proxy_rules_service_changes",
+            "Service ports added, removed or changed",
+            m.service_changes.clone(),
+        );
+        r.register(
+            "wasp_sync_proxy_rules_endpoint_changes",
+            "Service ports whose endpoints changed",
+            m.endpoint_changes.clone(),
+        );
         m
     }
 }

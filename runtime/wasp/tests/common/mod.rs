@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +43,8 @@ pub struct Node {
     pub backend: String,
     pub daemon: Option<u32>,
     pub extra_args: Vec<String>,
+    /// The source flags; `--config-dir <dir>/config` when empty.
+    pub source_args: Vec<String>,
 }
 
 impl Node {
@@ -62,6 +66,7 @@ impl Node {
             backend: backend.into(),
             daemon: None,
             extra_args: vec![],
+            source_args: vec![],
         }
     }
 
@@ -95,17 +100,26 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_synced();
+    }
+
+    /// Starts the daemon without waiting for its first sync.
+    pub fn spawn(&mut self) {
+        let source = if self.source_args.is_empty() {
+            format!("--config-dir {}", self.config_dir().display())
+        } else {
+            self.source_args.join(" ")
+        };
         let cmd = format!(
-            "exec {EXE} run --mode {} --iptables-backend {} --config-dir {} --cluster-cidr 10.244.0.0/16 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
+            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
             self.mode,
             self.backend,
-            self.config_dir().display(),
             self.extra_args.join(" "),
             self.log_path().display()
         );
         let node = self.tb.node();
         self.daemon = Some(self.tb.spawn_in(&node, &["sh", "-c", &cmd], false).unwrap());
-        self.wait_synced();
     }
 
     pub fn stop(&mut self) {
