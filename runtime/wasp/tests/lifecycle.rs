@@ -382,3 +382,31 @@ fn healthz_and_metrics() {
             .is_some_and(|c| c >= 1.0)
     );
 }
+
+#[test]
+fn config_file_conntrack_settings_reach_the_kernel() {
+    if !root_or_skip("conntrack") {
+        return;
+    }
+    let mut n = node("conntrack", "nft");
+    n.write("web.yaml", &service(&["10.244.7.2"]));
+    let cfg = n.dir.path().join("wasp.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: iptables\nconntrack:\n  maxPerCore: 65536\n  min: 131072\n  tcpEstablishedTimeout: 1h0m0s\n  udpTimeout: 33s\nipvs: {scheduler: rr}\n",
+    )
+    .unwrap();
+    n.extra_args = vec!["--config".into(), cfg.display().to_string()];
+    n.start();
+    let read = |name: &str| {
+        let out = n.tb.exec_in(&n.tb.node(), &["cat", &format!("/proc/sys/net/netfilter/{name}")]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(read("nf_conntrack_udp_timeout"), "33");
+    assert_eq!(read("nf_conntrack_tcp_timeout_established"), "3600");
+    // nf_conntrack_max is global: outside the initial namespace the kernel refuses, and wasp
+    // says so and goes on.
+    assert!(n.log().contains("cannot set nf_conntrack_max"), "{}", n.log());
+    assert!(n.log().contains("fields that do not apply to wasp are ignored"), "{}", n.log());
+    n.eventually("serving with the config file", "client", "tcp", VIP, is(&["a"]));
+}
