@@ -1,0 +1,120 @@
+//! The guest SDK: write a wasp balancing plugin in Rust without touching wit-bindgen.
+//!
+//! ```ignore
+//! use wasp_plugin_sdk::{Policy, Selection, Service, Snapshot};
+//! struct Equal;
+//! impl Policy for Equal {
+//!     fn new(_: &Service, _: &str) -> Result<Self, String> { Ok(Equal) }
+//!     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
+//!         Ok(Selection::Weighted(vec![1; s.endpoints.len()]))
+//!     }
+//! }
+//! wasp_plugin_sdk::plugin!(Equal);
+//! ```
+//!
+//! # Layout
+//! - [`bindings`]: the generated bindings (an implementation detail of [`plugin!`]).
+//! - [`Policy`]: what a plugin implements.
+//! - [`host`]: log, clock and endpoint stats.
+//! - helpers: [`address`], [`Snapshot`] string lookups.
+
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "picking-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "wasp_plugin_sdk::bindings",
+    });
+}
+
+pub mod util;
+
+pub use bindings::wasp::balancer::types::{
+    Connection, Endpoint, EndpointStats, HashKey, Hashed, IpAddress, Protocol, Selection, Service, Snapshot,
+};
+
+/// A balancing policy: one value per service port.
+pub trait Policy: Sized + 'static {
+    /// Builds the policy for `service` from the Service's config annotation.
+    ///
+    /// # Errors
+    /// A config the policy cannot use; the port then stays on the default selection.
+    fn new(service: &Service, config: &str) -> Result<Self, String>;
+
+    /// Decides the selection for the current endpoints.
+    ///
+    /// # Errors
+    /// Anything that makes a decision impossible; the port falls back to the default.
+    fn update(&mut self, snapshot: &Snapshot) -> Result<Selection, String>;
+
+    /// Picks an endpoint for one new connection (the userspace mode); `None` lets the host use
+    /// the weights.
+    fn pick(&mut self, _connection: &Connection) -> Option<u32> {
+        None
+    }
+}
+
+/// The host's services.
+pub mod host {
+    pub use crate::bindings::wasp::balancer::host::{Level, log, now_ms, stats};
+}
+
+/// An endpoint's address as text (`10.0.0.1`, `fd00::1`).
+pub fn address(a: &IpAddress) -> String {
+    match *a {
+        IpAddress::V4(v) => std::net::Ipv4Addr::from(v).to_string(),
+        IpAddress::V6((hi, lo)) => std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)).to_string(),
+    }
+}
+
+/// An interned string of the snapshot.
+pub fn string(s: &Snapshot, id: Option<u32>) -> Option<&str> {
+    id.and_then(|i| s.strings.get(i as usize)).map(String::as_str)
+}
+
+/// A stable identity for an endpoint across updates: `address:port`.
+pub fn endpoint_key(e: &Endpoint) -> String {
+    format!("{}:{}", address(&e.address), e.port)
+}
+
+/// Exports `$policy` as the plugin's balancer and picker.
+#[macro_export]
+macro_rules! plugin {
+    ($policy:ty) => {
+        struct __WaspPlugin;
+        struct __WaspBalancer(::core::cell::RefCell<::core::result::Result<$policy, String>>);
+
+        impl $crate::bindings::exports::wasp::balancer::balancer::Guest for __WaspPlugin {
+            type Balancer = __WaspBalancer;
+        }
+
+        impl $crate::bindings::exports::wasp::balancer::balancer::GuestBalancer for __WaspBalancer {
+            fn new(service: $crate::Service, config: String) -> Self {
+                Self(::core::cell::RefCell::new(<$policy as $crate::Policy>::new(&service, &config)))
+            }
+
+            fn update(&self, snapshot: $crate::Snapshot) -> Result<$crate::Selection, String> {
+                match &mut *self.0.borrow_mut() {
+                    Ok(p) => $crate::Policy::update(p, &snapshot),
+                    Err(e) => Err(format!("invalid config: {e}")),
+                }
+            }
+        }
+
+        impl $crate::bindings::exports::wasp::balancer::picker::Guest for __WaspPlugin {
+            fn pick(
+                balancer: $crate::bindings::exports::wasp::balancer::balancer::BalancerBorrow<'_>,
+                connection: $crate::Connection,
+            ) -> Option<u32> {
+                match &mut *balancer.get::<__WaspBalancer>().0.borrow_mut() {
+                    Ok(p) => $crate::Policy::pick(p, &connection),
+                    Err(_) => None,
+                }
+            }
+        }
+
+        $crate::bindings::export!(__WaspPlugin with_types_in $crate::bindings);
+    };
+}
