@@ -399,14 +399,34 @@ fn config_file_conntrack_settings_reach_the_kernel() {
     n.extra_args = vec!["--config".into(), cfg.display().to_string()];
     n.start();
     let read = |name: &str| {
-        let out = n.tb.exec_in(&n.tb.node(), &["cat", &format!("/proc/sys/net/netfilter/{name}")]).unwrap();
+        let out =
+            n.tb.exec_in(
+                &n.tb.node(),
+                &["cat", &format!("/proc/sys/net/netfilter/{name}")],
+            )
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert_eq!(read("nf_conntrack_udp_timeout"), "33");
     assert_eq!(read("nf_conntrack_tcp_timeout_established"), "3600");
     // nf_conntrack_max is global: outside the initial namespace the kernel refuses, and wasp
     // says so and goes on.
-    assert!(n.log().contains("cannot set nf_conntrack_max"), "{}", n.log());
-    assert!(n.log().contains("fields that do not apply to wasp are ignored"), "{}", n.log());
-    n.eventually("serving with the config file", "client", "tcp", VIP, is(&["a"]));
+    assert!(
+        n.log().contains("cannot set nf_conntrack_max"),
+        "{}",
+        n.log()
+    );
+    assert!(
+        n.log()
+            .contains("fields that do not apply to wasp are ignored"),
+        "{}",
+        n.log()
+    );
+    n.eventually(
+        "serving with the config file",
+        "client",
+        "tcp",
+        VIP,
+        is(&["a"]),
+    );
 }

@@ -1,0 +1,45 @@
+//! Misbehaves in `update` as the config string asks: `mode=ok` (equal weights), `loop`
+//! (never returns), `alloc` (allocates without bound), `trap` (panics), `out-of-range` (an
+//! index past the endpoints), `empty-table`, `zero-weights`, `huge-table` (2²¹ slots),
+//! `error` (returns an error), `weights=3:1` style fixed weights.
+
+use wasp_plugin_sdk::{HashKey, Hashed, Policy, Selection, Service, Snapshot};
+
+struct Faulty {
+    mode: String,
+}
+
+impl Policy for Faulty {
+    fn new(_: &Service, config: &str) -> Result<Self, String> {
+        let mode = config.strip_prefix("mode=").unwrap_or("ok").to_string();
+        Ok(Self { mode })
+    }
+
+    fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
+        let n = s.endpoints.len();
+        match self.mode.as_str() {
+            "ok" => Ok(Selection::Weighted(vec![1; n])),
+            "loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(3));
+                }
+            }
+            "alloc" => {
+                let mut v: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    v.push(vec![1u8; 1 << 20]);
+                }
+            }
+            "trap" => panic!("faulty plugin asked to trap"),
+            "out-of-range" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![0, n as u32 + 5] })),
+            "empty-table" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![] })),
+            "zero-weights" => Ok(Selection::Weighted(vec![0; n])),
+            "huge-table" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![0; 1 << 21] })),
+            "error" => Err("faulty plugin asked to fail".into()),
+            other => Err(format!("unknown mode {other}")),
+        }
+    }
+}
+
+wasp_plugin_sdk::plugin!(Faulty);

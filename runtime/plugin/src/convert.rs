@@ -1,0 +1,86 @@
+//! Model types ↔ WIT types.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use wasp_model::categorize::NodeTopology;
+use wasp_model::{HashKey, Protocol, Selection, ServicePortName, ServicePortState};
+
+use crate::bindings::wasp::balancer::types as wit;
+
+/// An address for the guest.
+pub fn ip(a: IpAddr) -> wit::IpAddress {
+    match a {
+        IpAddr::V4(v) => wit::IpAddress::V4(u32::from(v)),
+        IpAddr::V6(v) => {
+            let x = u128::from(v);
+            wit::IpAddress::V6(((x >> 64) as u64, x as u64))
+        }
+    }
+}
+
+/// The service a balancer is constructed with.
+pub fn service(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    node: &NodeTopology,
+) -> wit::Service {
+    wit::Service {
+        namespace: name.service.namespace.clone(),
+        name: name.service.name.clone(),
+        port_name: name.port.clone(),
+        protocol: match name.protocol {
+            Protocol::Tcp => wit::Protocol::Tcp,
+            Protocol::Udp => wit::Protocol::Udp,
+            Protocol::Sctp => wit::Protocol::Sctp,
+        },
+        port: port.service.port,
+        node_name: node.name.clone(),
+        node_zone: node.zone.clone(),
+    }
+}
+
+/// The snapshot passed to `update`, with zones, nodes and targets interned.
+pub fn snapshot(port: &ServicePortState) -> wit::Snapshot {
+    let mut strings: Vec<String> = Vec::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut intern = |s: &Option<String>| -> Option<u32> {
+        let s = s.as_ref()?;
+        Some(*ids.entry(s.clone()).or_insert_with(|| {
+            strings.push(s.clone());
+            strings.len() as u32 - 1
+        }))
+    };
+    let endpoints = port
+        .endpoints
+        .iter()
+        .map(|e| wit::Endpoint {
+            address: ip(e.ip),
+            port: e.port,
+            ready: e.ready,
+            serving: e.serving,
+            terminating: e.terminating,
+            is_local: e.is_local,
+            zone: intern(&e.zone),
+            node: intern(&e.node_name),
+            target: intern(&e.target),
+        })
+        .collect();
+    wit::Snapshot { endpoints, strings }
+}
+
+/// The model's Selection.
+pub fn selection(s: wit::Selection) -> Selection {
+    match s {
+        wit::Selection::Weighted(w) => Selection::Weighted(w),
+        wit::Selection::PerConnection(w) => Selection::PerConnection { fallback: w },
+        wit::Selection::Hashed(h) => Selection::Hashed {
+            key: match h.key {
+                wit::HashKey::SourceIp => HashKey::SourceIp,
+                wit::HashKey::SourceIpPort => HashKey::SourceIpPort,
+                wit::HashKey::FiveTuple => HashKey::FiveTuple,
+            },
+            table: h.table,
+        },
+    }
+}

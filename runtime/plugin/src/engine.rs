@@ -1,0 +1,235 @@
+//! The wasmtime engine: configuration, the epoch ticker, compilation and its cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+
+use crate::bindings::{Plugin, PluginPre};
+use crate::state::{State, StatsSource};
+
+/// The epoch tick: deadlines are whole ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Limits and deadlines.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long `update` (and the constructor) may run.
+    pub update_deadline: Duration,
+    /// How long `pick` may run.
+    pub pick_deadline: Duration,
+    /// The most linear memory one instance may have.
+    pub memory_limit: usize,
+    /// Where compiled plugins are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Failures (traps, timeouts) after which a plugin is disabled.
+    pub max_failures: u32,
+    /// The first re-creation delay; it doubles per failure.
+    pub backoff: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            update_deadline: Duration::from_millis(200),
+            pick_deadline: Duration::from_millis(5),
+            memory_limit: 64 << 20,
+            cache_dir: default_cache_dir(),
+            max_failures: 5,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `$WASP_PLUGIN_CACHE`, else `$XDG_CACHE_HOME/wasp/plugins`, else `~/.cache/wasp/plugins`.
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WASP_PLUGIN_CACHE") {
+        return (!d.is_empty()).then(|| PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasp/plugins"))
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The engine could not be built.
+    #[error("cannot configure wasmtime")]
+    Engine(#[source] wasmtime::Error),
+    /// The bytes are not a component wasp can run.
+    #[error("plugin {name}: not a valid wasp:balancer component")]
+    Compile {
+        /// The plugin.
+        name: String,
+        /// The cause.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The plugin's file cannot be read.
+    #[error("plugin {name}: cannot read {path}")]
+    Read {
+        /// The plugin.
+        name: String,
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The engine every plugin runs on.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<State>,
+    /// The configuration.
+    pub cfg: EngineConfig,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    /// Builds the engine, its linker (deny-all WASI plus the host imports) and the ticker.
+    ///
+    /// # Errors
+    /// Fails when wasmtime rejects the configuration.
+    pub fn new(cfg: EngineConfig) -> Result<Self, LoadError> {
+        let mut c = Config::new();
+        c.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&c).map_err(LoadError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        // Most toolchains import WASI; link it with nothing granted.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
+        Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+            .map_err(LoadError::Engine)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("wasp-epoch".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Engine(e.into()))?;
+        Ok(Self {
+            engine,
+            linker,
+            cfg,
+            stop,
+            started: Instant::now(),
+        })
+    }
+
+    /// Deadline ticks for a duration (at least one).
+    pub fn ticks(d: Duration) -> u64 {
+        (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+    }
+
+    /// Compiles a component, or loads it from the cache (keyed by the bytes' hash and the
+    /// engine's compatibility hash).
+    ///
+    /// # Errors
+    /// Fails when the bytes are not a valid component.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let cached = self.cfg.cache_dir.as_ref().map(|d| {
+            let mut h = Sha256::new();
+            h.update(bytes);
+            let mut compat = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
+            h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
+            let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            d.join(format!("{hex}.cwasm"))
+        });
+        if let Some(path) = &cached
+            && let Some(c) = self.load_cached(path)
+        {
+            return Ok(c);
+        }
+        let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+            name: name.into(),
+            source: e,
+        })?;
+        if let Some(path) = cached {
+            // A cache that cannot be written only costs the next start a compile.
+            if let Ok(bytes) = c.serialize()
+                && path
+                    .parent()
+                    .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+            {
+                let tmp = path.with_extension("tmp");
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, &path);
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (it is part of the name), into wasp's own cache directory; wasmtime
+        // also checks the header and refuses artifacts of another version or configuration.
+        unsafe { Component::deserialize_file(&self.engine, path) }.ok()
+    }
+
+    /// Links a component once, so instances are cheap.
+    ///
+    /// # Errors
+    /// Fails when the component imports something wasp does not provide, or does not export
+    /// the balancer.
+    pub fn prepare(&self, name: &str, c: &Component) -> Result<PluginPre<State>, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(c)
+            .map_err(|e| LoadError::Compile {
+                name: name.into(),
+                source: e,
+            })?;
+        PluginPre::new(pre).map_err(|e| LoadError::Compile {
+            name: name.into(),
+            source: e,
+        })
+    }
+
+    /// A fresh Store for one instance of plugin `name`.
+    pub fn store(&self, name: &str, stats: Arc<dyn StatsSource>) -> Store<State> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.cfg.memory_limit)
+            .instances(16)
+            .tables(16)
+            .build();
+        let state = State {
+            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            table: wasmtime::component::ResourceTable::new(),
+            limits,
+            plugin: name.into(),
+            port: String::new(),
+            stats,
+            start: self.started,
+            log_budget: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(Self::ticks(self.cfg.update_deadline));
+        store
+    }
+}

@@ -1,0 +1,171 @@
+//! One live instance of a plugin, with a balancer resource per service port it serves.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmtime::component::{ResourceAny, TypedFunc};
+use wasmtime::{Store, Trap};
+use wasp_model::categorize::NodeTopology;
+use wasp_model::{Selection, ServicePortName, ServicePortState};
+
+use crate::bindings::wasp::balancer::types as wit;
+use crate::bindings::{PICKER, Plugin, PluginPre};
+use crate::convert;
+use crate::engine::PluginEngine;
+use crate::state::{State, StatsSource};
+
+/// Why a call did not return a selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The instance trapped; it is poisoned.
+    Trap(String),
+    /// The call ran past its deadline; the instance is poisoned.
+    Timeout,
+    /// The plugin returned an error; the instance is fine.
+    Plugin(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Trap(e) => write!(f, "trapped: {e}"),
+            Self::Timeout => f.write_str("ran past its deadline"),
+            Self::Plugin(e) => write!(f, "returned an error: {e}"),
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error) -> CallError {
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        CallError::Timeout
+    } else {
+        CallError::Trap(format!("{e:#}").chars().take(300).collect())
+    }
+}
+
+type PickFunc = TypedFunc<(ResourceAny, wit::Connection), (Option<u32>,)>;
+
+/// A live instance.
+pub struct Live {
+    store: Store<State>,
+    plugin: Plugin,
+    resources: HashMap<ServicePortName, (ResourceAny, String)>,
+    pick: Option<PickFunc>,
+}
+
+impl Live {
+    /// Instantiates the plugin in a fresh Store.
+    ///
+    /// # Errors
+    /// A trap or timeout in the component's start.
+    pub fn new(
+        engine: &PluginEngine,
+        name: &str,
+        pre: &PluginPre<State>,
+        stats: Arc<dyn StatsSource>,
+    ) -> Result<Self, CallError> {
+        let mut store = engine.store(name, stats);
+        let instance = pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(classify)?;
+        let plugin = Plugin::new(&mut store, &instance).map_err(classify)?;
+        let component = pre.instance_pre().component();
+        let pick = component
+            .get_export_index(None, PICKER)
+            .and_then(|i| component.get_export_index(Some(&i), "pick"))
+            .and_then(|f| {
+                instance
+                    .get_typed_func::<(ResourceAny, wit::Connection), (Option<u32>,)>(
+                        &mut store, &f,
+                    )
+                    .ok()
+            });
+        Ok(Self {
+            store,
+            plugin,
+            resources: HashMap::new(),
+            pick,
+        })
+    }
+
+    /// Whether the plugin exports the per-connection picker.
+    pub fn picks(&self) -> bool {
+        self.pick.is_some()
+    }
+
+    fn enter(&mut self, name: &ServicePortName, deadline: std::time::Duration) {
+        let d = self.store.data_mut();
+        d.port = name.to_string();
+        d.log_budget = 16;
+        self.store.set_epoch_deadline(PluginEngine::ticks(deadline));
+    }
+
+    /// Runs `update` for one port, constructing (or, on a config change, re-constructing) its
+    /// balancer first.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub fn update(
+        &mut self,
+        engine: &PluginEngine,
+        name: &ServicePortName,
+        port: &ServicePortState,
+        node: &NodeTopology,
+        config: &str,
+    ) -> Result<Selection, CallError> {
+        self.enter(name, engine.cfg.update_deadline);
+        let guest = self.plugin.wasp_balancer_balancer().balancer();
+        let res = match self.resources.get(name) {
+            Some((r, c)) if c == config => *r,
+            other => {
+                if let Some((old, _)) = other {
+                    let old = *old;
+                    self.resources.remove(name);
+                    old.resource_drop(&mut self.store).map_err(classify)?;
+                }
+                let svc = convert::service(name, port, node);
+                let r = guest
+                    .call_constructor(&mut self.store, &svc, config)
+                    .map_err(classify)?;
+                self.resources.insert(name.clone(), (r, config.to_string()));
+                r
+            }
+        };
+        let snap = convert::snapshot(port);
+        let out = guest
+            .call_update(&mut self.store, res, &snap)
+            .map_err(classify)?;
+        out.map(convert::selection).map_err(CallError::Plugin)
+    }
+
+    /// Picks an endpoint for a new connection of `name`.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub fn pick(
+        &mut self,
+        engine: &PluginEngine,
+        name: &ServicePortName,
+        client: SocketAddr,
+    ) -> Result<Option<u32>, CallError> {
+        let (Some(f), Some(r)) = (self.pick, self.resources.get(name).map(|(r, _)| *r)) else {
+            return Ok(None);
+        };
+        self.enter(name, engine.cfg.pick_deadline);
+        let conn = wit::Connection {
+            client: convert::ip(client.ip()),
+            client_port: client.port(),
+        };
+        let (out,) = f.call(&mut self.store, (r, conn)).map_err(classify)?;
+        Ok(out)
+    }
+
+    /// Drops the balancer of a port that is gone.
+    pub fn forget(&mut self, name: &ServicePortName) {
+        if let Some((r, _)) = self.resources.remove(name) {
+            let _ = r.resource_drop(&mut self.store);
+        }
+    }
+}

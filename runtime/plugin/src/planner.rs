@@ -1,0 +1,375 @@
+//! `PluginPlanner`: the planner the daemon uses. Ports without a `wasp.dev/balancer`
+//! annotation get equal weights; the others ask their plugin, and fall back to equal weights at
+//! once when it traps, times out, errs or returns an invalid selection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasp_model::categorize::NodeTopology;
+use wasp_model::{EqualWeights, Planner, Selection, ServicePortName, ServicePortState};
+
+use crate::bindings::PluginPre;
+use crate::engine::{EngineConfig, LoadError, PluginEngine};
+use crate::instance::{CallError, Live};
+use crate::state::{NoStats, State, StatsSource};
+
+/// Where a plugin's bytes come from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    /// Embedded in the binary.
+    Builtin(&'static [u8]),
+    /// A `.wasm` file, reloaded when it changes.
+    File(PathBuf),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    /// Traps and timeouts.
+    pub failures: u64,
+    /// Invalid selections and plugin-reported errors.
+    pub rejected: u64,
+    /// Ports now on the default selection because of their plugin.
+    pub ports_on_fallback: usize,
+    /// Plugins disabled after repeated failures.
+    pub disabled: usize,
+}
+
+struct Slot {
+    source: PluginSource,
+    pre: Option<PluginPre<State>>,
+    signature: Option<(SystemTime, u64)>,
+    live: Option<Live>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    disabled: bool,
+}
+
+struct Port {
+    plugin: String,
+    fallback: Option<String>,
+    replan: bool,
+}
+
+/// The plugin planner.
+pub struct PluginPlanner {
+    engine: PluginEngine,
+    node: NodeTopology,
+    slots: BTreeMap<String, Slot>,
+    ports: BTreeMap<ServicePortName, Port>,
+    stats_source: Arc<dyn StatsSource>,
+    counters: PluginStats,
+}
+
+fn signature(p: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl PluginPlanner {
+    /// A planner with the built-ins and the `extra` plugins (name → .wasm path); an extra may
+    /// replace a built-in of the same name. Nothing is compiled until first use.
+    ///
+    /// # Errors
+    /// Fails when the engine cannot be built.
+    pub fn new(cfg: EngineConfig, extra: BTreeMap<String, PathBuf>) -> Result<Self, LoadError> {
+        let mut slots = BTreeMap::new();
+        let sources = crate::builtin::BUILTINS
+            .iter()
+            .map(|(n, b)| (n.to_string(), PluginSource::Builtin(b)))
+            .chain(extra.into_iter().map(|(n, p)| (n, PluginSource::File(p))));
+        for (name, source) in sources {
+            let slot = Slot {
+                source,
+                pre: None,
+                signature: None,
+                live: None,
+                failures: 0,
+                retry_at: None,
+                disabled: false,
+            };
+            slots.insert(name, slot);
+        }
+        Ok(Self {
+            engine: PluginEngine::new(cfg)?,
+            node: NodeTopology::default(),
+            slots,
+            ports: BTreeMap::new(),
+            stats_source: Arc::new(NoStats),
+            counters: PluginStats::default(),
+        })
+    }
+
+    /// Sets this node's name and zone, which plugins are told.
+    pub fn set_node(&mut self, node: NodeTopology) {
+        self.node = node;
+    }
+
+    /// Sets where live endpoint stats come from.
+    pub fn set_stats_source(&mut self, s: Arc<dyn StatsSource>) {
+        self.stats_source = s;
+    }
+
+    /// The plugin names known.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.keys().map(String::as_str).collect()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> PluginStats {
+        PluginStats {
+            ports_on_fallback: self.ports.values().filter(|p| p.fallback.is_some()).count(),
+            disabled: self.slots.values().filter(|s| s.disabled).count(),
+            ..self.counters.clone()
+        }
+    }
+
+    /// One line per port on the default selection and per disabled plugin, for /healthz.
+    pub fn status(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .ports
+            .iter()
+            .filter_map(|(n, p)| {
+                p.fallback
+                    .as_ref()
+                    .map(|r| format!("plugin {}: {n} on the default selection: {r}", p.plugin))
+            })
+            .collect();
+        out.extend(
+            self.slots
+                .iter()
+                .filter(|(_, s)| s.disabled)
+                .map(|(n, s)| format!("plugin {n}: disabled after {} failures", s.failures)),
+        );
+        out
+    }
+
+    /// When a failed plugin may next be re-created.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.slots
+            .values()
+            .filter(|s| !s.disabled && s.live.is_none())
+            .filter_map(|s| s.retry_at)
+            .min()
+    }
+
+    /// The ports to plan again now: those whose plugin file changed (reloaded), and those on a
+    /// fallback or without a balancer whose plugin may be retried.
+    pub fn replans(&mut self) -> Vec<ServicePortName> {
+        let now = Instant::now();
+        let mut reloaded = Vec::new();
+        for (name, slot) in &mut self.slots {
+            if let PluginSource::File(p) = &slot.source {
+                let sig = signature(p);
+                if slot.pre.is_some() && sig != slot.signature {
+                    tracing::info!(plugin = %name, path = %p.display(), "plugin file changed; reloading");
+                    *slot = Slot {
+                        source: slot.source.clone(),
+                        pre: None,
+                        signature: None,
+                        live: None,
+                        failures: 0,
+                        retry_at: None,
+                        disabled: false,
+                    };
+                    reloaded.push(name.clone());
+                }
+            }
+        }
+        let ready =
+            |s: &Slot| !s.disabled && (s.live.is_some() || s.retry_at.is_none_or(|t| t <= now));
+        let mut out = Vec::new();
+        for (n, p) in &mut self.ports {
+            let slot_ready = self.slots.get(&p.plugin).is_some_and(ready);
+            if reloaded.contains(&p.plugin) || ((p.replan || p.fallback.is_some()) && slot_ready) {
+                p.replan = false;
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
+    /// Picks an endpoint for a new connection, for the userspace mode.
+    pub fn pick(&mut self, name: &ServicePortName, client: SocketAddr) -> Option<u32> {
+        let port = self.ports.get(name)?;
+        let slot = self.slots.get_mut(&port.plugin)?;
+        let live = slot.live.as_mut()?;
+        match live.pick(&self.engine, name, client) {
+            Ok(i) => i,
+            Err(e) => {
+                let plugin = port.plugin.clone();
+                self.fail(&plugin, name, e);
+                None
+            }
+        }
+    }
+
+    fn load(&mut self, plugin: &str) -> Result<(), String> {
+        let slot = self
+            .slots
+            .get_mut(plugin)
+            .ok_or_else(|| format!("unknown balancer {plugin:?}"))?;
+        if slot.pre.is_some() {
+            return Ok(());
+        }
+        let bytes = match &slot.source {
+            PluginSource::Builtin(b) => b.to_vec(),
+            PluginSource::File(p) => {
+                slot.signature = signature(p);
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?
+            }
+        };
+        let c = self.engine.compile(plugin, &bytes).map_err(|e| {
+            format!(
+                "{e}: {:#}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+        slot.pre = Some(
+            self.engine
+                .prepare(plugin, &c)
+                .map_err(|e| format!("{e}"))?,
+        );
+        Ok(())
+    }
+
+    /// Records a trap or timeout: poison the instance, back off, maybe disable, and have its
+    /// other ports replayed once it is back.
+    fn fail(&mut self, plugin: &str, port: &ServicePortName, e: CallError) {
+        let Some(slot) = self.slots.get_mut(plugin) else {
+            return;
+        };
+        if matches!(e, CallError::Plugin(_)) {
+            self.counters.rejected += 1;
+            return;
+        }
+        self.counters.failures += 1;
+        slot.live = None;
+        slot.failures += 1;
+        let backoff = self
+            .engine
+            .cfg
+            .backoff
+            .saturating_mul(1 << (slot.failures - 1).min(6))
+            .min(Duration::from_secs(60));
+        slot.retry_at = Some(Instant::now() + backoff);
+        if slot.failures >= self.engine.cfg.max_failures {
+            slot.disabled = true;
+            tracing::error!(
+                plugin,
+                failures = slot.failures,
+                "plugin disabled after repeated failures; its ports stay on the default selection"
+            );
+        } else {
+            tracing::warn!(plugin, %port, error = %e, retry_in_ms = backoff.as_millis() as u64, "plugin instance poisoned; re-creating with backoff");
+        }
+        for (n, p) in &mut self.ports {
+            if p.plugin == plugin && n != port {
+                p.replan = true;
+            }
+        }
+    }
+
+    fn try_plan(
+        &mut self,
+        name: &ServicePortName,
+        port: &ServicePortState,
+        plugin: &str,
+        config: &str,
+    ) -> Result<Selection, String> {
+        self.load(plugin)?;
+        let stats = self.stats_source.clone();
+        let slot = self
+            .slots
+            .get_mut(plugin)
+            .ok_or_else(|| format!("unknown balancer {plugin:?}"))?;
+        if slot.disabled {
+            return Err(format!("plugin disabled after {} failures", slot.failures));
+        }
+        if slot.live.is_none() {
+            if let Some(t) = slot.retry_at.filter(|t| *t > Instant::now()) {
+                return Err(format!(
+                    "plugin restarting in {} ms",
+                    t.saturating_duration_since(Instant::now()).as_millis()
+                ));
+            }
+            let pre = slot.pre.as_ref().ok_or("plugin not loaded")?;
+            match Live::new(&self.engine, plugin, pre, stats) {
+                Ok(l) => slot.live = Some(l),
+                Err(e) => {
+                    let msg = format!("instantiation {e}");
+                    self.fail(plugin, name, e);
+                    return Err(msg);
+                }
+            }
+        }
+        let live = slot.live.as_mut().ok_or("plugin not running")?;
+        let result = live.update(&self.engine, name, port, &self.node, config);
+        match result {
+            Ok(sel) => {
+                slot.failures = 0;
+                sel.validate(port.endpoints.len()).map_err(|e| {
+                    self.counters.rejected += 1;
+                    format!("invalid selection: {e}")
+                })?;
+                Ok(sel)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.fail(plugin, name, e);
+                Err(msg)
+            }
+        }
+    }
+}
+
+impl Planner for PluginPlanner {
+    fn plan(&mut self, name: &ServicePortName, port: &ServicePortState) -> Selection {
+        let Some(b) = port.service.balancer.clone() else {
+            self.forget(name);
+            return EqualWeights.plan(name, port);
+        };
+        if self.ports.get(name).is_some_and(|p| p.plugin != b.name) {
+            self.forget(name);
+        }
+        self.ports.entry(name.clone()).or_insert(Port {
+            plugin: b.name.clone(),
+            fallback: None,
+            replan: false,
+        });
+        let result = self.try_plan(name, port, &b.name, &b.config);
+        let entry = self.ports.get_mut(name);
+        match result {
+            Ok(sel) => {
+                if let Some(p) = entry {
+                    if p.fallback.take().is_some() {
+                        tracing::info!(plugin = %b.name, port = %name, "plugin recovered");
+                    }
+                }
+                sel
+            }
+            Err(reason) => {
+                if let Some(p) = entry {
+                    if p.fallback.as_ref() != Some(&reason) {
+                        tracing::warn!(plugin = %b.name, port = %name, %reason, "plugin failed; the port uses the default selection");
+                    }
+                    p.fallback = Some(reason);
+                }
+                EqualWeights.plan(name, port)
+            }
+        }
+    }
+
+    fn forget(&mut self, name: &ServicePortName) {
+        if let Some(p) = self.ports.remove(name)
+            && let Some(live) = self.slots.get_mut(&p.plugin).and_then(|s| s.live.as_mut())
+        {
+            live.forget(name);
+        }
+    }
+}

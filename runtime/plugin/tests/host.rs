@@ -1,0 +1,315 @@
+//! The plugin host with the real built-in plugins and a misbehaving one, all compiled from
+//! source by the build: selections, fallbacks, recovery, disabling, reload, picking, caching.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wasp_model::categorize::NodeTopology;
+use wasp_model::{
+    BalancerRef, Endpoint, HashKey, NamespacedName, Planner, Protocol, Selection, ServicePort,
+    ServicePortName, ServicePortState,
+};
+use wasp_plugin::builtin::{BUILTINS, TEST_FAULTY};
+use wasp_plugin::{EngineConfig, PluginPlanner};
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        update_deadline: Duration::from_millis(100),
+        backoff: Duration::from_millis(50),
+        max_failures: 3,
+        cache_dir: None,
+        ..EngineConfig::default()
+    }
+}
+
+fn planner(extra: &[(&str, PathBuf)]) -> PluginPlanner {
+    let extra: BTreeMap<String, PathBuf> = extra
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.clone()))
+        .collect();
+    let mut p = PluginPlanner::new(cfg(), extra).unwrap();
+    p.set_node(NodeTopology {
+        name: "node-a".into(),
+        zone: Some("zone-a".into()),
+    });
+    p
+}
+
+fn name(svc: &str) -> ServicePortName {
+    ServicePortName::new(NamespacedName::new("default", svc), "http", Protocol::Tcp)
+}
+
+fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
+    let endpoints = (0..n)
+        .map(|i| Endpoint {
+            zone: Some(if i == 0 { "zone-a" } else { "zone-b" }.into()),
+            target: Some(format!("pod-{i}")),
+            ..Endpoint::ready(format!("10.244.0.{}", i + 1).parse().unwrap(), 8080)
+        })
+        .collect();
+    ServicePortState {
+        service: ServicePort {
+            cluster_ips: vec!["10.96.0.1".parse().unwrap()],
+            port: 80,
+            protocol: Protocol::Tcp,
+            node_port: None,
+            session_affinity_seconds: None,
+            internal_traffic_local: false,
+            external_traffic_local: false,
+            balancer: Some(BalancerRef {
+                name: plugin.into(),
+                config: config.into(),
+            }),
+        },
+        endpoints,
+        has_any_endpoints: n > 0,
+    }
+}
+
+#[test]
+fn every_builtin_returns_a_valid_selection() {
+    let mut p = planner(&[]);
+    for (plugin, _) in BUILTINS {
+        let port = port(plugin, "", 3);
+        let sel = p.plan(&name(plugin), &port);
+        assert!(sel.validate(3).is_ok(), "{plugin}: {sel}");
+        assert_eq!(p.stats().ports_on_fallback, 0, "{plugin}: {:?}", p.status());
+    }
+}
+
+#[test]
+fn builtin_decisions() {
+    let mut p = planner(&[]);
+    assert_eq!(
+        p.plan(&name("w"), &port("weighted", "10.244.0.1=3", 2)),
+        Selection::Weighted(vec![3, 1])
+    );
+    assert_eq!(
+        p.plan(&name("z"), &port("zone-aware", "", 3)),
+        Selection::Weighted(vec![1, 0, 0])
+    );
+    assert_eq!(
+        p.plan(&name("rr"), &port("round-robin", "", 2)),
+        Selection::PerConnection {
+            fallback: vec![1, 1]
+        }
+    );
+    match p.plan(&name("m"), &port("maglev", "", 4)) {
+        Selection::Hashed {
+            key: HashKey::SourceIp,
+            table,
+        } => assert_eq!(table.len(), 65537),
+        other => panic!("{other}"),
+    }
+    match p.plan(
+        &name("m251"),
+        &port("maglev", "m=251,key=source-ip-port", 4),
+    ) {
+        Selection::Hashed {
+            key: HashKey::SourceIpPort,
+            table,
+        } => assert_eq!(table.len(), 251),
+        other => panic!("{other}"),
+    }
+    match p.plan(&name("sh"), &port("source-hash", "", 3)) {
+        Selection::Hashed { table, .. } => assert_eq!(table, [0, 1, 2]),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn maglev_removing_one_of_n_moves_about_one_nth() {
+    let mut p = planner(&[]);
+    let table = |p: &mut PluginPlanner, port: &ServicePortState| match p.plan(&name("m"), port) {
+        Selection::Hashed { table, .. } => table
+            .iter()
+            .map(|&i| port.endpoints[i as usize].ip)
+            .collect::<Vec<_>>(),
+        other => panic!("{other}"),
+    };
+    let mut full = port("maglev", "", 10);
+    let before = table(&mut p, &full);
+    let removed = full.endpoints.remove(3).ip;
+    let after = table(&mut p, &full);
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| **b != removed && b != a)
+        .count();
+    assert!(
+        (moved as f64) < 0.05 * before.len() as f64,
+        "moved {moved} of {}",
+        before.len()
+    );
+}
+
+#[test]
+fn a_bad_config_falls_back_and_says_why() {
+    let mut p = planner(&[]);
+    let sel = p.plan(&name("m"), &port("maglev", "m=100", 2));
+    assert_eq!(sel, Selection::equal(2));
+    assert!(
+        p.status()[0].contains("m=100 is not prime"),
+        "{:?}",
+        p.status()
+    );
+    let sel = p.plan(&name("u"), &port("no-such-plugin", "", 2));
+    assert_eq!(sel, Selection::equal(2));
+    assert!(
+        p.status().iter().any(|s| s.contains("unknown balancer")),
+        "{:?}",
+        p.status()
+    );
+}
+
+fn faulty() -> PluginPlanner {
+    planner(&[("faulty", PathBuf::from(TEST_FAULTY))])
+}
+
+#[test]
+fn every_fault_falls_back_at_once_and_other_ports_keep_working() {
+    for mode in [
+        "loop",
+        "alloc",
+        "trap",
+        "out-of-range",
+        "empty-table",
+        "zero-weights",
+        "huge-table",
+        "error",
+    ] {
+        let mut p = faulty();
+        let good = port("weighted", "10.244.0.1=3", 2);
+        let start = Instant::now();
+        let sel = p.plan(&name("bad"), &port("faulty", &format!("mode={mode}"), 3));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{mode}: the deadline bounds the call"
+        );
+        assert_eq!(sel, Selection::equal(3), "{mode}");
+        let s = p.stats();
+        assert_eq!(s.ports_on_fallback, 1, "{mode}");
+        assert_eq!(s.failures + s.rejected, 1, "{mode}: {s:?}");
+        assert!(
+            p.status()[0].contains("on the default selection"),
+            "{mode}: {:?}",
+            p.status()
+        );
+        assert_eq!(
+            p.plan(&name("good"), &good),
+            Selection::Weighted(vec![3, 1]),
+            "{mode}: another plugin is unaffected"
+        );
+    }
+}
+
+#[test]
+fn a_trapped_instance_is_recreated_with_backoff_and_the_port_recovers() {
+    let mut p = faulty();
+    let bad = port("faulty", "mode=trap", 2);
+    assert_eq!(p.plan(&name("a"), &bad), Selection::equal(2));
+    let other = port("faulty", "mode=ok", 2);
+    // While the instance backs off, other ports of the plugin fall back too.
+    assert_eq!(p.plan(&name("b"), &other), Selection::equal(2));
+    assert!(
+        p.status().iter().any(|s| s.contains("restarting")),
+        "{:?}",
+        p.status()
+    );
+    let retry = p.next_retry().expect("a retry is scheduled");
+    std::thread::sleep(retry.saturating_duration_since(Instant::now()) + Duration::from_millis(10));
+    let replans = p.replans();
+    assert!(replans.contains(&name("b")), "{replans:?}");
+    assert_eq!(p.plan(&name("b"), &other), Selection::Weighted(vec![1, 1]));
+    // The fix for `a`: its config no longer traps.
+    assert_eq!(
+        p.plan(&name("a"), &port("faulty", "mode=ok", 2)),
+        Selection::Weighted(vec![1, 1])
+    );
+    assert_eq!(p.stats().ports_on_fallback, 0, "{:?}", p.status());
+}
+
+#[test]
+fn repeated_failures_disable_the_plugin() {
+    let mut p = faulty();
+    let bad = port("faulty", "mode=trap", 2);
+    for _ in 0..3 {
+        p.plan(&name("a"), &bad);
+        if let Some(t) = p.next_retry() {
+            std::thread::sleep(
+                t.saturating_duration_since(Instant::now()) + Duration::from_millis(5),
+            );
+        }
+    }
+    assert_eq!(p.stats().disabled, 1);
+    assert!(
+        p.status()
+            .iter()
+            .any(|s| s.contains("disabled after 3 failures")),
+        "{:?}",
+        p.status()
+    );
+    assert_eq!(
+        p.plan(&name("a"), &port("faulty", "mode=ok", 2)),
+        Selection::equal(2),
+        "disabled stays disabled"
+    );
+}
+
+#[test]
+fn a_changed_wasm_file_is_reloaded() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ext.wasm");
+    std::fs::copy(TEST_FAULTY, &path).unwrap();
+    let mut p = planner(&[("ext", path.clone())]);
+    let port = port("ext", "", 2);
+    assert_eq!(
+        p.plan(&name("x"), &port),
+        Selection::Weighted(vec![1, 1]),
+        "faulty in mode ok"
+    );
+    assert!(p.replans().is_empty());
+    let rr = BUILTINS
+        .iter()
+        .find(|(n, _)| *n == "round-robin")
+        .unwrap()
+        .1;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, rr).unwrap();
+    assert_eq!(p.replans(), vec![name("x")]);
+    assert_eq!(
+        p.plan(&name("x"), &port),
+        Selection::PerConnection {
+            fallback: vec![1, 1]
+        },
+        "now round-robin"
+    );
+}
+
+#[test]
+fn round_robin_picks_rotate() {
+    let mut p = planner(&[]);
+    p.plan(&name("rr"), &port("round-robin", "", 3));
+    let client = "10.244.9.9:40000".parse().unwrap();
+    let picks: Vec<Option<u32>> = (0..4).map(|_| p.pick(&name("rr"), client)).collect();
+    assert_eq!(picks, [Some(0), Some(1), Some(2), Some(0)]);
+}
+
+#[test]
+fn compiled_plugins_are_cached_by_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let engine = wasp_plugin::PluginEngine::new(EngineConfig {
+        cache_dir: Some(d.path().into()),
+        ..cfg()
+    })
+    .unwrap();
+    let bytes = BUILTINS[0].1;
+    engine.compile("x", bytes).unwrap();
+    let files: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let t = Instant::now();
+    engine.compile("x", bytes).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(engine.compile("bad", b"not wasm").is_err());
+}
