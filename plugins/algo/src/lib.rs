@@ -18,6 +18,11 @@ pub mod weights;
 
 /// The smallest prime at or above `n` (table sizes must be prime for Maglev).
 pub fn next_prime(n: usize) -> usize {
-    let is_prime = |x: usize| x >= 2 && (2..).take_while(|d| d * d <= x).all(|d| x % d != 0);
+    let is_prime = |x: usize| {
+        x >= 2
+            && (2..)
+                .take_while(|d| d * d <= x)
+                .all(|d| !x.is_multiple_of(d))
+    };
     (n.max(2)..).find(|&x| is_prime(x)).unwrap_or(n)
 }

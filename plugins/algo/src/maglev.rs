@@ -54,7 +54,9 @@ mod tests {
     use super::*;
 
     fn keys(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("10.0.0.{i}:80").into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("10.0.0.{i}:80").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -85,7 +87,10 @@ mod tests {
             .filter(|&(&b, &a)| b != 0 && b - 1 != a)
             .count();
         let share = moved as f64 / 65537.0;
-        assert!(share < 0.05, "only the removed backend's ~10% should move; {share}");
+        assert!(
+            share < 0.05,
+            "only the removed backend's ~10% should move; {share}"
+        );
     }
 
     #[test]

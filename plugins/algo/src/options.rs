@@ -20,9 +20,15 @@ impl Options {
     pub fn parse(config: &str, names: &[&str]) -> Result<Self, String> {
         let mut o = Options::default();
         let mut rest = Vec::new();
-        for p in config.split([',', ' ', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+        for p in config
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             match p.split_once('=') {
-                Some((k, v)) if names.contains(&k.trim()) => o.known.push((k.trim().into(), v.trim().into())),
+                Some((k, v)) if names.contains(&k.trim()) => {
+                    o.known.push((k.trim().into(), v.trim().into()))
+                }
                 _ => rest.push(p),
             }
         }
@@ -32,6 +38,9 @@ impl Options {
 
     /// An option's value.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.known.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.known
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }

@@ -64,7 +64,9 @@ pub fn least_connections(active: &[u32], weights: &[u32], start: usize) -> Optio
         .map(|k| (start + k) % n)
         .filter(|&i| weights.get(i).copied().unwrap_or(1) > 0)
         .min_by(|&a, &b| {
-            let load = |i: usize| u64::from(active[i]) * 1000 / u64::from(weights.get(i).copied().unwrap_or(1).max(1));
+            let load = |i: usize| {
+                u64::from(active[i]) * 1000 / u64::from(weights.get(i).copied().unwrap_or(1).max(1))
+            };
             load(a).cmp(&load(b))
         })
         .map(|i| i as u32)

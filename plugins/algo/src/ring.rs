@@ -41,11 +41,17 @@ mod tests {
 
     #[test]
     fn consistent_on_removal() {
-        let k: Vec<Vec<u8>> = (0..8).map(|i| format!("10.0.1.{i}:80").into_bytes()).collect();
+        let k: Vec<Vec<u8>> = (0..8)
+            .map(|i| format!("10.0.1.{i}:80").into_bytes())
+            .collect();
         let refs: Vec<&[u8]> = k.iter().map(Vec::as_slice).collect();
         let before = table(&refs, &[], 4096);
         let after = table(&refs[1..], &[], 4096);
-        let moved = before.iter().zip(&after).filter(|&(&b, &a)| b != 0 && b - 1 != a).count();
+        let moved = before
+            .iter()
+            .zip(&after)
+            .filter(|&(&b, &a)| b != 0 && b - 1 != a)
+            .count();
         assert_eq!(moved, 0, "a ring never moves a surviving endpoint's keys");
         assert_eq!(before.len(), 4096);
     }

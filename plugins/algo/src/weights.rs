@@ -23,8 +23,13 @@ pub fn parse(config: &str) -> Result<Vec<(String, u32)>, String> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').ok_or_else(|| format!("{p:?} is not KEY=WEIGHT"))?;
-            let w = v.trim().parse::<u32>().map_err(|_| format!("{p:?}: weight {v:?} is not a whole number"))?;
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("{p:?} is not KEY=WEIGHT"))?;
+            let w = v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{p:?}: weight {v:?} is not a whole number"))?;
             Ok((k.trim().to_string(), w))
         })
         .collect()
@@ -52,8 +57,20 @@ mod tests {
     #[test]
     fn by_address_target_zone_and_default() {
         let pairs = parse("10.0.0.1=3, web-b=2,zone-c=0 default=5").unwrap();
-        let e = |a, t, z| EndpointKeys { address: a, target: t, zone: z };
-        let w = resolve(&pairs, &[e("10.0.0.1", None, None), e("10.0.0.2", Some("web-b"), None), e("10.0.0.3", None, Some("zone-c")), e("10.0.0.4", None, None)]);
+        let e = |a, t, z| EndpointKeys {
+            address: a,
+            target: t,
+            zone: z,
+        };
+        let w = resolve(
+            &pairs,
+            &[
+                e("10.0.0.1", None, None),
+                e("10.0.0.2", Some("web-b"), None),
+                e("10.0.0.3", None, Some("zone-c")),
+                e("10.0.0.4", None, None),
+            ],
+        );
         assert_eq!(w, [3, 2, 0, 5]);
         assert!(parse("a=b").unwrap_err().contains("not a whole number"));
         assert!(parse("oops").unwrap_err().contains("not KEY=WEIGHT"));

@@ -32,7 +32,8 @@ pub mod bindings {
 pub mod util;
 
 pub use bindings::wasp::balancer::types::{
-    Connection, Endpoint, EndpointStats, HashKey, Hashed, IpAddress, Protocol, Selection, Service, Snapshot,
+    Connection, Endpoint, EndpointStats, HashKey, Hashed, IpAddress, Protocol, Selection, Service,
+    Snapshot,
 };
 
 /// A balancing policy: one value per service port.
@@ -65,13 +66,16 @@ pub mod host {
 pub fn address(a: &IpAddress) -> String {
     match *a {
         IpAddress::V4(v) => std::net::Ipv4Addr::from(v).to_string(),
-        IpAddress::V6((hi, lo)) => std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)).to_string(),
+        IpAddress::V6((hi, lo)) => {
+            std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)).to_string()
+        }
     }
 }
 
 /// An interned string of the snapshot.
 pub fn string(s: &Snapshot, id: Option<u32>) -> Option<&str> {
-    id.and_then(|i| s.strings.get(i as usize)).map(String::as_str)
+    id.and_then(|i| s.strings.get(i as usize))
+        .map(String::as_str)
 }
 
 /// A stable identity for an endpoint across updates: `address:port`.

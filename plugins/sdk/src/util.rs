@@ -11,7 +11,11 @@ pub fn weights_for(pairs: &[(String, u32)], s: &Snapshot) -> Vec<u32> {
         .endpoints
         .iter()
         .zip(&addrs)
-        .map(|(e, a)| EndpointKeys { address: a, target: string(s, e.target), zone: string(s, e.zone) })
+        .map(|(e, a)| EndpointKeys {
+            address: a,
+            target: string(s, e.target),
+            zone: string(s, e.zone),
+        })
         .collect();
     weights::resolve(pairs, &keys)
 }

@@ -10,7 +10,8 @@ use std::path::Path;
 use wasp_dataplane::iptables::{RenderConfig, Scope, render};
 use wasp_model::validate::ValidationConfig;
 use wasp_model::{
-    Allocator, EqualWeights, ObjectStore, Planner, ProxyState, ResolveConfig, resolve,
+    Allocator, EqualWeights, HashKey, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
+    resolve,
 };
 use wasp_source::parse_manifests;
 
@@ -47,10 +48,28 @@ fn check(case: &str) {
         .join("tests/golden")
         .join(case);
     let before = state(&dir.join("config.yaml"));
+    // A case may fix a hashed table for every port (`hashed`: "KEY I,J,K…"), as a plugin would.
+    let hashed = std::fs::read_to_string(dir.join("hashed")).ok().map(|t| {
+        let (key, table) = t.trim().split_once(' ').unwrap();
+        let key = match key {
+            "source-ip" => HashKey::SourceIp,
+            "source-ip-port" => HashKey::SourceIpPort,
+            _ => HashKey::FiveTuple,
+        };
+        Selection::Hashed {
+            key,
+            table: table.split(',').map(|i| i.parse().unwrap()).collect(),
+        }
+    });
     let sel = |s: &ProxyState| {
         s.ports
             .iter()
-            .map(|(n, p)| (n.clone(), EqualWeights.plan(n, p)))
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    hashed.clone().unwrap_or_else(|| EqualWeights.plan(n, p)),
+                )
+            })
             .collect::<BTreeMap<_, _>>()
     };
     let existing = BTreeSet::new();
@@ -112,6 +131,11 @@ fn no_endpoints() {
 #[test]
 fn affinity() {
     check("affinity");
+}
+
+#[test]
+fn hashed() {
+    check("hashed");
 }
 
 #[test]

@@ -46,6 +46,23 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     disabled: bool,
+    /// What the last failure was.
+    last_error: String,
+}
+
+impl Slot {
+    fn new(source: PluginSource) -> Self {
+        Self {
+            source,
+            pre: None,
+            signature: None,
+            live: None,
+            failures: 0,
+            retry_at: None,
+            disabled: false,
+            last_error: String::new(),
+        }
+    }
 }
 
 struct Port {
@@ -82,16 +99,7 @@ impl PluginPlanner {
             .map(|(n, b)| (n.to_string(), PluginSource::Builtin(b)))
             .chain(extra.into_iter().map(|(n, p)| (n, PluginSource::File(p))));
         for (name, source) in sources {
-            let slot = Slot {
-                source,
-                pre: None,
-                signature: None,
-                live: None,
-                failures: 0,
-                retry_at: None,
-                disabled: false,
-            };
-            slots.insert(name, slot);
+            slots.insert(name, Slot::new(source));
         }
         Ok(Self {
             engine: PluginEngine::new(cfg)?,
@@ -166,15 +174,7 @@ impl PluginPlanner {
                 let sig = signature(p);
                 if slot.pre.is_some() && sig != slot.signature {
                     tracing::info!(plugin = %name, path = %p.display(), "plugin file changed; reloading");
-                    *slot = Slot {
-                        source: slot.source.clone(),
-                        pre: None,
-                        signature: None,
-                        live: None,
-                        failures: 0,
-                        retry_at: None,
-                        disabled: false,
-                    };
+                    *slot = Slot::new(slot.source.clone());
                     reloaded.push(name.clone());
                 }
             }
@@ -249,6 +249,7 @@ impl PluginPlanner {
             return;
         }
         self.counters.failures += 1;
+        slot.last_error = e.to_string();
         slot.live = None;
         slot.failures += 1;
         let backoff = self
@@ -289,13 +290,17 @@ impl PluginPlanner {
             .get_mut(plugin)
             .ok_or_else(|| format!("unknown balancer {plugin:?}"))?;
         if slot.disabled {
-            return Err(format!("plugin disabled after {} failures", slot.failures));
+            return Err(format!(
+                "plugin disabled after {} failures; the last: {}",
+                slot.failures, slot.last_error
+            ));
         }
         if slot.live.is_none() {
             if let Some(t) = slot.retry_at.filter(|t| *t > Instant::now()) {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
                 return Err(format!(
-                    "plugin restarting in {} ms",
-                    t.saturating_duration_since(Instant::now()).as_millis()
+                    "{} (plugin restarting in {ms} ms)",
+                    slot.last_error
                 ));
             }
             let pre = slot.pre.as_ref().ok_or("plugin not loaded")?;
@@ -346,10 +351,10 @@ impl Planner for PluginPlanner {
         let entry = self.ports.get_mut(name);
         match result {
             Ok(sel) => {
-                if let Some(p) = entry {
-                    if p.fallback.take().is_some() {
-                        tracing::info!(plugin = %b.name, port = %name, "plugin recovered");
-                    }
+                if let Some(p) = entry
+                    && p.fallback.take().is_some()
+                {
+                    tracing::info!(plugin = %b.name, port = %name, "plugin recovered");
                 }
                 sel
             }

@@ -8,9 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::{
-    Allocator, EqualWeights, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
-    ServicePortName, resolve,
+    Allocator, ObjectStore, Planner, ProxyState, ResolveConfig, Selection, ServicePortName, resolve,
 };
+use wasp_plugin::PluginPlanner;
 use wasp_source::{Batch, ErrorLog, SourceEvent};
 
 use crate::http::{self, Health};
@@ -23,7 +23,7 @@ struct Daemon {
     log: ErrorLog,
     alloc: Allocator,
     resolve: ResolveConfig,
-    planner: Box<dyn Planner + Send>,
+    planner: PluginPlanner,
     selections: BTreeMap<ServicePortName, Selection>,
     dataplane: Box<dyn Dataplane>,
     synced: ProxyState,
@@ -64,7 +64,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         log: ErrorLog::default(),
         alloc: s.allocator(),
         resolve: s.resolve_config(),
-        planner: Box::new(EqualWeights),
+        planner: s.planner()?,
         selections: BTreeMap::new(),
         dataplane: s.dataplane(),
         synced: ProxyState::default(),
@@ -90,18 +90,25 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             },
         }
     }
-    d.sync(true);
+    // Syncs block (kernel tools, plugin calls; wasmtime-wasi drives its own futures), so
+    // they run with the worker handed over to blocking.
+    tokio::task::block_in_place(|| d.sync(true));
     let mut last_sync = Instant::now();
     let mut last_full = Instant::now();
     let mut retry = s.min_sync_period;
     loop {
         let full_due = last_full + s.sync_period;
         let partial_due = last_sync + retry;
-        let due = if d.pending > 0 || d.needs_full {
+        let mut due = if d.pending > 0 || d.needs_full {
             partial_due.min(full_due)
         } else {
             full_due
         };
+        // A plugin due to be re-created (or a changed .wasm file) wakes the loop, so its
+        // ports leave the fallback.
+        if let Some(t) = d.planner.next_retry() {
+            due = due.min(t.max(partial_due));
+        }
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -111,7 +118,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             },
             _ = tokio::time::sleep_until(due.into()) => {
                 let full = d.needs_full || Instant::now() >= full_due;
-                let ok = d.sync(full);
+                let ok = tokio::task::block_in_place(|| d.sync(full));
                 last_sync = Instant::now();
                 if full && ok {
                     last_full = last_sync;
@@ -181,7 +188,20 @@ impl Daemon {
         let errors = self.log.len() + resolve_errors.len();
         self.resolve_errors = resolve_errors;
         self.report_errors();
-        let diff = self.synced.diff(&state);
+        let mut diff = self.synced.diff(&state);
+        let (service_changes, endpoint_changes) = (
+            diff.service_changed.len() + diff.removed.len(),
+            diff.changed.len() - diff.service_changed.len(),
+        );
+        // Ports whose plugin came back, or whose .wasm changed, are planned (and so rewritten)
+        // again even though the model did not change.
+        let replans: Vec<ServicePortName> = self
+            .planner
+            .replans()
+            .into_iter()
+            .filter(|n| state.ports.contains_key(n))
+            .collect();
+        diff.changed.extend(replans.iter().cloned());
         if !full && diff.is_empty() {
             self.done(&state);
             return true;
@@ -190,15 +210,21 @@ impl Daemon {
             self.planner.forget(name);
             self.selections.remove(name);
         }
-        let replan: Vec<&ServicePortName> = if full {
-            state.ports.keys().collect()
-        } else {
-            diff.changed.iter().collect()
-        };
-        for name in replan {
+        self.planner.set_node(wasp_model::resolve::node_topology(
+            &self.store,
+            &self.resolve,
+        ));
+        let unplanned: Vec<ServicePortName> = state
+            .ports
+            .keys()
+            .filter(|n| !self.selections.contains_key(*n) && !diff.changed.contains(*n))
+            .cloned()
+            .collect();
+        for name in diff.changed.iter().chain(&unplanned) {
             let sel = self.planner.plan(name, &state.ports[name]);
             self.selections.insert(name.clone(), sel);
         }
+        self.report_plugins();
         let req = SyncRequest {
             state: &state,
             previous: &self.synced,
@@ -216,11 +242,10 @@ impl Daemon {
                 }
                 .observe(secs);
                 self.metrics.rules_written.set(report.rules as i64);
-                let service_changes = diff.service_changed.len() + diff.removed.len();
                 self.metrics.service_changes.inc_by(service_changes as u64);
                 self.metrics
                     .endpoint_changes
-                    .inc_by((diff.changed.len() - diff.service_changed.len()) as u64);
+                    .inc_by(endpoint_changes as u64);
                 tracing::info!(
                     full = report.full,
                     ports = state.ports.len(),
@@ -255,6 +280,19 @@ impl Daemon {
         self.health.updated();
     }
 
+    /// Copies the plugin counters into the metrics and the plugin notes into /healthz.
+    fn report_plugins(&self) {
+        let s = self.planner.stats();
+        let m = &self.metrics;
+        m.plugin_failures
+            .inc_by(s.failures.saturating_sub(m.plugin_failures.get()));
+        m.plugin_rejected
+            .inc_by(s.rejected.saturating_sub(m.plugin_rejected.get()));
+        m.plugin_ports_on_fallback.set(s.ports_on_fallback as i64);
+        m.plugins_disabled.set(s.disabled as i64);
+        self.report_errors();
+    }
+
     /// Shows the current configuration errors in /healthz.
     fn report_errors(&self) {
         let mut detail: Vec<String> = self
@@ -268,6 +306,7 @@ impl Daemon {
         self.metrics
             .sources_failing
             .set(self.source_problems.len() as i64);
+        detail.extend(self.planner.status());
         for (source, (problem, since)) in &self.source_problems {
             let since = since
                 .duration_since(UNIX_EPOCH)

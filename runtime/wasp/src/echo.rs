@@ -5,11 +5,11 @@
 //! makes N fresh connections and prints one line per attempt:
 //! `ok <name> <peer>`, `refused`, `timeout` or `error <why>`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
 /// Serves TCP and UDP on the given ports until killed.
 ///
@@ -130,10 +130,18 @@ fn io_outcome(e: &std::io::Error) -> Outcome {
     }
 }
 
-/// One TCP request.
-pub async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
+/// One TCP request, from `source` when given.
+pub async fn probe_tcp(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Outcome {
     let attempt = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source {
+            sock.bind(SocketAddr::new(ip, 0))?;
+        }
+        let mut s = sock.connect(addr).await?;
         s.write_all(b"GET / HTTP/1.0\r\nHost: wasp\r\n\r\n").await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
@@ -146,15 +154,15 @@ pub async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
     }
 }
 
-/// One UDP datagram and its answer.
-pub async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Outcome {
+/// One UDP datagram and its answer, from `source` when given.
+pub async fn probe_udp(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Outcome {
     let attempt = async {
-        let bind = if addr.is_ipv4() {
-            "0.0.0.0:0"
+        let any: IpAddr = if addr.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
         } else {
-            "[::]:0"
+            IpAddr::from([0u16; 8])
         };
-        let s = UdpSocket::bind(bind).await?;
+        let s = UdpSocket::bind(SocketAddr::new(source.unwrap_or(any), 0)).await?;
         s.connect(addr).await?;
         s.send(b"hello").await?;
         let mut buf = [0u8; 1500];
@@ -168,14 +176,21 @@ pub async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Outcome {
     }
 }
 
-/// `count` probes, each on a fresh socket, one line per probe on stdout.
-pub async fn probe(udp: bool, addr: SocketAddr, count: u32, timeout: Duration) -> Vec<Outcome> {
+/// `count` probes, each on a fresh socket (from `source` when given), one line per probe on
+/// stdout.
+pub async fn probe(
+    udp: bool,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    count: u32,
+    timeout: Duration,
+) -> Vec<Outcome> {
     let mut out = Vec::new();
     for _ in 0..count {
         let o = if udp {
-            probe_udp(addr, timeout).await
+            probe_udp(addr, source, timeout).await
         } else {
-            probe_tcp(addr, timeout).await
+            probe_tcp(addr, source, timeout).await
         };
         println!("{o}");
         out.push(o);
@@ -211,10 +226,10 @@ mod tests {
             name: "loopback-test".into(),
             peer: "127.0.0.1".into(),
         };
-        assert_eq!(probe_tcp(addr, Duration::from_secs(2)).await, want);
-        assert_eq!(probe_udp(addr, Duration::from_secs(2)).await, want);
+        assert_eq!(probe_tcp(addr, None, Duration::from_secs(2)).await, want);
+        assert_eq!(probe_udp(addr, None, Duration::from_secs(2)).await, want);
         assert_eq!(
-            probe_tcp("127.0.0.1:1".parse().unwrap(), Duration::from_secs(2)).await,
+            probe_tcp("127.0.0.1:1".parse().unwrap(), None, Duration::from_secs(2)).await,
             Outcome::Refused
         );
     }

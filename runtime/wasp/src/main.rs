@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use wasp::daemon;
 use wasp::options::{Flags, Settings, parse_duration};
 use wasp_dataplane::{Mode, SyncRequest};
-use wasp_model::{EqualWeights, Planner, ProxyState};
+use wasp_model::{Planner, ProxyState};
 
 /// wasp, the WebAssembly Service Proxy: Kubernetes Services on one node.
 #[derive(Debug, Parser)]
@@ -70,6 +70,9 @@ enum Command {
         count: u32,
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         timeout: Duration,
+        /// The source address to connect from.
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
         /// tcp or udp.
         proto: String,
         addr: SocketAddr,
@@ -112,12 +115,20 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             for e in &loaded.errors {
                 eprintln!("error: {e}");
             }
+            let mut planner = settings.planner()?;
+            planner.set_node(wasp_model::resolve::node_topology(
+                &loaded.store,
+                &settings.resolve_config(),
+            ));
             let selections = loaded
                 .state
                 .ports
                 .iter()
-                .map(|(n, p)| (n.clone(), EqualWeights.plan(n, p)))
+                .map(|(n, p)| (n.clone(), planner.plan(n, p)))
                 .collect();
+            for s in planner.status() {
+                eprintln!("warning: {s}");
+            }
             let previous = ProxyState::default();
             let req = SyncRequest {
                 state: &loaded.state,
@@ -174,6 +185,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Probe {
             count,
             timeout,
+            source,
             proto,
             addr,
         } => {
@@ -182,7 +194,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 "udp" => true,
                 p => anyhow::bail!("unknown protocol {p:?}: use tcp or udp"),
             };
-            runtime()?.block_on(wasp::echo::probe(udp, addr, count, timeout));
+            runtime()?.block_on(wasp::echo::probe(udp, addr, source, count, timeout));
         }
     }
     Ok(ExitCode::SUCCESS)

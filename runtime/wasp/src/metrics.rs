@@ -40,6 +40,14 @@ pub struct Metrics {
     pub service_changes: Counter,
     /// Service ports whose endpoints (only) changed, summed over syncs.
     pub endpoint_changes: Counter,
+    /// Plugin traps and timeouts.
+    pub plugin_failures: Counter,
+    /// Plugin errors and invalid selections.
+    pub plugin_rejected: Counter,
+    /// Service ports on the default selection because their plugin failed.
+    pub plugin_ports_on_fallback: Gauge,
+    /// Plugins disabled after repeated failures.
+    pub plugins_disabled: Gauge,
 }
 
 fn sync_buckets() -> Histogram {
@@ -65,6 +73,10 @@ impl Default for Metrics {
             sources_failing: Gauge::default(),
             service_changes: Counter::default(),
             endpoint_changes: Counter::default(),
+            plugin_failures: Counter::default(),
+            plugin_rejected: Counter::default(),
+            plugin_ports_on_fallback: Gauge::default(),
+            plugins_disabled: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -126,6 +138,26 @@ impl Default for Metrics {
             "wasp_sources_failing",
             "Sources whose watch is failing",
             m.sources_failing.clone(),
+        );
+        r.register(
+            "wasp_plugin_failures",
+            "Plugin traps and timeouts",
+            m.plugin_failures.clone(),
+        );
+        r.register(
+            "wasp_plugin_rejected",
+            "Plugin errors and invalid selections",
+            m.plugin_rejected.clone(),
+        );
+        r.register(
+            "wasp_plugin_ports_on_fallback",
+            "Service ports on the default selection because their plugin failed",
+            m.plugin_ports_on_fallback.clone(),
+        );
+        r.register(
+            "wasp_plugins_disabled",
+            "Plugins disabled after repeated failures",
+            m.plugins_disabled.clone(),
         );
         r.register(
             "wasp_sync_proxy_rules_service_changes",

@@ -156,6 +156,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Conntrack kernel settings to apply at start.
     pub conntrack: ConntrackSettings,
+    /// Extra balancer plugins: name → .wasm path (relative paths are against the config file).
+    pub plugins: std::collections::BTreeMap<String, PathBuf>,
 }
 
 fn cidrs(field: &str, s: Option<&str>) -> anyhow::Result<Vec<IpNet>> {
@@ -268,6 +270,19 @@ impl Settings {
             }
         };
         let ct = file.conntrack.clone().unwrap_or_default();
+        let base = f
+            .config
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let plugins = file
+            .plugins
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, p)| (n, base.join(p)))
+            .collect();
         Ok(Self {
             mode,
             source,
@@ -318,6 +333,7 @@ impl Settings {
                 )?,
                 tcp_be_liberal: ct.tcp_be_liberal,
             },
+            plugins,
         })
     }
 
@@ -342,6 +358,22 @@ impl Settings {
             },
             service_proxy_name: self.service_proxy_name.clone(),
         }
+    }
+
+    /// The planner: built-in plugins plus the registered ones.
+    ///
+    /// # Errors
+    /// Fails when the WebAssembly engine cannot be built.
+    pub fn planner(&self) -> anyhow::Result<wasp_plugin::PluginPlanner> {
+        let mut p = wasp_plugin::PluginPlanner::new(
+            wasp_plugin::EngineConfig::default(),
+            self.plugins.clone(),
+        )?;
+        p.set_node(NodeTopology {
+            name: self.node_name.clone(),
+            zone: self.node_zone.clone(),
+        });
+        Ok(p)
     }
 
     /// The dataplane for the mode.

@@ -162,6 +162,42 @@ impl Testbed {
         Ok(())
     }
 
+    /// Gives pod `name` more addresses (as many clients behind one link).
+    ///
+    /// # Errors
+    /// Fails when an address or route cannot be added.
+    pub fn add_addresses(&self, name: &str, ips: &[String]) -> anyhow::Result<()> {
+        let ns = self.pod_ns(name);
+        let idx = self
+            .pods
+            .iter()
+            .position(|p| p == &ns)
+            .context("no such pod")?;
+        for ip in ips {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                "eth0",
+            ])?;
+            self.node_sh(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                &format!("wv{idx}"),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Starts `args` inside namespace `ns`; the process is killed on drop.
     ///
     /// # Errors

@@ -14,7 +14,11 @@ struct LeastConn {
 
 impl Policy for LeastConn {
     fn new(_: &Service, config: &str) -> Result<Self, String> {
-        Ok(Self { pairs: weights::parse(config)?, weights: vec![], start: 0 })
+        Ok(Self {
+            pairs: weights::parse(config)?,
+            weights: vec![],
+            start: 0,
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
@@ -23,9 +27,15 @@ impl Policy for LeastConn {
     }
 
     fn pick(&mut self, _: &Connection) -> Option<u32> {
-        let active: Vec<u32> = (0..self.weights.len() as u32).map(|i| host::stats(i).active_connections).collect();
+        let active: Vec<u32> = (0..self.weights.len() as u32)
+            .map(|i| host::stats(i).active_connections)
+            .collect();
         self.start = self.start.wrapping_add(1);
-        least_connections(&active, &self.weights, self.start % self.weights.len().max(1))
+        least_connections(
+            &active,
+            &self.weights,
+            self.start % self.weights.len().max(1),
+        )
     }
 }
 

@@ -20,7 +20,9 @@ pub fn hash_key(v: Option<&str>) -> Result<HashKey, String> {
         "source-ip" => Ok(HashKey::SourceIp),
         "source-ip-port" => Ok(HashKey::SourceIpPort),
         "five-tuple" => Ok(HashKey::FiveTuple),
-        other => Err(format!("key={other}: use source-ip, source-ip-port or five-tuple")),
+        other => Err(format!(
+            "key={other}: use source-ip, source-ip-port or five-tuple"
+        )),
     }
 }
 
@@ -37,14 +39,21 @@ impl Policy for Maglev {
             }
             None => DEFAULT_M,
         };
-        Ok(Self { m, key: hash_key(o.get("key"))?, pairs: o.weights })
+        Ok(Self {
+            m,
+            key: hash_key(o.get("key"))?,
+            pairs: o.weights,
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
         let keys: Vec<String> = s.endpoints.iter().map(endpoint_key).collect();
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let table = maglev::table(&refs, &weights_for(&self.pairs, s), self.m);
-        Ok(Selection::Hashed(Hashed { key: self.key, table }))
+        Ok(Selection::Hashed(Hashed {
+            key: self.key,
+            table,
+        }))
     }
 }
 

@@ -10,7 +10,10 @@ struct Random {
 
 impl Policy for Random {
     fn new(_: &Service, _: &str) -> Result<Self, String> {
-        Ok(Self { rng: Rng::new(host::now_ms() ^ 0x9e37_79b9_7f4a_7c15), weights: vec![] })
+        Ok(Self {
+            rng: Rng::new(host::now_ms() ^ 0x9e37_79b9_7f4a_7c15),
+            weights: vec![],
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {

@@ -21,14 +21,20 @@ impl Policy for Ring {
         if m == 0 || m > 1 << 20 {
             return Err(format!("m={m} must be between 1 and 1048576"));
         }
-        Ok(Self { m, pairs: o.weights })
+        Ok(Self {
+            m,
+            pairs: o.weights,
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
         let keys: Vec<String> = s.endpoints.iter().map(endpoint_key).collect();
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let table = ring::table(&refs, &weights_for(&self.pairs, s), self.m);
-        Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table }))
+        Ok(Selection::Hashed(Hashed {
+            key: HashKey::SourceIp,
+            table,
+        }))
     }
 }
 

@@ -10,7 +10,10 @@ struct Rr {
 
 impl Policy for Rr {
     fn new(_: &Service, _: &str) -> Result<Self, String> {
-        Ok(Self { rr: RoundRobin::default(), weights: vec![] })
+        Ok(Self {
+            rr: RoundRobin::default(),
+            weights: vec![],
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {

@@ -12,7 +12,10 @@ impl Policy for SourceHash {
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
         let table = (0..s.endpoints.len() as u32).collect();
-        Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table }))
+        Ok(Selection::Hashed(Hashed {
+            key: HashKey::SourceIp,
+            table,
+        }))
     }
 }
 

@@ -13,7 +13,11 @@ struct Weighted {
 
 impl Policy for Weighted {
     fn new(_: &Service, config: &str) -> Result<Self, String> {
-        Ok(Self { pairs: weights::parse(config)?, weights: vec![], rng: Rng::new(host::now_ms() | 1) })
+        Ok(Self {
+            pairs: weights::parse(config)?,
+            weights: vec![],
+            rng: Rng::new(host::now_ms() | 1),
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {

@@ -9,7 +9,9 @@ struct ZoneAware {
 
 impl Policy for ZoneAware {
     fn new(service: &Service, _: &str) -> Result<Self, String> {
-        Ok(Self { zone: service.node_zone.clone() })
+        Ok(Self {
+            zone: service.node_zone.clone(),
+        })
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {

@@ -32,10 +32,19 @@ impl Policy for Faulty {
                 }
             }
             "trap" => panic!("faulty plugin asked to trap"),
-            "out-of-range" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![0, n as u32 + 5] })),
-            "empty-table" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![] })),
+            "out-of-range" => Ok(Selection::Hashed(Hashed {
+                key: HashKey::SourceIp,
+                table: vec![0, n as u32 + 5],
+            })),
+            "empty-table" => Ok(Selection::Hashed(Hashed {
+                key: HashKey::SourceIp,
+                table: vec![],
+            })),
             "zero-weights" => Ok(Selection::Weighted(vec![0; n])),
-            "huge-table" => Ok(Selection::Hashed(Hashed { key: HashKey::SourceIp, table: vec![0; 1 << 21] })),
+            "huge-table" => Ok(Selection::Hashed(Hashed {
+                key: HashKey::SourceIp,
+                table: vec![0; 1 << 21],
+            })),
             "error" => Err("faulty plugin asked to fail".into()),
             other => Err(format!("unknown mode {other}")),
         }

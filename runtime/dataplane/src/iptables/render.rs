@@ -9,7 +9,9 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use wasp_model::{Endpoint, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff};
+use wasp_model::{
+    Endpoint, HashKey, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff,
+};
 
 use super::chain;
 
@@ -281,8 +283,17 @@ fn service_chains(
     if eps.is_empty() {
         return chains;
     }
+    // HMARK overwrites the whole mark, so it must come before the masquerade mark is set.
+    let hashed = match sel {
+        Selection::Hashed { key, table } if hashed_realisable(cfg) => Some((*key, table)),
+        _ => None,
+    };
+    if let Some((key, table)) = hashed {
+        hmark_rule(name, &svc, key, table.len(), nat);
+    }
     masquerade_rule(name, vip, port, cfg, &svc, nat);
-    // Hashed tables are realised as their slot counts here; per-connection uses its fallback.
+    // Per-connection selections use their fallback weights; a hashed table that cannot be
+    // realised here uses its slot counts.
     let weights = sel.weights(port.endpoints.len());
     let targets: Vec<(&Endpoint, u32, String)> = eps
         .iter()
@@ -300,6 +311,9 @@ fn service_chains(
                 "-A {svc} -m comment --comment \"{name} -> {e}\" -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}"
             ));
         }
+    }
+    if let Some((_, table)) = hashed {
+        slot_rules(name, &svc, port, table, cfg, nat);
     }
     spread_rules(name, &svc, &targets, nat);
     for (e, _, sep) in &targets {
@@ -332,6 +346,67 @@ fn masquerade_rule(
         nat.rule(format!(
             "-A {svc} {comment} {m} ! -s {cidr} -j {}",
             chain::MARK_MASQ
+        ));
+    }
+}
+
+/// The most slots a hashed table is realised with: one mark rule each.
+pub const HMARK_SLOTS: usize = 256;
+/// The mark bits the slot number is written to.
+const SLOT_MASK: u32 = 0xfff;
+/// HMARK's hash seed ("wasp"): fixed, so a restart hashes clients to the same slots.
+const HMARK_RND: u32 = 0x7761_7370;
+
+/// Whether hashed tables can be realised: the slot bits must not overlap the masquerade mark.
+fn hashed_realisable(cfg: &RenderConfig) -> bool {
+    cfg.masquerade_mark & SLOT_MASK == 0
+}
+
+/// The number of slots a table of `m` is realised with: at most [`HMARK_SLOTS`], sampled
+/// evenly, which keeps the table's consistency (each sampled slot moves only if its original
+/// slot moved).
+fn realised_slots(m: usize) -> usize {
+    m.min(HMARK_SLOTS)
+}
+
+/// `HMARK` writes `hash(key) mod M + 1` into the packet mark (the slot).
+fn hmark_rule(name: &ServicePortName, svc: &str, key: HashKey, m: usize, nat: &mut Table) {
+    let tuple = match key {
+        HashKey::SourceIp => "src",
+        HashKey::SourceIpPort => "src,sport",
+        HashKey::FiveTuple => "src,dst,sport,dport,proto",
+    };
+    nat.rule(format!(
+        "-A {svc} -m comment --comment \"{name} hash\" -j HMARK --hmark-tuple {tuple} --hmark-mod {} --hmark-offset 1 --hmark-rnd {HMARK_RND:#x}",
+        realised_slots(m)
+    ));
+}
+
+/// One rule per slot: the slot's mark → the endpoint the table names. Slots naming an endpoint
+/// of the other family fall through to the weighted rules after them.
+fn slot_rules(
+    name: &ServicePortName,
+    svc: &str,
+    port: &ServicePortState,
+    table: &[u32],
+    cfg: &RenderConfig,
+    nat: &mut Table,
+) {
+    let n = realised_slots(table.len());
+    for s in 0..n {
+        let Some(e) = table
+            .get(s * table.len() / n)
+            .and_then(|&i| port.endpoints.get(i as usize))
+        else {
+            continue;
+        };
+        if e.ip.is_ipv4() != cfg.ipv4 {
+            continue;
+        }
+        nat.rule(format!(
+            "-A {svc} -m comment --comment \"{name} -> {e}\" -m mark --mark {:#x}/{SLOT_MASK:#x} -j {}",
+            s + 1,
+            chain::endpoint(name, e)
         ));
     }
 }

@@ -131,7 +131,9 @@ fn key(svc: &Service) -> NamespacedName {
     )
 }
 
-fn node_topology(store: &ObjectStore, cfg: &ResolveConfig) -> NodeTopology {
+/// This node as resolution sees it: the configured name and zone, the zone else from the
+/// Node object.
+pub fn node_topology(store: &ObjectStore, cfg: &ResolveConfig) -> NodeTopology {
     let mut node = cfg.node.clone();
     if node.zone.is_none() {
         node.zone = store

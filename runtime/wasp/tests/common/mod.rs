@@ -197,27 +197,31 @@ impl Node {
         count: u32,
         timeout: &str,
     ) -> Vec<Outcome> {
+        self.probe_from(from, None, proto, addr, count, timeout)
+    }
+
+    /// Probes from `from`, with source address `source` when given.
+    pub fn probe_from(
+        &self,
+        from: &str,
+        source: Option<&str>,
+        proto: &str,
+        addr: &str,
+        count: u32,
+        timeout: &str,
+    ) -> Vec<Outcome> {
         let ns = if from == "node" {
             self.tb.node()
         } else {
             self.tb.pod_ns(from)
         };
-        let out = self
-            .tb
-            .exec_in(
-                &ns,
-                &[
-                    EXE,
-                    "probe",
-                    "--count",
-                    &count.to_string(),
-                    "--timeout",
-                    timeout,
-                    proto,
-                    addr,
-                ],
-            )
-            .unwrap();
+        let count = count.to_string();
+        let mut args = vec![EXE, "probe", "--count", &count, "--timeout", timeout];
+        if let Some(s) = source {
+            args.extend(["--source", s]);
+        }
+        args.extend([proto, addr]);
+        let out = self.tb.exec_in(&ns, &args).unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(Outcome::parse)
