@@ -21,7 +21,9 @@ pub fn table(keys: &[&[u8]], weights: &[u32], m: usize) -> Vec<u32> {
         offset.push((fnv1a_seeded(k, 0xdead_beef) % m as u64) as usize);
         skip.push((fnv1a_seeded(k, 0x5eed_cafe) % (m as u64 - 1).max(1)) as usize + 1);
     }
-    let mut next = vec![0usize; n];
+    // Each backend's current position in its permutation: offset + j·skip (mod m), advanced
+    // by one addition and at most one subtraction instead of a multiply and a divide.
+    let mut pos = offset;
     let mut table = vec![u32::MAX; m];
     let mut filled = 0;
     let weight = |i: usize| weights.get(i).copied().unwrap_or(1);
@@ -32,13 +34,13 @@ pub fn table(keys: &[&[u8]], weights: &[u32], m: usize) -> Vec<u32> {
         for i in 0..n {
             for _ in 0..weight(i) {
                 // Walk backend i's permutation to its next free slot.
-                let mut c = (offset[i] + next[i] * skip[i]) % m;
+                let step = |c: usize| if c + skip[i] >= m { c + skip[i] - m } else { c + skip[i] };
+                let mut c = pos[i];
                 while table[c] != u32::MAX {
-                    next[i] += 1;
-                    c = (offset[i] + next[i] * skip[i]) % m;
+                    c = step(c);
                 }
                 table[c] = i as u32;
-                next[i] += 1;
+                pos[i] = step(c);
                 filled += 1;
                 if filled == m {
                     return table;

@@ -40,32 +40,32 @@ pub fn service(
     }
 }
 
+fn intern<'a>(s: Option<&'a str>, strings: &mut Vec<String>, ids: &mut HashMap<&'a str, u32>) -> Option<u32> {
+    let s = s?;
+    Some(*ids.entry(s).or_insert_with(|| {
+        strings.push(s.to_string());
+        strings.len() as u32 - 1
+    }))
+}
+
 /// The snapshot passed to `update`, with zones, nodes and targets interned.
 pub fn snapshot(port: &ServicePortState) -> wit::Snapshot {
     let mut strings: Vec<String> = Vec::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut intern = |s: &Option<String>| -> Option<u32> {
-        let s = s.as_ref()?;
-        Some(*ids.entry(s.clone()).or_insert_with(|| {
-            strings.push(s.clone());
-            strings.len() as u32 - 1
-        }))
-    };
-    let endpoints = port
-        .endpoints
-        .iter()
-        .map(|e| wit::Endpoint {
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut endpoints = Vec::with_capacity(port.endpoints.len());
+    for e in &port.endpoints {
+        endpoints.push(wit::Endpoint {
             address: ip(e.ip),
             port: e.port,
             ready: e.ready,
             serving: e.serving,
             terminating: e.terminating,
             is_local: e.is_local,
-            zone: intern(&e.zone),
-            node: intern(&e.node_name),
-            target: intern(&e.target),
-        })
-        .collect();
+            zone: intern(e.zone.as_deref(), &mut strings, &mut ids),
+            node: intern(e.node_name.as_deref(), &mut strings, &mut ids),
+            target: intern(e.target.as_deref(), &mut strings, &mut ids),
+        });
+    }
     wit::Snapshot { endpoints, strings }
 }
 

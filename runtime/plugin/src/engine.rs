@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 
 use crate::bindings::{Plugin, PluginPre};
-use crate::state::{State, StatsSource};
+use crate::state::{Limits, State, StatsSource};
 
 /// The epoch tick: deadlines are whole ticks.
 const TICK: Duration = Duration::from_millis(1);
@@ -212,17 +212,14 @@ impl PluginEngine {
 
     /// A fresh Store for one instance of plugin `name`.
     pub fn store(&self, name: &str, stats: Arc<dyn StatsSource>) -> Store<State> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.cfg.memory_limit)
-            .instances(16)
-            .tables(16)
-            .build();
+        let limits = Limits { max_memory: self.cfg.memory_limit, memory: 0 };
         let state = State {
             wasi: wasmtime_wasi::WasiCtx::builder().build(),
             table: wasmtime::component::ResourceTable::new(),
             limits,
             plugin: name.into(),
             port: String::new(),
+            port_key: None,
             stats,
             start: self.started,
             log_budget: 0,

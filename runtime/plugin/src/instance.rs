@@ -90,6 +90,11 @@ impl Live {
         })
     }
 
+    /// The linear memory the instance uses, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory
+    }
+
     /// Whether the plugin exports the per-connection picker.
     pub fn picks(&self) -> bool {
         self.pick.is_some()
@@ -97,7 +102,11 @@ impl Live {
 
     fn enter(&mut self, name: &ServicePortName, deadline: std::time::Duration) {
         let d = self.store.data_mut();
-        d.port = name.to_string();
+        // Per-call cost matters for pick: rewrite the name only when the port changes.
+        if d.port_key.as_ref() != Some(name) {
+            d.port = name.to_string();
+            d.port_key = Some(name.clone());
+        }
         d.log_budget = 16;
         self.store.set_epoch_deadline(PluginEngine::ticks(deadline));
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use wasmtime::StoreLimits;
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -14,6 +14,42 @@ use crate::bindings::wasp::balancer::types::EndpointStats;
 pub trait StatsSource: Send + Sync {
     /// Active connections and recent failures of endpoint `index` of the port being served.
     fn stats(&self, port: &str, index: u32) -> (u32, u32);
+}
+
+/// The memory cap, and what the instance uses (for the benchmarks' memory figure).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most linear memory, in bytes, one instance may have.
+    pub max_memory: usize,
+    /// The linear memory the instance has now, summed over its memories.
+    pub memory: usize,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory - current.min(self.memory) + desired;
+        if total > self.max_memory {
+            return Ok(false);
+        }
+        self.memory = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
 }
 
 /// No live statistics.
@@ -30,10 +66,11 @@ impl StatsSource for NoStats {
 pub struct State {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) plugin: String,
     /// The service port being served by the current call, for logs and stats.
     pub(crate) port: String,
+    pub(crate) port_key: Option<wasp_model::ServicePortName>,
     pub(crate) stats: std::sync::Arc<dyn StatsSource>,
     pub(crate) start: Instant,
     /// Log lines this call may still write (a chatty plugin must not flood the log).
