@@ -9,11 +9,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasp_balancer_algo::pick::{RoundRobin, Rng, least_connections};
+use wasp_balancer_algo::pick::{Rng, RoundRobin, least_connections};
 use wasp_balancer_algo::weights::{self, EndpointKeys};
 use wasp_balancer_algo::{maglev, ring};
 use wasp_model::categorize::NodeTopology;
-use wasp_model::{BalancerRef, Endpoint, NamespacedName, Planner, Protocol, ServicePort, ServicePortName, ServicePortState};
+use wasp_model::{
+    BalancerRef, Endpoint, NamespacedName, Planner, Protocol, ServicePort, ServicePortName,
+    ServicePortState,
+};
 use wasp_plugin::builtin::BUILTINS;
 use wasp_plugin::instance::Live;
 use wasp_plugin::state::NoStats;
@@ -24,7 +27,10 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
         .map(|i| Endpoint {
             zone: Some(format!("zone-{}", i % 3)),
             target: Some(format!("pod-{i}")),
-            ..Endpoint::ready(std::net::Ipv4Addr::from(0x0af4_0000 + i as u32).into(), 8080)
+            ..Endpoint::ready(
+                std::net::Ipv4Addr::from(0x0af4_0000 + i as u32).into(),
+                8080,
+            )
         })
         .collect();
     ServicePortState {
@@ -36,7 +42,10 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
             session_affinity_seconds: None,
             internal_traffic_local: false,
             external_traffic_local: false,
-            balancer: Some(BalancerRef { name: plugin.into(), config: config.into() }),
+            balancer: Some(BalancerRef {
+                name: plugin.into(),
+                config: config.into(),
+            }),
         },
         endpoints,
         has_any_endpoints: true,
@@ -59,7 +68,10 @@ fn per_call(iters: u32, mut f: impl FnMut()) -> Duration {
 }
 
 fn keys(p: &ServicePortState) -> Vec<Vec<u8>> {
-    p.endpoints.iter().map(|e| e.to_string().into_bytes()).collect()
+    p.endpoints
+        .iter()
+        .map(|e| e.to_string().into_bytes())
+        .collect()
 }
 
 /// The built-in's decision, natively.
@@ -83,12 +95,21 @@ fn native_update(plugin: &str, p: &ServicePortState) {
                 .endpoints
                 .iter()
                 .zip(&addrs)
-                .map(|(e, a)| EndpointKeys { address: a, target: e.target.as_deref(), zone: e.zone.as_deref() })
+                .map(|(e, a)| EndpointKeys {
+                    address: a,
+                    target: e.target.as_deref(),
+                    zone: e.zone.as_deref(),
+                })
                 .collect();
             black_box(weights::resolve(&pairs, &ek));
         }
         "zone-aware" => {
-            black_box(p.endpoints.iter().map(|e| u32::from(e.zone.as_deref() == Some("zone-a"))).collect::<Vec<_>>());
+            black_box(
+                p.endpoints
+                    .iter()
+                    .map(|e| u32::from(e.zone.as_deref() == Some("zone-a")))
+                    .collect::<Vec<_>>(),
+            );
         }
         "source-hash" => {
             black_box((0..n as u32).collect::<Vec<_>>());
@@ -100,42 +121,89 @@ fn native_update(plugin: &str, p: &ServicePortState) {
 }
 
 fn main() {
-    let cfg = EngineConfig { cache_dir: None, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        cache_dir: None,
+        ..EngineConfig::default()
+    };
     let mut planner = PluginPlanner::new(cfg.clone(), BTreeMap::new()).expect("engine");
-    planner.set_node(NodeTopology { name: "node-a".into(), zone: Some("zone-a".into()) });
+    planner.set_node(NodeTopology {
+        name: "node-a".into(),
+        zone: Some("zone-a".into()),
+    });
+    let only = std::env::var("WASP_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "update" {
+        update_table(&mut planner);
+    }
+    if only.is_empty() || only == "pick" {
+        pick_table(&mut planner);
+    }
+    if only.is_empty() || only == "maglev" {
+        maglev_table(&mut planner);
+    }
+    if only.is_empty() || only == "instantiate" {
+        instantiate_table(cfg);
+    }
+}
+
+fn update_table(planner: &mut PluginPlanner) {
     println!("## update (µs per call, median of 5 batches)\n");
     println!("| plugin | n=10 wasm | native | n=100 wasm | native | n=1000 wasm | native |");
     println!("|---|---|---|---|---|---|---|");
     for (plugin, _) in BUILTINS {
-        let config = if *plugin == "weighted" || *plugin == "least-connections" { "10.244.0.1=3" } else { "" };
+        let config = if *plugin == "weighted" || *plugin == "least-connections" {
+            "10.244.0.1=3"
+        } else {
+            ""
+        };
         let mut row = format!("| {plugin} |");
         for n in [10, 100, 1000] {
-            let name = ServicePortName::new(NamespacedName::new("bench", *plugin), format!("n{n}"), Protocol::Tcp);
+            let name = ServicePortName::new(
+                NamespacedName::new("bench", *plugin),
+                format!("n{n}"),
+                Protocol::Tcp,
+            );
             let p = port(plugin, config, n);
             planner.plan(&name, &p);
-            let iters = if *plugin == "maglev" || n == 1000 { 20 } else { 200 };
+            let iters = if *plugin == "maglev" || n == 1000 {
+                20
+            } else {
+                200
+            };
             let wasm = per_call(iters, || {
                 black_box(planner.plan(&name, &p));
             });
             let native = per_call(iters, || native_update(plugin, &p));
-            row.push_str(&format!(" {:.1} | {:.1} |", wasm.as_secs_f64() * 1e6, native.as_secs_f64() * 1e6));
+            row.push_str(&format!(
+                " {:.1} | {:.1} |",
+                wasm.as_secs_f64() * 1e6,
+                native.as_secs_f64() * 1e6
+            ));
         }
         println!("{row}");
     }
     assert!(planner.status().is_empty(), "{:?}", planner.status());
+}
 
+fn pick_table(planner: &mut PluginPlanner) {
     println!("\n## pick (ns per call, median of 5 batches of 100,000), n=100\n");
     println!("| plugin | wasm | native |");
     println!("|---|---|---|");
     let client = "10.244.9.9:40000".parse().unwrap();
     for (plugin, _) in BUILTINS {
-        let name = ServicePortName::new(NamespacedName::new("bench", *plugin), "n100", Protocol::Tcp);
+        let name =
+            ServicePortName::new(NamespacedName::new("bench", *plugin), "n100", Protocol::Tcp);
         let p = port(plugin, "", 100);
         planner.plan(&name, &p);
+        let handle = planner.pick_handle(&name).expect("a picker");
         let wasm = per_call(100_000, || {
-            black_box(planner.pick(&name, client));
+            black_box(planner.pick_with(&handle, client));
         });
-        let (mut rr, mut rng, w, active) = (RoundRobin::default(), Rng::new(7), vec![1u32; 100], vec![0u32; 100]);
+        let (mut rr, mut rng, w, active) = (
+            RoundRobin::default(),
+            Rng::new(7),
+            vec![1u32; 100],
+            vec![0u32; 100],
+        );
         let native = per_call(100_000, || match *plugin {
             "round-robin" => {
                 black_box(rr.pick(&w));
@@ -150,23 +218,40 @@ fn main() {
                 black_box(());
             }
         });
+        assert!(
+            planner.status().is_empty(),
+            "{plugin}: {:?}",
+            planner.status()
+        );
         println!("| {plugin} | {} | {} |", wasm.as_nanos(), native.as_nanos());
     }
+}
 
+fn maglev_table(planner: &mut PluginPlanner) {
     println!("\n## Maglev table build at M = 65537 (ms, median of 5)\n");
     println!("| endpoints | wasm (update) | native |");
     println!("|---|---|---|");
     for n in [100, 1000] {
-        let name = ServicePortName::new(NamespacedName::new("bench", "maglev-build"), format!("n{n}"), Protocol::Tcp);
+        let name = ServicePortName::new(
+            NamespacedName::new("bench", "maglev-build"),
+            format!("n{n}"),
+            Protocol::Tcp,
+        );
         let p = port("maglev", "", n);
         planner.plan(&name, &p);
         let wasm = per_call(4, || {
             black_box(planner.plan(&name, &p));
         });
         let native = per_call(4, || native_update("maglev", &p));
-        println!("| {n} | {:.2} | {:.2} |", wasm.as_secs_f64() * 1e3, native.as_secs_f64() * 1e3);
+        println!(
+            "| {n} | {:.2} | {:.2} |",
+            wasm.as_secs_f64() * 1e3,
+            native.as_secs_f64() * 1e3
+        );
     }
+}
 
+fn instantiate_table(cfg: EngineConfig) {
     println!("\n## instantiate (µs, median of 5 batches of 20) and memory per instance\n");
     println!("| plugin | instantiate | linear memory |");
     println!("|---|---|---|");
@@ -180,6 +265,10 @@ fn main() {
             mem = live.memory_bytes();
             black_box(live);
         });
-        println!("| {plugin} | {:.0} | {} KiB |", t.as_secs_f64() * 1e6, mem / 1024);
+        println!(
+            "| {plugin} | {:.0} | {} KiB |",
+            t.as_secs_f64() * 1e6,
+            mem / 1024
+        );
     }
 }

@@ -40,7 +40,11 @@ pub fn service(
     }
 }
 
-fn intern<'a>(s: Option<&'a str>, strings: &mut Vec<String>, ids: &mut HashMap<&'a str, u32>) -> Option<u32> {
+fn intern<'a>(
+    s: Option<&'a str>,
+    strings: &mut Vec<String>,
+    ids: &mut HashMap<&'a str, u32>,
+) -> Option<u32> {
     let s = s?;
     Some(*ids.entry(s).or_insert_with(|| {
         strings.push(s.to_string());

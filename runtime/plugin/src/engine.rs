@@ -36,8 +36,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            update_deadline: Duration::from_millis(200),
-            pick_deadline: Duration::from_millis(5),
+            update_deadline: Duration::from_millis(500),
+            pick_deadline: Duration::from_millis(20),
             memory_limit: 64 << 20,
             cache_dir: default_cache_dir(),
             max_failures: 5,
@@ -212,7 +212,10 @@ impl PluginEngine {
 
     /// A fresh Store for one instance of plugin `name`.
     pub fn store(&self, name: &str, stats: Arc<dyn StatsSource>) -> Store<State> {
-        let limits = Limits { max_memory: self.cfg.memory_limit, memory: 0 };
+        let limits = Limits {
+            max_memory: self.cfg.memory_limit,
+            memory: 0,
+        };
         let state = State {
             wasi: wasmtime_wasi::WasiCtx::builder().build(),
             table: wasmtime::component::ResourceTable::new(),

@@ -52,7 +52,11 @@ pub struct Live {
     plugin: Plugin,
     resources: HashMap<ServicePortName, (ResourceAny, String)>,
     pick: Option<PickFunc>,
+    /// Distinguishes this instance from the ones before and after it.
+    pub generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Live {
     /// Instantiates the plugin in a fresh Store.
@@ -82,11 +86,13 @@ impl Live {
                     )
                     .ok()
             });
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             store,
             plugin,
             resources: HashMap::new(),
             pick,
+            generation,
         })
     }
 
@@ -149,6 +155,11 @@ impl Live {
         out.map(convert::selection).map_err(CallError::Plugin)
     }
 
+    /// The balancer resource of a port, for [`Live::pick_with`].
+    pub fn resource(&self, name: &ServicePortName) -> Option<ResourceAny> {
+        self.resources.get(name).map(|(r, _)| *r)
+    }
+
     /// Picks an endpoint for a new connection of `name`.
     ///
     /// # Errors
@@ -159,7 +170,24 @@ impl Live {
         name: &ServicePortName,
         client: SocketAddr,
     ) -> Result<Option<u32>, CallError> {
-        let (Some(f), Some(r)) = (self.pick, self.resources.get(name).map(|(r, _)| *r)) else {
+        match self.resource(name) {
+            Some(r) => self.pick_with(engine, name, r, client),
+            None => Ok(None),
+        }
+    }
+
+    /// Picks with a resource already looked up: the per-connection fast path.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub fn pick_with(
+        &mut self,
+        engine: &PluginEngine,
+        name: &ServicePortName,
+        r: ResourceAny,
+        client: SocketAddr,
+    ) -> Result<Option<u32>, CallError> {
+        let Some(f) = self.pick else {
             return Ok(None);
         };
         self.enter(name, engine.cfg.pick_deadline);

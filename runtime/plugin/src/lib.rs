@@ -25,4 +25,4 @@ pub mod planner;
 pub mod state;
 
 pub use engine::{EngineConfig, PluginEngine};
-pub use planner::{PluginPlanner, PluginSource, PluginStats};
+pub use planner::{PickHandle, PluginPlanner, PluginSource, PluginStats};

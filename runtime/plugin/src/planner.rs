@@ -38,6 +38,15 @@ pub struct PluginStats {
     pub disabled: usize,
 }
 
+/// A port's picker, looked up once.
+#[derive(Debug, Clone)]
+pub struct PickHandle {
+    plugin: String,
+    name: ServicePortName,
+    generation: u64,
+    resource: wasmtime::component::ResourceAny,
+}
+
 struct Slot {
     source: PluginSource,
     pre: Option<PluginPre<State>>,
@@ -190,6 +199,36 @@ impl PluginPlanner {
             }
         }
         out
+    }
+
+    /// A handle for picking on `name` without looking it up per connection; it stays valid
+    /// until the plugin's instance is re-created or the port's config changes.
+    pub fn pick_handle(&self, name: &ServicePortName) -> Option<PickHandle> {
+        let port = self.ports.get(name)?;
+        let live = self.slots.get(&port.plugin)?.live.as_ref()?;
+        live.picks().then_some(())?;
+        Some(PickHandle {
+            plugin: port.plugin.clone(),
+            name: name.clone(),
+            generation: live.generation,
+            resource: live.resource(name)?,
+        })
+    }
+
+    /// Picks with a handle: `None` when the plugin declines, fails, or the handle is stale.
+    pub fn pick_with(&mut self, h: &PickHandle, client: SocketAddr) -> Option<u32> {
+        let slot = self.slots.get_mut(&h.plugin)?;
+        let live = slot
+            .live
+            .as_mut()
+            .filter(|l| l.generation == h.generation)?;
+        match live.pick_with(&self.engine, &h.name, h.resource, client) {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail(&h.plugin.clone(), &h.name, e);
+                None
+            }
+        }
     }
 
     /// Picks an endpoint for a new connection, for the userspace mode.
