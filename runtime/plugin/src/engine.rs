@@ -217,7 +217,16 @@ impl PluginEngine {
             memory: 0,
         };
         let state = State {
-            wasi: wasmtime_wasi::WasiCtx::builder().build(),
+            wasi: {
+                let mut b = wasmtime_wasi::WasiCtx::builder();
+                // Some runtimes (Go's) expect argv[0]; the plugin's name grants nothing.
+                b.arg(name);
+                // For plugin authors: WASP_PLUGIN_STDERR=1 lets plugins write to wasp's stderr.
+                if std::env::var_os("WASP_PLUGIN_STDERR").is_some_and(|v| v == "1") {
+                    b.inherit_stderr();
+                }
+                b.build()
+            },
             table: wasmtime::component::ResourceTable::new(),
             limits,
             plugin: name.into(),

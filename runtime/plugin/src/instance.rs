@@ -40,7 +40,7 @@ fn classify(e: wasmtime::Error) -> CallError {
     if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         CallError::Timeout
     } else {
-        CallError::Trap(format!("{e:#}").chars().take(300).collect())
+        CallError::Trap(format!("{e:#}").chars().take(1000).collect())
     }
 }
 

@@ -1,0 +1,3 @@
+module wasp.dev/plugins/local-first
+
+go 1.24
