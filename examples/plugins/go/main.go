@@ -53,10 +53,10 @@ var balancers = map[uint32]*balancer{}
 var nextRep uint32 = 1
 
 // The constructor's parameters are the service record and the config string, flattened
-// (15 core values, under the canonical ABI's limit of 16).
+// (16 core values, the canonical ABI's limit).
 //
 //go:wasmexport wasp:balancer/balancer@0.1.0#[constructor]balancer
-func constructor(nsPtr unsafe.Pointer, nsLen uint32, namePtr unsafe.Pointer, nameLen uint32,
+func constructor(id uint32, nsPtr unsafe.Pointer, nsLen uint32, namePtr unsafe.Pointer, nameLen uint32,
 	portNamePtr unsafe.Pointer, portNameLen uint32, protocol uint32, port uint32,
 	nodePtr unsafe.Pointer, nodeLen uint32, zoneSome uint32, zonePtr unsafe.Pointer, zoneLen uint32,
 	configPtr unsafe.Pointer, configLen uint32) uint32 {

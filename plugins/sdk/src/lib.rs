@@ -88,7 +88,24 @@ pub fn endpoint_key(e: &Endpoint) -> String {
 macro_rules! plugin {
     ($policy:ty) => {
         struct __WaspPlugin;
-        struct __WaspBalancer(::core::cell::RefCell<::core::result::Result<$policy, String>>);
+        type __WaspCell = ::std::rc::Rc<::core::cell::RefCell<::core::result::Result<$policy, String>>>;
+
+        ::std::thread_local! {
+            /// The live balancers by service id, for `pick`.
+            static __WASP_BALANCERS: ::core::cell::RefCell<::std::collections::HashMap<u32, __WaspCell>> =
+                ::core::cell::RefCell::new(::std::collections::HashMap::new());
+        }
+
+        struct __WaspBalancer {
+            id: u32,
+            policy: __WaspCell,
+        }
+
+        impl Drop for __WaspBalancer {
+            fn drop(&mut self) {
+                __WASP_BALANCERS.with(|b| b.borrow_mut().remove(&self.id));
+            }
+        }
 
         impl $crate::bindings::exports::wasp::balancer::balancer::Guest for __WaspPlugin {
             type Balancer = __WaspBalancer;
@@ -96,11 +113,13 @@ macro_rules! plugin {
 
         impl $crate::bindings::exports::wasp::balancer::balancer::GuestBalancer for __WaspBalancer {
             fn new(service: $crate::Service, config: String) -> Self {
-                Self(::core::cell::RefCell::new(<$policy as $crate::Policy>::new(&service, &config)))
+                let policy = ::std::rc::Rc::new(::core::cell::RefCell::new(<$policy as $crate::Policy>::new(&service, &config)));
+                __WASP_BALANCERS.with(|b| b.borrow_mut().insert(service.id, policy.clone()));
+                Self { id: service.id, policy }
             }
 
             fn update(&self, snapshot: $crate::Snapshot) -> Result<$crate::Selection, String> {
-                match &mut *self.0.borrow_mut() {
+                match &mut *self.policy.borrow_mut() {
                     Ok(p) => $crate::Policy::update(p, &snapshot),
                     Err(e) => Err(format!("invalid config: {e}")),
                 }
@@ -108,11 +127,10 @@ macro_rules! plugin {
         }
 
         impl $crate::bindings::exports::wasp::balancer::picker::Guest for __WaspPlugin {
-            fn pick(
-                balancer: $crate::bindings::exports::wasp::balancer::balancer::BalancerBorrow<'_>,
-                connection: $crate::Connection,
-            ) -> Option<u32> {
-                match &mut *balancer.get::<__WaspBalancer>().0.borrow_mut() {
+            fn pick(connection: $crate::Connection) -> Option<u32> {
+                let policy = __WASP_BALANCERS.with(|b| b.borrow().get(&connection.service).cloned())?;
+                let mut p = policy.borrow_mut();
+                match &mut *p {
                     Ok(p) => $crate::Policy::pick(p, &connection),
                     Err(_) => None,
                 }

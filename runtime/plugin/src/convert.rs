@@ -21,11 +21,13 @@ pub fn ip(a: IpAddr) -> wit::IpAddress {
 
 /// The service a balancer is constructed with.
 pub fn service(
+    id: u32,
     name: &ServicePortName,
     port: &ServicePortState,
     node: &NodeTopology,
 ) -> wit::Service {
     wit::Service {
+        id,
         namespace: name.service.namespace.clone(),
         name: name.service.name.clone(),
         port_name: name.port.clone(),

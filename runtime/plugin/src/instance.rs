@@ -44,7 +44,7 @@ fn classify(e: wasmtime::Error) -> CallError {
     }
 }
 
-type PickFunc = TypedFunc<(ResourceAny, wit::Connection), (Option<u32>,)>;
+type PickFunc = TypedFunc<(wit::Connection,), (Option<u32>,)>;
 
 /// A live instance.
 pub struct Live {
@@ -81,7 +81,7 @@ impl Live {
             .and_then(|i| component.get_export_index(Some(&i), "pick"))
             .and_then(|f| {
                 instance
-                    .get_typed_func::<(ResourceAny, wit::Connection), (Option<u32>,)>(
+                    .get_typed_func::<(wit::Connection,), (Option<u32>,)>(
                         &mut store, &f,
                     )
                     .ok()
@@ -118,7 +118,7 @@ impl Live {
     }
 
     /// Runs `update` for one port, constructing (or, on a config change, re-constructing) its
-    /// balancer first.
+    /// balancer first, with the port's `id`.
     ///
     /// # Errors
     /// See [`CallError`].
@@ -129,6 +129,7 @@ impl Live {
         port: &ServicePortState,
         node: &NodeTopology,
         config: &str,
+        id: u32,
     ) -> Result<Selection, CallError> {
         self.enter(name, engine.cfg.update_deadline);
         let guest = self.plugin.wasp_balancer_balancer().balancer();
@@ -140,7 +141,7 @@ impl Live {
                     self.resources.remove(name);
                     old.resource_drop(&mut self.store).map_err(classify)?;
                 }
-                let svc = convert::service(name, port, node);
+                let svc = convert::service(id, name, port, node);
                 let r = guest
                     .call_constructor(&mut self.store, &svc, config)
                     .map_err(classify)?;
@@ -155,28 +156,12 @@ impl Live {
         out.map(convert::selection).map_err(CallError::Plugin)
     }
 
-    /// The balancer resource of a port, for [`Live::pick_with`].
-    pub fn resource(&self, name: &ServicePortName) -> Option<ResourceAny> {
-        self.resources.get(name).map(|(r, _)| *r)
+    /// Whether the port has a balancer in this instance.
+    pub fn serves(&self, name: &ServicePortName) -> bool {
+        self.resources.contains_key(name)
     }
 
-    /// Picks an endpoint for a new connection of `name`.
-    ///
-    /// # Errors
-    /// See [`CallError`].
-    pub fn pick(
-        &mut self,
-        engine: &PluginEngine,
-        name: &ServicePortName,
-        client: SocketAddr,
-    ) -> Result<Option<u32>, CallError> {
-        match self.resource(name) {
-            Some(r) => self.pick_with(engine, name, r, client),
-            None => Ok(None),
-        }
-    }
-
-    /// Picks with a resource already looked up: the per-connection fast path.
+    /// Picks for the port with `id`: the per-connection fast path.
     ///
     /// # Errors
     /// See [`CallError`].
@@ -184,7 +169,7 @@ impl Live {
         &mut self,
         engine: &PluginEngine,
         name: &ServicePortName,
-        r: ResourceAny,
+        id: u32,
         client: SocketAddr,
     ) -> Result<Option<u32>, CallError> {
         let Some(f) = self.pick else {
@@ -192,10 +177,11 @@ impl Live {
         };
         self.enter(name, engine.cfg.pick_deadline);
         let conn = wit::Connection {
+            service: id,
             client: convert::ip(client.ip()),
             client_port: client.port(),
         };
-        let (out,) = f.call(&mut self.store, (r, conn)).map_err(classify)?;
+        let (out,) = f.call(&mut self.store, (conn,)).map_err(classify)?;
         Ok(out)
     }
 

@@ -44,7 +44,7 @@ pub struct PickHandle {
     plugin: String,
     name: ServicePortName,
     generation: u64,
-    resource: wasmtime::component::ResourceAny,
+    id: u32,
 }
 
 struct Slot {
@@ -76,6 +76,8 @@ impl Slot {
 
 struct Port {
     plugin: String,
+    /// The id the plugin knows this port by (`service.id`, `connection.service`).
+    id: u32,
     fallback: Option<String>,
     replan: bool,
 }
@@ -88,6 +90,7 @@ pub struct PluginPlanner {
     ports: BTreeMap<ServicePortName, Port>,
     stats_source: Arc<dyn StatsSource>,
     counters: PluginStats,
+    next_id: u32,
 }
 
 fn signature(p: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -117,6 +120,7 @@ impl PluginPlanner {
             ports: BTreeMap::new(),
             stats_source: Arc::new(NoStats),
             counters: PluginStats::default(),
+            next_id: 1,
         })
     }
 
@@ -206,12 +210,11 @@ impl PluginPlanner {
     pub fn pick_handle(&self, name: &ServicePortName) -> Option<PickHandle> {
         let port = self.ports.get(name)?;
         let live = self.slots.get(&port.plugin)?.live.as_ref()?;
-        live.picks().then_some(())?;
-        Some(PickHandle {
+        (live.picks() && live.serves(name)).then(|| PickHandle {
             plugin: port.plugin.clone(),
             name: name.clone(),
             generation: live.generation,
-            resource: live.resource(name)?,
+            id: port.id,
         })
     }
 
@@ -222,7 +225,7 @@ impl PluginPlanner {
             .live
             .as_mut()
             .filter(|l| l.generation == h.generation)?;
-        match live.pick_with(&self.engine, &h.name, h.resource, client) {
+        match live.pick_with(&self.engine, &h.name, h.id, client) {
             Ok(i) => i,
             Err(e) => {
                 self.fail(&h.plugin.clone(), &h.name, e);
@@ -233,17 +236,8 @@ impl PluginPlanner {
 
     /// Picks an endpoint for a new connection, for the userspace mode.
     pub fn pick(&mut self, name: &ServicePortName, client: SocketAddr) -> Option<u32> {
-        let port = self.ports.get(name)?;
-        let slot = self.slots.get_mut(&port.plugin)?;
-        let live = slot.live.as_mut()?;
-        match live.pick(&self.engine, name, client) {
-            Ok(i) => i,
-            Err(e) => {
-                let plugin = port.plugin.clone();
-                self.fail(&plugin, name, e);
-                None
-            }
-        }
+        let h = self.pick_handle(name)?;
+        self.pick_with(&h, client)
     }
 
     fn load(&mut self, plugin: &str) -> Result<(), String> {
@@ -353,7 +347,8 @@ impl PluginPlanner {
             }
         }
         let live = slot.live.as_mut().ok_or("plugin not running")?;
-        let result = live.update(&self.engine, name, port, &self.node, config);
+        let id = self.ports.get(name).map_or(0, |p| p.id);
+        let result = live.update(&self.engine, name, port, &self.node, config, id);
         match result {
             Ok(sel) => {
                 slot.failures = 0;
@@ -381,11 +376,11 @@ impl Planner for PluginPlanner {
         if self.ports.get(name).is_some_and(|p| p.plugin != b.name) {
             self.forget(name);
         }
-        self.ports.entry(name.clone()).or_insert(Port {
-            plugin: b.name.clone(),
-            fallback: None,
-            replan: false,
-        });
+        if !self.ports.contains_key(name) {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            self.ports.insert(name.clone(), Port { plugin: b.name.clone(), id, fallback: None, replan: false });
+        }
         let result = self.try_plan(name, port, &b.name, &b.config);
         let entry = self.ports.get_mut(name);
         match result {
