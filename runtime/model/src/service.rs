@@ -35,6 +35,22 @@ pub struct ServicePort {
     pub balancer: Option<BalancerRef>,
 }
 
+impl ServicePort {
+    /// A plain ClusterIP port: no node port, affinity, local policies or balancer.
+    pub fn new(cluster_ip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        Self {
+            cluster_ips: vec![cluster_ip],
+            port,
+            protocol,
+            node_port: None,
+            session_affinity_seconds: None,
+            internal_traffic_local: false,
+            external_traffic_local: false,
+            balancer: None,
+        }
+    }
+}
+
 /// One backend of a service port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {

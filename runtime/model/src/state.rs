@@ -91,16 +91,7 @@ mod tests {
 
     fn port(eps: &[&str]) -> ServicePortState {
         ServicePortState {
-            service: ServicePort {
-                cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-                port: 80,
-                protocol: Protocol::Tcp,
-                node_port: None,
-                session_affinity_seconds: None,
-                internal_traffic_local: false,
-                external_traffic_local: false,
-                balancer: None,
-            },
+            service: ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
             endpoints: eps
                 .iter()
                 .map(|e| Endpoint::ready(e.parse().unwrap(), 8080))

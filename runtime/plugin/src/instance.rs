@@ -81,9 +81,7 @@ impl Live {
             .and_then(|i| component.get_export_index(Some(&i), "pick"))
             .and_then(|f| {
                 instance
-                    .get_typed_func::<(wit::Connection,), (Option<u32>,)>(
-                        &mut store, &f,
-                    )
+                    .get_typed_func::<(wit::Connection,), (Option<u32>,)>(&mut store, &f)
                     .ok()
             });
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

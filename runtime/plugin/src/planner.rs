@@ -379,7 +379,15 @@ impl Planner for PluginPlanner {
         if !self.ports.contains_key(name) {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            self.ports.insert(name.clone(), Port { plugin: b.name.clone(), id, fallback: None, replan: false });
+            self.ports.insert(
+                name.clone(),
+                Port {
+                    plugin: b.name.clone(),
+                    id,
+                    fallback: None,
+                    replan: false,
+                },
+            );
         }
         let result = self.try_plan(name, port, &b.name, &b.config);
         let entry = self.ports.get_mut(name);

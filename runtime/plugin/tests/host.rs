@@ -50,17 +50,11 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
         .collect();
     ServicePortState {
         service: ServicePort {
-            cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: None,
-            session_affinity_seconds: None,
-            internal_traffic_local: false,
-            external_traffic_local: false,
             balancer: Some(BalancerRef {
                 name: plugin.into(),
                 config: config.into(),
             }),
+            ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
         },
         endpoints,
         has_any_endpoints: n > 0,

@@ -40,16 +40,7 @@ fn state(n: usize, shift: u32) -> ProxyState {
                 Endpoint::ready(IpAddr::V4(ip), 8080)
             })
             .collect();
-        let service = ServicePort {
-            cluster_ips: vec![vip],
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: None,
-            session_affinity_seconds: None,
-            internal_traffic_local: false,
-            external_traffic_local: false,
-            balancer: None,
-        };
+        let service = ServicePort::new(vip, 80, Protocol::Tcp);
         s.ports.insert(
             name,
             ServicePortState {

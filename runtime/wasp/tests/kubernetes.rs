@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::apiserver::{FakeApi, decode, fields_match, labels_match};
-use common::{EXE, Node, answered_by, root_or_skip};
+use common::{EXE, Node, dropped, is, root_or_skip, wait_until};
 use serde_json::{Value, json};
-use wasp::echo::Outcome;
 
 const VIP: &str = "10.96.0.80:80";
 
@@ -33,28 +32,6 @@ fn slice(ips: &[&str]) -> Value {
         .collect();
     s["endpoints"] = json!(eps);
     s
-}
-
-fn is(names: &[&str]) -> impl Fn(&[Outcome]) -> bool + use<> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    move |o: &[Outcome]| {
-        o.iter().all(|x| matches!(x, Outcome::Answered { .. })) && answered_by(o) == names
-    }
-}
-
-fn dropped(o: &[Outcome]) -> bool {
-    o.iter().all(|x| x == &Outcome::Timeout)
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within 20 s");
 }
 
 /// A node with pods a and b and a client, and the API server inside the node.

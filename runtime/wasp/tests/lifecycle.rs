@@ -6,8 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{EXE, MODES, Node, answered_by, root_or_skip};
-use wasp::echo::Outcome;
+use common::{EXE, MODES, Node, dropped, is, root_or_skip, wait_until};
 
 const VIP: &str = "10.96.0.70:80";
 
@@ -25,28 +24,6 @@ fn node(tag: &str, backend: &str) -> Node {
     n.pod("b", "10.244.7.3", &[80], &[]);
     n.tb.add_pod("client", "10.244.2.10").unwrap();
     n
-}
-
-fn is(names: &[&str]) -> impl Fn(&[Outcome]) -> bool + use<> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    move |o: &[Outcome]| {
-        o.iter().all(|x| matches!(x, Outcome::Answered { .. })) && answered_by(o) == names
-    }
-}
-
-fn dropped(o: &[Outcome]) -> bool {
-    o.iter().all(|x| x == &Outcome::Timeout)
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within 15 s");
 }
 
 /// Waits until the daemon reports `n` config errors.

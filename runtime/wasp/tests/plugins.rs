@@ -4,9 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use common::{MODES, Node, answered_by, root_or_skip, split};
+use common::{MODES, Node, answered_by, root_or_skip, split, wait_until};
 use wasp::echo::Outcome;
 
 fn svc(name: &str, vip: &str, annotations: &str, ips: &[&str]) -> String {
@@ -15,17 +14,6 @@ fn svc(name: &str, vip: &str, annotations: &str, ips: &[&str]) -> String {
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec: {{clusterIP: {vip}, ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\nsubsets: [{{addresses: [{}], ports: [{{port: 80}}]}}]\n",
         addrs.join(", ")
     )
-}
-
-fn wait_until(what: &str, f: impl Fn() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within 20 s");
 }
 
 #[test]

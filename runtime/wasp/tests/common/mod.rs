@@ -290,3 +290,28 @@ pub fn split(outcomes: &[Outcome]) -> BTreeMap<String, usize> {
 pub fn answered_by(outcomes: &[Outcome]) -> Vec<String> {
     split(outcomes).into_keys().collect()
 }
+
+/// Every probe answered, by exactly these backends.
+pub fn is(names: &[&str]) -> impl Fn(&[Outcome]) -> bool + use<> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    move |o: &[Outcome]| {
+        o.iter().all(|x| matches!(x, Outcome::Answered { .. })) && answered_by(o) == names
+    }
+}
+
+/// No probe answered.
+pub fn dropped(o: &[Outcome]) -> bool {
+    o.iter().all(|x| x == &Outcome::Timeout)
+}
+
+/// Waits (at most 20 s) until `f` holds.
+pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within 20 s");
+}
