@@ -11,14 +11,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 
-/// Serves TCP and UDP on the given ports until killed.
+/// Serves TCP and UDP on the given ports, IPv4 and IPv6 (one dual-stack socket each), until
+/// killed.
 ///
 /// # Errors
 /// Fails when a port cannot be bound.
 pub async fn serve(name: String, tcp: Vec<u16>, udp: Vec<u16>) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for port in tcp {
-        let l = TcpListener::bind(("0.0.0.0", port)).await?;
+        let l = TcpListener::bind(("::", port)).await?;
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -32,7 +33,7 @@ pub async fn serve(name: String, tcp: Vec<u16>, udp: Vec<u16>) -> anyhow::Result
                     let resp = format!(
                         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Peer: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len(),
-                        peer.ip()
+                        peer.ip().to_canonical()
                     );
                     let _ = s.write_all(resp.as_bytes()).await;
                     let _ = s.shutdown().await;
@@ -41,7 +42,7 @@ pub async fn serve(name: String, tcp: Vec<u16>, udp: Vec<u16>) -> anyhow::Result
         }));
     }
     for port in udp {
-        let sock = UdpSocket::bind(("0.0.0.0", port)).await?;
+        let sock = UdpSocket::bind(("::", port)).await?;
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
             let mut buf = [0u8; 1500];
@@ -49,7 +50,7 @@ pub async fn serve(name: String, tcp: Vec<u16>, udp: Vec<u16>) -> anyhow::Result
                 let Ok((_, peer)) = sock.recv_from(&mut buf).await else {
                     continue;
                 };
-                let reply = format!("Hello from {name}\nX-Peer: {}\n", peer.ip());
+                let reply = format!("Hello from {name}\nX-Peer: {}\n", peer.ip().to_canonical());
                 let _ = sock.send_to(reply.as_bytes(), peer).await;
             }
         }));

@@ -14,6 +14,10 @@ use anyhow::{Context, bail};
 pub const NODE_LINK_IP: &str = "169.254.1.1";
 /// The node's own address, on its port-less bridge.
 pub const NODE_IP: &str = "10.250.0.1";
+/// The IPv6 address the node side of every pod link holds (masqueraded IPv6 comes from it).
+pub const NODE_LINK_IP6: &str = "fd00:ffff::1";
+/// The IPv6 next hop every pod routes through (link-local, on the node side of its link).
+const GATEWAY6: &str = "fe80::1";
 
 /// Runs a command, failing with its stderr when it fails.
 ///
@@ -73,6 +77,9 @@ impl Testbed {
         sh(&["ip", "netns", "add", &node])?;
         tb.node_sh(&["ip", "link", "set", "lo", "up"])?;
         tb.node_sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        tb.node_sh(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        // No duplicate address detection: addresses are usable at once.
+        tb.node_sh(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
         tb.node_sh(&["ip", "link", "add", "wasp-node0", "type", "bridge"])?;
         tb.node_sh(&[
             "ip",
@@ -119,6 +126,15 @@ impl Testbed {
             .status();
         sh(&["ip", "netns", "add", &ns])?;
         self.pods.push(ns.clone());
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])?;
         let node = self.node();
         sh(&[
             "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
@@ -159,6 +175,77 @@ impl Testbed {
             &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
         ])?;
         self.node_sh(&["ip", "route", "add", &format!("{ip}/32"), "dev", &host_if])?;
+        Ok(())
+    }
+
+    /// Routes the IPv6 service CIDR `cidr` on the node, as `new` does for IPv4.
+    ///
+    /// # Errors
+    /// Fails when the route cannot be added.
+    pub fn route_ipv6_services(&self, cidr: &str) -> anyhow::Result<()> {
+        self.node_sh(&["ip", "-6", "route", "add", cidr, "dev", "wasp-node0"])?;
+        Ok(())
+    }
+
+    /// Gives pod `name` an IPv6 address, routed through the node like its IPv4 one.
+    ///
+    /// # Errors
+    /// Fails when an address or route cannot be added.
+    pub fn add_ipv6(&self, name: &str, ip6: &str) -> anyhow::Result<()> {
+        let ns = self.pod_ns(name);
+        let idx = self
+            .pods
+            .iter()
+            .position(|p| p == &ns)
+            .context("no such pod")?;
+        let host_if = format!("wv{idx}");
+        let in_pod = |args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", ns.as_str()];
+            full.extend_from_slice(args);
+            sh(&full)
+        };
+        in_pod(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{ip6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        in_pod(&[
+            "ip", "-6", "route", "add", "default", "via", GATEWAY6, "dev", "eth0",
+        ])?;
+        self.node_sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{GATEWAY6}/64"),
+            "dev",
+            &host_if,
+            "nodad",
+        ])?;
+        self.node_sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_LINK_IP6}/128"),
+            "dev",
+            &host_if,
+            "nodad",
+        ])?;
+        self.node_sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{ip6}/128"),
+            "dev",
+            &host_if,
+        ])?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::{MODES, Node, answered_by, root_or_skip};
 use serde::Deserialize;
 use wasp::echo::Outcome;
-use wasp::testbed::NODE_LINK_IP;
+use wasp::testbed::{NODE_LINK_IP, NODE_LINK_IP6};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,8 @@ struct Pod {
     name: String,
     ip: String,
     #[serde(default)]
+    ip6: Option<String>,
+    #[serde(default)]
     tcp: Vec<u16>,
     #[serde(default)]
     udp: Vec<u16>,
@@ -39,6 +41,8 @@ struct Pod {
 struct Client {
     name: String,
     ip: String,
+    #[serde(default)]
+    ip6: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,12 +126,15 @@ fn check(case_name: &str, case: &Case, node: &Node, p: &Probe, client_ips: &[(St
                 all_answered && set(want) == got.iter().cloned().collect(),
                 "{what}: got {outs:?}"
             );
+            // The client's own address of the probed family, or the node's link address.
+            let v6 = p.to.starts_with('[');
             let own = client_ips
                 .iter()
-                .find(|(n, _)| n == &p.from)
+                .find(|(n, ip)| n == &p.from && ip.contains(':') == v6)
                 .map(|(_, ip)| ip.as_str());
+            let node = if v6 { NODE_LINK_IP6 } else { NODE_LINK_IP };
             let want_peer = if matches!(p.expect, Expect::Masqueraded(_)) {
-                Some(NODE_LINK_IP)
+                Some(node)
             } else {
                 own
             };
@@ -156,17 +163,22 @@ fn run_case(file: &str) {
     let case: Case = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (mode, backend) in MODES {
         let mut node = Node::new(file, mode, backend);
+        let mut ips: Vec<(String, String)> = Vec::new();
         for p in &case.pods {
             node.pod(&p.name, &p.ip, &p.tcp, &p.udp);
+            ips.push((p.name.clone(), p.ip.clone()));
+            if let Some(ip6) = &p.ip6 {
+                node.tb.add_ipv6(&p.name, ip6).unwrap();
+                ips.push((p.name.clone(), ip6.clone()));
+            }
         }
-        let mut ips: Vec<(String, String)> = case
-            .pods
-            .iter()
-            .map(|p| (p.name.clone(), p.ip.clone()))
-            .collect();
         for c in &case.clients {
             node.tb.add_pod(&c.name, &c.ip).unwrap();
             ips.push((c.name.clone(), c.ip.clone()));
+            if let Some(ip6) = &c.ip6 {
+                node.tb.add_ipv6(&c.name, ip6).unwrap();
+                ips.push((c.name.clone(), ip6.clone()));
+            }
         }
         node.write("config.yaml", &case.config);
         node.start();
@@ -194,6 +206,11 @@ fn no_endpoints() {
 #[test]
 fn endpoint_slices() {
     run_case("endpoint-slices");
+}
+
+#[test]
+fn dual_stack() {
+    run_case("dual-stack");
 }
 
 #[test]

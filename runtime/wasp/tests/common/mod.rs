@@ -57,6 +57,8 @@ impl Node {
             .collect();
         let prefix = format!("wt{}-{n}-{short}", std::process::id() % 100000);
         let tb = Testbed::new(&prefix, "10.96.0.0/12").expect("build node namespace");
+        tb.route_ipv6_services("fd00:96::/108")
+            .expect("route the IPv6 service CIDR");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         Self {
@@ -112,7 +114,7 @@ impl Node {
             self.source_args.join(" ")
         };
         let cmd = format!(
-            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
+            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
             self.mode,
             self.backend,
             self.extra_args.join(" "),
