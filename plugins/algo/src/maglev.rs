@@ -34,7 +34,13 @@ pub fn table(keys: &[&[u8]], weights: &[u32], m: usize) -> Vec<u32> {
         for i in 0..n {
             for _ in 0..weight(i) {
                 // Walk backend i's permutation to its next free slot.
-                let step = |c: usize| if c + skip[i] >= m { c + skip[i] - m } else { c + skip[i] };
+                let step = |c: usize| {
+                    if c + skip[i] >= m {
+                        c + skip[i] - m
+                    } else {
+                        c + skip[i]
+                    }
+                };
                 let mut c = pos[i];
                 while table[c] != u32::MAX {
                     c = step(c);

@@ -128,12 +128,10 @@ macro_rules! plugin {
 
         impl $crate::bindings::exports::wasp::balancer::picker::Guest for __WaspPlugin {
             fn pick(connection: $crate::Connection) -> Option<u32> {
-                let policy = __WASP_BALANCERS.with(|b| b.borrow().get(&connection.service).cloned())?;
-                let mut p = policy.borrow_mut();
-                match &mut *p {
+                __WASP_BALANCERS.with(|b| match &mut *b.borrow().get(&connection.service)?.borrow_mut() {
                     Ok(p) => $crate::Policy::pick(p, &connection),
                     Err(_) => None,
-                }
+                })
             }
         }
 

@@ -231,7 +231,7 @@ impl PluginEngine {
             limits,
             plugin: name.into(),
             port: String::new(),
-            port_key: None,
+            port_id: 0,
             stats,
             start: self.started,
             log_budget: 0,

@@ -104,12 +104,12 @@ impl Live {
         self.pick.is_some()
     }
 
-    fn enter(&mut self, name: &ServicePortName, deadline: std::time::Duration) {
+    fn enter(&mut self, name: &ServicePortName, id: u32, deadline: std::time::Duration) {
         let d = self.store.data_mut();
         // Per-call cost matters for pick: rewrite the name only when the port changes.
-        if d.port_key.as_ref() != Some(name) {
+        if d.port_id != id || d.port.is_empty() {
             d.port = name.to_string();
-            d.port_key = Some(name.clone());
+            d.port_id = id;
         }
         d.log_budget = 16;
         self.store.set_epoch_deadline(PluginEngine::ticks(deadline));
@@ -129,7 +129,7 @@ impl Live {
         config: &str,
         id: u32,
     ) -> Result<Selection, CallError> {
-        self.enter(name, engine.cfg.update_deadline);
+        self.enter(name, id, engine.cfg.update_deadline);
         let guest = self.plugin.wasp_balancer_balancer().balancer();
         let res = match self.resources.get(name) {
             Some((r, c)) if c == config => *r,
@@ -173,7 +173,7 @@ impl Live {
         let Some(f) = self.pick else {
             return Ok(None);
         };
-        self.enter(name, engine.cfg.pick_deadline);
+        self.enter(name, id, engine.cfg.pick_deadline);
         let conn = wit::Connection {
             service: id,
             client: convert::ip(client.ip()),

@@ -80,7 +80,7 @@ pub struct State {
     pub(crate) plugin: String,
     /// The service port being served by the current call, for logs and stats.
     pub(crate) port: String,
-    pub(crate) port_key: Option<wasp_model::ServicePortName>,
+    pub(crate) port_id: u32,
     pub(crate) stats: std::sync::Arc<dyn StatsSource>,
     pub(crate) start: Instant,
     /// Log lines this call may still write (a chatty plugin must not flood the log).
