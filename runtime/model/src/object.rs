@@ -194,17 +194,6 @@ impl ObjectStore {
         }
     }
 
-    /// Where the stored version of an object came from, if one is stored.
-    pub fn origin(&self, kind: ObjectKind, key: &NamespacedName) -> Option<&Origin> {
-        match kind {
-            ObjectKind::Service => self.services.get(key).map(|s| &s.origin),
-            ObjectKind::Endpoints => self.endpoints.get(key).map(|s| &s.origin),
-            ObjectKind::EndpointSlice => self.slices.get(key).map(|s| &s.origin),
-            ObjectKind::Pod => self.pods.get(key).map(|s| &s.origin),
-            ObjectKind::Node => self.nodes.get(key).map(|s| &s.origin),
-        }
-    }
-
     /// The number of objects held.
     pub fn len(&self) -> usize {
         self.services.len()

@@ -134,11 +134,6 @@ impl PluginPlanner {
         self.stats_source = s;
     }
 
-    /// The plugin names known.
-    pub fn names(&self) -> Vec<&str> {
-        self.slots.keys().map(String::as_str).collect()
-    }
-
     /// The counters.
     pub fn stats(&self) -> PluginStats {
         PluginStats {

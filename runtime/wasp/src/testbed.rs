@@ -38,6 +38,13 @@ pub fn sh(args: &[&str]) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// Runs a command inside namespace `ns`, failing with its stderr when it fails.
+fn in_netns(ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full)
+}
+
 /// Whether this process can build namespaces (is root).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -106,10 +113,7 @@ impl Testbed {
     }
 
     fn node_sh(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let node = self.node();
-        let mut full = vec!["ip", "netns", "exec", node.as_str()];
-        full.extend_from_slice(args);
-        sh(&full)
+        in_netns(&self.node(), args)
     }
 
     /// Adds a pod (or an outside host) with address `ip`, linked to the node.
@@ -140,11 +144,7 @@ impl Testbed {
             "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name",
             &peer_if, "netns", &ns,
         ])?;
-        let in_pod = |args: &[&str]| {
-            let mut full = vec!["ip", "netns", "exec", ns.as_str()];
-            full.extend_from_slice(args);
-            sh(&full)
-        };
+        let in_pod = |args: &[&str]| in_netns(&ns, args);
         in_pod(&["ip", "link", "set", "lo", "up"])?;
         in_pod(&["ip", "link", "set", &peer_if, "name", "eth0"])?;
         in_pod(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
@@ -199,11 +199,7 @@ impl Testbed {
             .position(|p| p == &ns)
             .context("no such pod")?;
         let host_if = format!("wv{idx}");
-        let in_pod = |args: &[&str]| {
-            let mut full = vec!["ip", "netns", "exec", ns.as_str()];
-            full.extend_from_slice(args);
-            sh(&full)
-        };
+        let in_pod = |args: &[&str]| in_netns(&ns, args);
         in_pod(&[
             "ip",
             "-6",

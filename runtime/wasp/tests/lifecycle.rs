@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{EXE, MODES, Node, dropped, is, root_or_skip, wait_until};
 
@@ -28,14 +28,9 @@ fn node(tag: &str, backend: &str) -> Node {
 
 /// Waits until the daemon reports `n` config errors.
 fn wait_errors(n: &Node, want: f64) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if n.metric("wasp_config_errors") == Some(want) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("wasp_config_errors never became {want}; log:\n{}", n.log());
+    wait_until(&format!("wasp_config_errors becomes {want}"), || {
+        n.metric("wasp_config_errors") == Some(want)
+    });
 }
 
 #[test]

@@ -177,17 +177,11 @@ impl Node {
 
     /// Waits for the first sync.
     pub fn wait_synced(&self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if self
-                .metric("wasp_sync_proxy_rules_last_timestamp_seconds")
+        // On failure the daemon's log is printed by Drop.
+        wait_until("the daemon's first sync", || {
+            self.metric("wasp_sync_proxy_rules_last_timestamp_seconds")
                 .is_some_and(|t| t > 0.0)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the daemon did not sync within 20 s; log:\n{}", self.log());
+        });
     }
 
     /// Probes from `from` ("node" or a pod's name).
