@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use wasp_model::{Protocol, ProxyState, StateDiff};
 
 use crate::exec::{self, ExecError};
+use crate::mode::SyncRequest;
 
 /// One conntrack deletion.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,4 +107,34 @@ pub fn flush(flows: &BTreeSet<Flush>) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// Clears the flows a sync made stale, warning once when the conntrack tool is missing.
+#[derive(Debug, Default)]
+pub struct StaleFlows {
+    warned: bool,
+}
+
+impl StaleFlows {
+    /// Clears the flows that `req` made stale.
+    pub fn clear(&mut self, req: &SyncRequest<'_>) {
+        let diff;
+        let diff = match req.diff {
+            Some(d) => d,
+            None => {
+                diff = req.previous.diff(req.state);
+                &diff
+            }
+        };
+        let flows = stale(req.previous, req.state, diff);
+        if flows.is_empty() {
+            return;
+        }
+        if let Err(e) = flush(&flows) {
+            if !self.warned {
+                tracing::warn!(error = %e, "cannot clear stale UDP conntrack entries; install conntrack");
+            }
+            self.warned = true;
+        }
+    }
 }

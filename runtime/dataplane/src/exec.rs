@@ -17,6 +17,15 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel rejected a netlink transaction, or the socket failed.
+    #[error("nftables: {what}")]
+    Netlink {
+        /// What was being done: the rejected operation in nft syntax.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The tool exited non-zero.
     #[error("{cmd} failed ({status}): {stderr}")]
     Failed {

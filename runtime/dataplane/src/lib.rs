@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`mode`]: `Mode`, the `--mode` values, and `Dataplane`, the interface every mode offers.
 //! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
+//! - [`nftables`]: the nftables mode (the default): wasp's own tables over netlink batches.
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
 //! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
 //! - [`sysctl`]: conntrack kernel settings from the config file.
@@ -16,6 +17,7 @@ pub mod conntrack;
 pub mod exec;
 pub mod iptables;
 pub mod mode;
+pub mod nftables;
 pub mod sysctl;
 
 pub use exec::ExecError;

@@ -9,8 +9,11 @@ use wasp_model::{ProxyState, Selection, ServicePortName, StateDiff};
 use crate::exec::ExecError;
 
 /// A dataplane mode, named as kube-proxy's `--proxy-mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
+    /// wasp's own nftables tables, programmed over netlink (the default).
+    #[default]
+    Nftables,
     /// iptables NAT rules in kube-proxy's chain layout.
     Iptables,
 }
@@ -19,11 +22,14 @@ impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "nftables" => Ok(Self::Nftables),
             "iptables" => Ok(Self::Iptables),
-            "nftables" | "ipvs" | "userspace" => {
-                Err(format!("mode {s:?} is not built yet; use --mode iptables"))
-            }
-            _ => Err(format!("unknown mode {s:?}; the modes are: iptables")),
+            "ipvs" | "userspace" => Err(format!(
+                "mode {s:?} is not built yet; use --mode nftables or --mode iptables"
+            )),
+            _ => Err(format!(
+                "unknown mode {s:?}; the modes are: nftables, iptables"
+            )),
         }
     }
 }
@@ -31,6 +37,7 @@ impl FromStr for Mode {
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Nftables => "nftables",
             Self::Iptables => "iptables",
         })
     }

@@ -1,94 +1,35 @@
-//! Golden tests of the rendered iptables-restore input. Re-bless with `WASP_BLESS=1`.
+//! Golden tests of what each mode renders. Re-bless with `WASP_BLESS=1`.
 //!
 //! Each case under `tests/golden/<case>/` holds `config.yaml` (and, for a partial sync,
 //! `after.yaml`): the manifests are resolved through the model exactly as the daemon does, and
-//! the render must equal `iptables.txt`.
+//! the iptables-restore input must equal `iptables.txt` and the nftables transactions
+//! `nftables.nft`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+mod common;
 
-use wasp_dataplane::iptables::{RenderConfig, Scope, render};
-use wasp_model::validate::ValidationConfig;
-use wasp_model::{
-    Allocator, EqualWeights, HashKey, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
-    resolve,
-};
-use wasp_source::parse_manifests;
+use std::collections::BTreeSet;
 
-fn state(path: &Path) -> ProxyState {
-    let bytes = std::fs::read(path).unwrap();
-    let parsed = parse_manifests("config.yaml", &bytes);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = ObjectStore::new(ValidationConfig::default());
-    for (o, origin) in parsed.objects {
-        store.apply(o, origin).unwrap();
-    }
-    let mut cfg = ResolveConfig::default();
-    cfg.node.name = "node-a".into();
-    let (state, errors) = resolve(
-        &store,
-        &mut Allocator::new(vec!["10.96.0.0/12".parse().unwrap()]),
-        &cfg,
-    );
-    assert!(errors.is_empty(), "{errors:?}");
-    state
-}
-
-fn config() -> RenderConfig {
-    RenderConfig {
-        ipv4: true,
-        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-        masquerade_all: false,
-        masquerade_mark: 0x2000,
-    }
-}
+use common::{Case, config};
+use wasp_dataplane::iptables::{Scope, render};
+use wasp_dataplane::nftables::ops::text;
 
 fn check(case: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(case);
-    let before = state(&dir.join("config.yaml"));
-    // A case may fix a hashed table for every port (`hashed`: "KEY I,J,K…"), as a plugin would.
-    let hashed = std::fs::read_to_string(dir.join("hashed")).ok().map(|t| {
-        let (key, table) = t.trim().split_once(' ').unwrap();
-        let key = match key {
-            "source-ip" => HashKey::SourceIp,
-            "source-ip-port" => HashKey::SourceIpPort,
-            _ => HashKey::FiveTuple,
-        };
-        Selection::Hashed {
-            key,
-            table: table.split(',').map(|i| i.parse().unwrap()).collect(),
-        }
-    });
-    let sel = |s: &ProxyState| {
-        s.ports
-            .iter()
-            .map(|(n, p)| {
-                (
-                    n.clone(),
-                    hashed.clone().unwrap_or_else(|| EqualWeights.plan(n, p)),
-                )
-            })
-            .collect::<BTreeMap<_, _>>()
-    };
+    let c = Case::load(case);
     let existing = BTreeSet::new();
     let full = render(
-        &before,
-        &sel(&before),
+        &c.before,
+        &c.selections(&c.before),
         &config(),
         Scope::Full {
             existing: &existing,
         },
     );
     let mut got = full.text.clone();
-    let after_path = dir.join("after.yaml");
-    if after_path.exists() {
-        let after = state(&after_path);
-        let diff = before.diff(&after);
+    if let Some(after) = &c.after {
+        let diff = c.before.diff(after);
         let partial = render(
-            &after,
-            &sel(&after),
+            after,
+            &c.selections(after),
             &config(),
             Scope::Partial {
                 previous: &full.programmed,
@@ -100,17 +41,15 @@ fn check(case: &str) {
             full.text, partial.text
         );
     }
-    let want_path = dir.join("iptables.txt");
-    if std::env::var_os("WASP_BLESS").is_some() {
-        std::fs::write(&want_path, &got).unwrap();
-        return;
+    c.compare("iptables.txt", &got);
+
+    // The nftables mode's transactions, as `wasp plan` prints them.
+    let (full, partial) = c.nftables_transactions();
+    let mut got = format!("# full sync of config.yaml\n{}", text(&full));
+    if let Some(partial) = partial {
+        got.push_str(&format!("# partial sync to after.yaml\n{}", text(&partial)));
     }
-    let want = std::fs::read_to_string(&want_path).unwrap_or_default();
-    assert!(
-        got == want,
-        "{case}: render differs from {}; re-bless with WASP_BLESS=1\n--- got ---\n{got}",
-        want_path.display()
-    );
+    c.compare("nftables.nft", &got);
 }
 
 #[test]
@@ -141,4 +80,9 @@ fn hashed() {
 #[test]
 fn partial_endpoint_change() {
     check("partial-endpoint-change");
+}
+
+#[test]
+fn dual_stack() {
+    check("dual-stack");
 }

@@ -49,6 +49,18 @@ fn now_secs() -> f64 {
 /// # Errors
 /// Fails when the source cannot start or the HTTP addresses cannot be bound.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    if s.mode == wasp_dataplane::Mode::Nftables {
+        wasp_dataplane::nftables::Nftables::probe().map_err(|e| {
+            anyhow::anyhow!(
+                "the nftables mode cannot run on this host ({}); start with --mode iptables",
+                anyhow::Error::from(e)
+                    .chain()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            )
+        })?;
+    }
     let health = Arc::new(Health::new(s.sync_period * 2));
     let metrics = Arc::new(Metrics::default());
     http::serve(s.healthz_addr, health.clone(), metrics.clone()).await?;

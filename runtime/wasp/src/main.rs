@@ -41,7 +41,7 @@ enum Command {
     /// Remove everything wasp installed for a mode, and nothing else.
     Cleanup {
         /// The dataplane mode.
-        #[arg(long, default_value = "iptables")]
+        #[arg(long, default_value = "nftables")]
         mode: Mode,
         /// The iptables backend.
         #[arg(long, value_enum, default_value = "auto")]
@@ -50,7 +50,7 @@ enum Command {
     /// Run the article's walk-through in throw-away network namespaces (as root).
     Demo {
         /// The dataplane mode.
-        #[arg(long, default_value = "iptables")]
+        #[arg(long, default_value = "nftables")]
         mode: Mode,
     },
     /// Serve "Hello from NAME" over TCP and UDP (a demo and test pod).

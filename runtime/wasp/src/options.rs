@@ -66,7 +66,7 @@ pub struct Flags {
     /// The daemon config file (WaspConfiguration, or a KubeProxyConfiguration).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The dataplane mode [default: iptables].
+    /// The dataplane mode [default: nftables].
     #[arg(long)]
     pub mode: Option<Mode>,
     /// Read Services from this directory of manifests (watched) instead of the Kubernetes API.
@@ -199,7 +199,7 @@ impl Settings {
             (None, Some(m)) if !m.is_empty() => m
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("{}: {e}", ctx("mode")))?,
-            _ => Mode::Iptables,
+            _ => Mode::default(),
         };
         let config_dir = f
             .config_dir
@@ -379,6 +379,9 @@ impl Settings {
     /// The dataplane for the mode.
     pub fn dataplane(&self) -> Box<dyn wasp_dataplane::Dataplane> {
         match self.mode {
+            Mode::Nftables => Box::new(wasp_dataplane::nftables::Nftables::new(
+                self.render_config(),
+            )),
             Mode::Iptables => {
                 let backend = match self.iptables_backend {
                     BackendFlag::Auto => wasp_dataplane::iptables::backend::detect(true),

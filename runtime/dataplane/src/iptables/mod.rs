@@ -17,8 +17,6 @@ pub mod render;
 
 use std::collections::BTreeSet;
 
-use wasp_model::StateDiff;
-
 pub use backend::{Backend, Snapshot, Tables};
 pub use render::{Programmed, RenderConfig, Rendered, Scope, render};
 
@@ -38,7 +36,7 @@ struct Family {
 #[derive(Debug)]
 pub struct Iptables {
     families: Vec<Family>,
-    conntrack_warned: bool,
+    stale_flows: conntrack::StaleFlows,
 }
 
 impl Iptables {
@@ -58,7 +56,7 @@ impl Iptables {
             .collect();
         Self {
             families,
-            conntrack_warned: false,
+            stale_flows: conntrack::StaleFlows::default(),
         }
     }
 
@@ -127,15 +125,7 @@ impl Dataplane for Iptables {
             report.rules += r.rules;
             report.bytes += r.text.len();
         }
-        let diff;
-        let diff = match req.diff {
-            Some(d) => d,
-            None => {
-                diff = req.previous.diff(req.state);
-                &diff
-            }
-        };
-        self.flush_stale_flows(&req, diff);
+        self.stale_flows.clear(&req);
         Ok(report)
     }
 
@@ -148,17 +138,3 @@ impl Dataplane for Iptables {
     }
 }
 
-impl Iptables {
-    fn flush_stale_flows(&mut self, req: &SyncRequest<'_>, diff: &StateDiff) {
-        let flows = conntrack::stale(req.previous, req.state, diff);
-        if flows.is_empty() {
-            return;
-        }
-        if let Err(e) = conntrack::flush(&flows) {
-            if !self.conntrack_warned {
-                tracing::warn!(error = %e, "cannot clear stale UDP conntrack entries; install conntrack");
-            }
-            self.conntrack_warned = true;
-        }
-    }
-}

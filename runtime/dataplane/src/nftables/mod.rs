@@ -1,0 +1,297 @@
+//! The nftables mode: wasp's own `ip wasp` and `ip6 wasp` tables, dispatch through one
+//! verdict map, endpoints in per-port interval maps, programmed with netlink batches.
+//!
+//! Each sync is one transaction over both families. A partial sync sends only the operations
+//! of the ports that changed, computed against what wasp programmed last (nothing is read
+//! back). A full sync (the first, after a failure, and every sync-period) deletes and
+//! re-creates both tables in the same transaction, which also repairs anything someone
+//! changed. `render` has the layout and the reasons for it.
+
+pub mod expr;
+pub mod netlink;
+pub mod ops;
+pub mod render;
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+pub use ops::{Family, Op, Transaction};
+pub use render::Programmed;
+
+use crate::conntrack::StaleFlows;
+use crate::exec::ExecError;
+use crate::iptables::RenderConfig;
+use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
+use netlink::Socket;
+use ops::{Chain, Hook};
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// The nftables mode.
+#[derive(Debug)]
+pub struct Nftables {
+    cfg: RenderConfig,
+    programmed: Option<BTreeMap<Family, Programmed>>,
+    socket: Option<Socket>,
+    stale_flows: StaleFlows,
+}
+
+/// A transaction and what is programmed once it is applied.
+#[derive(Debug)]
+pub struct Planned {
+    /// The operations.
+    pub tx: Transaction,
+    /// Whether it replaces everything.
+    pub full: bool,
+    /// Per family: the ports whose objects change (`None`: removed).
+    updates: BTreeMap<Family, Vec<(wasp_model::ServicePortName, Option<render::PortObjects>)>>,
+    /// Per family: hairpin reference-count changes.
+    hairpin: BTreeMap<Family, BTreeMap<IpAddr, i64>>,
+    /// The full state, for a full sync.
+    replace: Option<BTreeMap<Family, Programmed>>,
+}
+
+impl Nftables {
+    /// The mode with `cfg` (its `ipv4` field is ignored: both families are programmed).
+    pub fn new(cfg: RenderConfig) -> Self {
+        Self {
+            cfg,
+            programmed: None,
+            socket: None,
+            stale_flows: StaleFlows::default(),
+        }
+    }
+
+    /// Checks that the kernel takes wasp's kind of transaction: a table with a NAT chain.
+    ///
+    /// # Errors
+    /// Names what failed, for the caller to suggest another mode.
+    pub fn probe() -> Result<(), ExecError> {
+        let mut s = Socket::open().map_err(|source| ExecError::Netlink {
+            what: "cannot open a netfilter netlink socket".into(),
+            source,
+        })?;
+        let chain = "wasp-probe".to_string();
+        let tx: Transaction = vec![
+            (Family::V4, Op::AddTable),
+            (
+                Family::V4,
+                Op::AddChain(Chain {
+                    name: chain.clone(),
+                    hook: Some(Hook {
+                        kind: "nat",
+                        hook: "prerouting",
+                        priority: -100,
+                    }),
+                }),
+            ),
+            (Family::V4, Op::DeleteChain(chain)),
+        ];
+        apply(&mut s, &tx)
+    }
+
+    /// The transaction a sync would send, without sending it.
+    pub fn plan_sync(&self, req: &SyncRequest<'_>) -> Planned {
+        match (req.diff, &self.programmed) {
+            (Some(diff), Some(programmed)) => self.partial(req, diff, programmed),
+            _ => self.full(req),
+        }
+    }
+
+    fn full(&self, req: &SyncRequest<'_>) -> Planned {
+        let mut tx = Vec::new();
+        let mut replace = BTreeMap::new();
+        for f in FAMILIES {
+            tx.push((f, Op::AddTable));
+            tx.push((f, Op::DeleteTable));
+            tx.push((f, Op::AddTable));
+            render::static_ops(f, &self.cfg, &mut tx);
+            let ports = render::desired(req.state, req.selections, &self.cfg, f);
+            let mut counts = BTreeMap::new();
+            for p in ports.values() {
+                render::port_ops(f, None, Some(p), &mut tx);
+                for ip in &p.hairpin {
+                    *counts.entry(*ip).or_insert(0) += 1;
+                }
+            }
+            render::hairpin_ops(f, counts.keys().copied().collect(), BTreeSet::new(), &mut tx);
+            replace.insert(
+                f,
+                Programmed {
+                    ports,
+                    hairpin: counts,
+                },
+            );
+        }
+        Planned {
+            tx,
+            full: true,
+            updates: BTreeMap::new(),
+            hairpin: BTreeMap::new(),
+            replace: Some(replace),
+        }
+    }
+
+    fn partial(
+        &self,
+        req: &SyncRequest<'_>,
+        diff: &wasp_model::StateDiff,
+        programmed: &BTreeMap<Family, Programmed>,
+    ) -> Planned {
+        let mut tx = Vec::new();
+        let mut updates = BTreeMap::new();
+        let mut hairpin = BTreeMap::new();
+        let empty = Programmed::default();
+        for f in FAMILIES {
+            let prog = programmed.get(&f).unwrap_or(&empty);
+            let mut changed = Vec::new();
+            let mut delta: BTreeMap<IpAddr, i64> = BTreeMap::new();
+            for name in diff.touched() {
+                let new = req.state.ports.get(name).and_then(|port| {
+                    let mut eq = None;
+                    let sel = render::selection_of(req.selections, name, port, &mut eq);
+                    render::port_objects(name, port, sel, &self.cfg, f)
+                });
+                let old = prog.ports.get(name);
+                if old == new.as_ref() {
+                    continue;
+                }
+                render::port_ops(f, old, new.as_ref(), &mut tx);
+                for ip in old.into_iter().flat_map(|p| &p.hairpin) {
+                    *delta.entry(*ip).or_insert(0) -= 1;
+                }
+                for ip in new.iter().flat_map(|p| &p.hairpin) {
+                    *delta.entry(*ip).or_insert(0) += 1;
+                }
+                changed.push((name.clone(), new));
+            }
+            let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
+            for (ip, d) in &delta {
+                let before = prog.hairpin.get(ip).copied().unwrap_or(0) as i64;
+                match (before, before + d) {
+                    (0, n) if n > 0 => {
+                        added.insert(*ip);
+                    }
+                    (b, 0) if b > 0 => {
+                        removed.insert(*ip);
+                    }
+                    _ => {}
+                }
+            }
+            render::hairpin_ops(f, added, removed, &mut tx);
+            updates.insert(f, changed);
+            hairpin.insert(f, delta);
+        }
+        Planned {
+            tx,
+            full: false,
+            updates,
+            hairpin,
+            replace: None,
+        }
+    }
+
+    /// Records that `planned` was applied, so the next plan is a delta from it (`sync` calls
+    /// this after the kernel accepted the transaction).
+    pub fn record(&mut self, planned: Planned) {
+        if let Some(all) = planned.replace {
+            self.programmed = Some(all);
+            return;
+        }
+        let programmed = self.programmed.get_or_insert_with(BTreeMap::new);
+        for (f, changed) in planned.updates {
+            let prog = programmed.entry(f).or_default();
+            for (name, objects) in changed {
+                match objects {
+                    Some(o) => {
+                        prog.ports.insert(name, o);
+                    }
+                    None => {
+                        prog.ports.remove(&name);
+                    }
+                }
+            }
+            for (ip, d) in planned.hairpin.get(&f).into_iter().flatten() {
+                let c = prog.hairpin.entry(*ip).or_insert(0);
+                *c = (*c as i64 + d).max(0) as usize;
+                if *c == 0 {
+                    prog.hairpin.remove(ip);
+                }
+            }
+        }
+    }
+
+    fn socket(&mut self) -> Result<&mut Socket, ExecError> {
+        if self.socket.is_none() {
+            self.socket = Some(Socket::open().map_err(|source| ExecError::Netlink {
+                what: "cannot open a netfilter netlink socket".into(),
+                source,
+            })?);
+        }
+        Ok(self.socket.as_mut().expect("just opened"))
+    }
+}
+
+/// Sends `tx`; a rejection names the operation, in nft syntax.
+fn apply(s: &mut Socket, tx: &[(Family, Op)]) -> Result<(), ExecError> {
+    match s.apply(tx) {
+        Ok(_) => Ok(()),
+        Err(Ok(rejected)) => {
+            let op = tx.get(rejected.op).map(std::slice::from_ref).unwrap_or_default();
+            let text = ops::text(op);
+            Err(ExecError::Netlink {
+                what: format!("the kernel rejected the transaction at `{}`", text.trim()),
+                source: rejected.error,
+            })
+        }
+        Err(Err(source)) => Err(ExecError::Netlink {
+            what: "netlink socket failed".into(),
+            source,
+        }),
+    }
+}
+
+impl Dataplane for Nftables {
+    fn mode(&self) -> Mode {
+        Mode::Nftables
+    }
+
+    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
+        let planned = self.plan_sync(&req);
+        Ok(format!("# nft -f -\n{}", ops::text(&planned.tx)))
+    }
+
+    fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError> {
+        let planned = self.plan_sync(&req);
+        let report = SyncReport {
+            full: planned.full,
+            rules: planned
+                .tx
+                .iter()
+                .filter(|(_, op)| matches!(op, Op::AddRule { .. }))
+                .count(),
+            bytes: 0,
+        };
+        tracing::trace!(ops = planned.tx.len(), full = planned.full, "nftables transaction");
+        let result = apply(self.socket()?, &planned.tx);
+        if let Err(e) = result {
+            // The kernel kept the previous rules; the next sync rebuilds from scratch.
+            self.programmed = None;
+            return Err(e);
+        }
+        self.record(planned);
+        self.stale_flows.clear(&req);
+        Ok(report)
+    }
+
+    fn cleanup(&mut self) -> Result<(), ExecError> {
+        let tx: Transaction = FAMILIES
+            .iter()
+            .flat_map(|f| [(*f, Op::AddTable), (*f, Op::DeleteTable)])
+            .collect();
+        apply(self.socket()?, &tx)?;
+        self.programmed = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,554 @@
+//! The pure render: model + selections → the objects each family's table should hold, and
+//! the transaction that takes the kernel from what was programmed to that.
+//!
+//! Layout (per family, `table ip wasp` / `table ip6 wasp`):
+//! - `nat-prerouting`, `nat-output` → `services`: one rule, `daddr . l4proto . dport vmap
+//!   @service-ips`, so dispatch costs one hash lookup whatever the number of Services;
+//! - `svc-…` per service port: masquerade marking, then one DNAT rule that picks a slot
+//!   (`numgen random` or `jhash`) and looks it up in the port's interval map `eps-…` of
+//!   `slot range : address . port`. The rule never names an endpoint, so an endpoint change
+//!   rewrites map elements only (no rule, no chain);
+//! - `nat-postrouting`: hairpin masquerade from the `hairpin` set of `ep . ep` pairs, then the
+//!   masquerade mark;
+//! - `filter-forward`, `filter-output` → `service-endpoints-check`: new connections to a VIP
+//!   in `no-endpoint-services` are rejected (no endpoints) or dropped (no usable local ones).
+//!
+//! ClientIP affinity needs to remember each client's endpoint, so those ports get one rule
+//! and one timeout set per endpoint, as kube-proxy does; their endpoint changes rewrite rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use data_encoding::BASE32;
+use sha2::{Digest, Sha256};
+use wasp_model::{Endpoint, ProxyState, Selection, ServicePortName, ServicePortState};
+
+use super::ops::{Chain, Elem, Family, Hook, Op, Pick, Rule, Set, SetKind, Verdict};
+use crate::iptables::RenderConfig;
+
+/// The slots a weighted selection is spread over: weights are realised to within 2⁻²⁴.
+pub const WEIGHT_SLOTS: u32 = 1 << 24;
+/// The jhash seed ("wasp"): fixed, so a restart hashes clients to the same slots.
+pub const HASH_SEED: u32 = 0x7761_7370;
+
+/// Static names.
+pub mod names {
+    /// The dispatch map.
+    pub const SERVICE_IPS: &str = "service-ips";
+    /// VIPs without usable endpoints.
+    pub const NO_ENDPOINTS: &str = "no-endpoint-services";
+    /// Hairpin pairs.
+    pub const HAIRPIN: &str = "hairpin";
+    /// The dispatch chain.
+    pub const SERVICES: &str = "services";
+    /// The filter check chain.
+    pub const CHECK: &str = "service-endpoints-check";
+    /// The chain that rejects.
+    pub const REJECT: &str = "reject-chain";
+}
+
+/// Everything one service port owns in one family's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortObjects {
+    /// The dispatch key: VIP, protocol, port.
+    pub vip: (IpAddr, wasp_model::Protocol, u16),
+    /// The service chain.
+    pub chain: String,
+    /// The endpoints map.
+    pub map: String,
+    /// The service chain's rules.
+    pub rules: Vec<Rule>,
+    /// The endpoints map's elements.
+    pub slots: Vec<Elem>,
+    /// The verdict when no endpoint may be used (`no-endpoint-services`).
+    pub unusable: Option<Verdict>,
+    /// Endpoint addresses that need hairpin masquerade.
+    pub hairpin: BTreeSet<IpAddr>,
+    /// The affinity sets (ClientIP affinity only).
+    pub affinity: Vec<Set>,
+}
+
+impl PortObjects {
+    fn dispatch_elem(&self, verdict: Verdict) -> Elem {
+        Elem::Dispatch {
+            addr: self.vip.0,
+            proto: self.vip.1,
+            port: self.vip.2,
+            verdict,
+        }
+    }
+
+    fn map_set(&self) -> Set {
+        Set {
+            name: self.map.clone(),
+            kind: SetKind::Endpoints,
+        }
+    }
+}
+
+/// What is programmed in one family's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Programmed {
+    /// Each service port's objects.
+    pub ports: BTreeMap<ServicePortName, PortObjects>,
+    /// Each hairpin address, with the number of ports that use it.
+    pub hairpin: BTreeMap<IpAddr, usize>,
+}
+
+fn hash(s: &str) -> String {
+    BASE32.encode(&Sha256::digest(s.as_bytes()))[..8].to_string()
+}
+
+/// The readable suffix of a port's object names: `HASH-ns/name/proto[/port]`.
+fn suffix(name: &ServicePortName) -> String {
+    let mut s = format!(
+        "{}-{}/{}/{}",
+        hash(&name.to_string()),
+        name.service.namespace,
+        name.service.name,
+        name.protocol.lower(),
+    );
+    if !name.port.is_empty() {
+        s.push('/');
+        s.push_str(&name.port);
+    }
+    s
+}
+
+/// Renders one service port in one family; `None` when it has no cluster IP there.
+pub fn port_objects(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    sel: &Selection,
+    cfg: &RenderConfig,
+    f: Family,
+) -> Option<PortObjects> {
+    let svc = &port.service;
+    let vip = *svc.cluster_ips.iter().find(|ip| Family::of(ip) == f)?;
+    let sfx = suffix(name);
+    let mut p = PortObjects {
+        vip: (vip, svc.protocol, svc.port),
+        chain: format!("svc-{sfx}"),
+        map: format!("eps-{sfx}"),
+        rules: masquerade_rules(cfg, f),
+        slots: Vec::new(),
+        unusable: None,
+        hairpin: BTreeSet::new(),
+        affinity: Vec::new(),
+    };
+    let eps: Vec<(usize, &Endpoint)> = port
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| Family::of(&e.ip) == f)
+        .collect();
+    if eps.is_empty() {
+        p.unusable = Some(if port.has_any_endpoints {
+            Verdict::Drop
+        } else {
+            Verdict::Goto(names::REJECT.into())
+        });
+    }
+    p.hairpin = eps.iter().map(|(_, e)| e.ip).collect();
+    let weights = sel.weights(port.endpoints.len());
+    if let Some(timeout) = svc.session_affinity_seconds {
+        sticky_rules(name, port, &eps, &weights, timeout, &mut p);
+        return Some(p);
+    }
+    let pick = match sel {
+        Selection::Hashed { key, table } => {
+            p.slots = hashed_slots(table, port, &eps);
+            Pick::Hash {
+                key: *key,
+                modulus: table.len() as u32,
+                seed: HASH_SEED,
+            }
+        }
+        _ => {
+            p.slots = weighted_slots(&eps, &weights);
+            Pick::Random {
+                modulus: WEIGHT_SLOTS,
+            }
+        }
+    };
+    p.rules.push(Rule::Dnat {
+        proto: svc.protocol,
+        pick,
+        map: p.map.clone(),
+    });
+    Some(p)
+}
+
+/// Traffic from outside the cluster CIDRs (or all, with masquerade-all) is marked.
+fn masquerade_rules(cfg: &RenderConfig, f: Family) -> Vec<Rule> {
+    let mark = cfg.masquerade_mark;
+    if cfg.masquerade_all {
+        return vec![Rule::MarkMasquerade {
+            outside: None,
+            mark,
+        }];
+    }
+    cfg.cluster_cidrs
+        .iter()
+        .filter(|c| Family::of(&c.addr()) == f)
+        .map(|c| Rule::MarkMasquerade {
+            outside: Some(*c),
+            mark,
+        })
+        .collect()
+}
+
+/// Splits [`WEIGHT_SLOTS`] into one range per endpoint, sized by weight; weight 0 gets none.
+pub fn weighted_slots(eps: &[(usize, &Endpoint)], weights: &[u32]) -> Vec<Elem> {
+    let live: Vec<(&Endpoint, u64)> = eps
+        .iter()
+        .map(|&(i, e)| (e, u64::from(weights.get(i).copied().unwrap_or(1))))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let total: u64 = live.iter().map(|(_, w)| w).sum();
+    let mut out = Vec::new();
+    let mut acc = 0u64;
+    let mut start = 0u64;
+    for (e, w) in live {
+        acc += w;
+        let end = u64::from(WEIGHT_SLOTS) * acc / total;
+        if end > start {
+            out.push(Elem::Slots {
+                start: start as u32,
+                end: (end - 1) as u32,
+                addr: e.ip,
+                port: e.port,
+            });
+        }
+        start = end;
+    }
+    out
+}
+
+/// The table as runs of slots per endpoint. A slot naming an endpoint of the other family
+/// goes to one of this family's, chosen by slot number.
+pub fn hashed_slots(table: &[u32], port: &ServicePortState, eps: &[(usize, &Endpoint)]) -> Vec<Elem> {
+    if eps.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Elem> = Vec::new();
+    for (s, &i) in table.iter().enumerate() {
+        let e = match port.endpoints.get(i as usize) {
+            Some(e) if eps.iter().any(|(j, _)| *j == i as usize) => e,
+            _ => eps[s % eps.len()].1,
+        };
+        let s = s as u32;
+        if let Some(Elem::Slots { end, addr, port, .. }) = out.last_mut() {
+            if *addr == e.ip && *port == e.port && *end + 1 == s {
+                *end = s;
+                continue;
+            }
+        }
+        out.push(Elem::Slots {
+            start: s,
+            end: s,
+            addr: e.ip,
+            port: e.port,
+        });
+    }
+    out
+}
+
+/// ClientIP affinity: a known client goes back to its endpoint; a new one is spread by weight
+/// (endpoint i with probability wᵢ / Σⱼ≥ᵢ wⱼ) and remembered.
+fn sticky_rules(
+    name: &ServicePortName,
+    port: &ServicePortState,
+    eps: &[(usize, &Endpoint)],
+    weights: &[u32],
+    timeout: u32,
+    p: &mut PortObjects,
+) {
+    let set_of = |e: &Endpoint| Set {
+        name: format!("aff-{}", hash(&format!("{name}/{e}"))),
+        kind: SetKind::Affinity { timeout },
+    };
+    let proto = port.service.protocol;
+    for (_, e) in eps {
+        let set = set_of(e);
+        p.rules.push(Rule::Sticky {
+            proto,
+            chance: None,
+            known: true,
+            set: set.name.clone(),
+            addr: e.ip,
+            port: e.port,
+        });
+        p.affinity.push(set);
+    }
+    let live: Vec<(&Endpoint, u32)> = eps
+        .iter()
+        .map(|&(i, e)| (e, weights.get(i).copied().unwrap_or(1)))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    let mut rest: u64 = live.iter().map(|(_, w)| u64::from(*w)).sum();
+    for (k, (e, w)) in live.iter().enumerate() {
+        let chance = (k + 1 < live.len()).then(|| (rest.min(u64::from(u32::MAX)) as u32, *w));
+        p.rules.push(Rule::Sticky {
+            proto,
+            chance,
+            known: false,
+            set: set_of(e).name,
+            addr: e.ip,
+            port: e.port,
+        });
+        rest -= u64::from(*w);
+    }
+}
+
+/// The sets, chains and rules every sync relies on.
+pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
+    let mut op = |o: Op| tx.push((f, o));
+    for (name, kind) in [
+        (names::SERVICE_IPS, SetKind::Dispatch),
+        (names::NO_ENDPOINTS, SetKind::Dispatch),
+        (names::HAIRPIN, SetKind::Hairpin),
+    ] {
+        op(Op::AddSet(Set {
+            name: name.into(),
+            kind,
+        }));
+    }
+    let hook = |kind, hook, priority| Some(Hook {
+        kind,
+        hook,
+        priority,
+    });
+    let chains: [(&str, Option<Hook>, Vec<Rule>); 8] = [
+        (names::SERVICES, None, vec![Rule::Dispatch(names::SERVICE_IPS)]),
+        (names::REJECT, None, vec![Rule::Reject]),
+        (names::CHECK, None, vec![Rule::Dispatch(names::NO_ENDPOINTS)]),
+        (
+            "nat-prerouting",
+            hook("nat", "prerouting", -100),
+            vec![Rule::Jump(names::SERVICES)],
+        ),
+        (
+            "nat-output",
+            hook("nat", "output", -100),
+            vec![Rule::Jump(names::SERVICES)],
+        ),
+        (
+            "nat-postrouting",
+            hook("nat", "postrouting", 100),
+            vec![
+                Rule::Hairpin(names::HAIRPIN),
+                Rule::ReturnUnmarked(cfg.masquerade_mark),
+                Rule::ClearMark(cfg.masquerade_mark),
+                Rule::Masquerade,
+            ],
+        ),
+        (
+            "filter-forward",
+            hook("filter", "forward", -110),
+            vec![Rule::JumpIfNew(names::CHECK)],
+        ),
+        (
+            "filter-output",
+            hook("filter", "output", -110),
+            vec![Rule::JumpIfNew(names::CHECK)],
+        ),
+    ];
+    for (name, hook, rules) in chains {
+        op(Op::AddChain(Chain {
+            name: name.into(),
+            hook,
+        }));
+        for rule in rules {
+            op(Op::AddRule {
+                chain: name.into(),
+                rule,
+            });
+        }
+    }
+}
+
+fn service_ips() -> Set {
+    Set {
+        name: names::SERVICE_IPS.into(),
+        kind: SetKind::Dispatch,
+    }
+}
+
+fn no_endpoints() -> Set {
+    Set {
+        name: names::NO_ENDPOINTS.into(),
+        kind: SetKind::Dispatch,
+    }
+}
+
+/// The operations that take one port from `old` to `new` (either may be absent).
+pub fn port_ops(f: Family, old: Option<&PortObjects>, new: Option<&PortObjects>, tx: &mut Vec<(Family, Op)>) {
+    let mut op = |o: Op| tx.push((f, o));
+    let goto = |p: &PortObjects| p.dispatch_elem(Verdict::Goto(p.chain.clone()));
+    match (old, new) {
+        (None, None) => {}
+        (None, Some(n)) => {
+            op(Op::AddChain(Chain {
+                name: n.chain.clone(),
+                hook: None,
+            }));
+            op(Op::AddSet(n.map_set()));
+            for s in &n.affinity {
+                op(Op::AddSet(s.clone()));
+            }
+            if !n.slots.is_empty() {
+                op(Op::AddElements {
+                    set: n.map_set(),
+                    elems: n.slots.clone(),
+                });
+            }
+            for r in &n.rules {
+                op(Op::AddRule {
+                    chain: n.chain.clone(),
+                    rule: r.clone(),
+                });
+            }
+            op(Op::AddElements {
+                set: service_ips(),
+                elems: vec![goto(n)],
+            });
+            if let Some(v) = &n.unusable {
+                op(Op::AddElements {
+                    set: no_endpoints(),
+                    elems: vec![n.dispatch_elem(v.clone())],
+                });
+            }
+        }
+        (Some(o), None) => {
+            op(Op::DeleteElements {
+                set: service_ips(),
+                elems: vec![goto(o)],
+            });
+            if let Some(v) = &o.unusable {
+                op(Op::DeleteElements {
+                    set: no_endpoints(),
+                    elems: vec![o.dispatch_elem(v.clone())],
+                });
+            }
+            op(Op::FlushChain(o.chain.clone()));
+            op(Op::DeleteChain(o.chain.clone()));
+            op(Op::DeleteSet(o.map_set()));
+            for s in &o.affinity {
+                op(Op::DeleteSet(s.clone()));
+            }
+        }
+        (Some(o), Some(n)) => {
+            let moved = o.vip != n.vip;
+            if moved || o.unusable != n.unusable {
+                if let Some(v) = &o.unusable {
+                    op(Op::DeleteElements {
+                        set: no_endpoints(),
+                        elems: vec![o.dispatch_elem(v.clone())],
+                    });
+                }
+            }
+            if moved {
+                op(Op::DeleteElements {
+                    set: service_ips(),
+                    elems: vec![goto(o)],
+                });
+            }
+            for s in n.affinity.iter().filter(|s| !o.affinity.contains(s)) {
+                op(Op::AddSet(s.clone()));
+            }
+            if o.slots != n.slots {
+                op(Op::FlushSet(n.map_set()));
+                if !n.slots.is_empty() {
+                    op(Op::AddElements {
+                        set: n.map_set(),
+                        elems: n.slots.clone(),
+                    });
+                }
+            }
+            if o.rules != n.rules {
+                op(Op::FlushChain(n.chain.clone()));
+                for r in &n.rules {
+                    op(Op::AddRule {
+                        chain: n.chain.clone(),
+                        rule: r.clone(),
+                    });
+                }
+            }
+            for s in o.affinity.iter().filter(|s| !n.affinity.contains(s)) {
+                op(Op::DeleteSet(s.clone()));
+            }
+            if moved {
+                op(Op::AddElements {
+                    set: service_ips(),
+                    elems: vec![goto(n)],
+                });
+            }
+            if moved || o.unusable != n.unusable {
+                if let Some(v) = &n.unusable {
+                    op(Op::AddElements {
+                        set: no_endpoints(),
+                        elems: vec![n.dispatch_elem(v.clone())],
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The hairpin set's element changes.
+pub fn hairpin_ops(f: Family, added: BTreeSet<IpAddr>, removed: BTreeSet<IpAddr>, tx: &mut Vec<(Family, Op)>) {
+    let set = Set {
+        name: names::HAIRPIN.into(),
+        kind: SetKind::Hairpin,
+    };
+    if !removed.is_empty() {
+        tx.push((
+            f,
+            Op::DeleteElements {
+                set: set.clone(),
+                elems: removed.into_iter().map(Elem::Hairpin).collect(),
+            },
+        ));
+    }
+    if !added.is_empty() {
+        tx.push((
+            f,
+            Op::AddElements {
+                set,
+                elems: added.into_iter().map(Elem::Hairpin).collect(),
+            },
+        ));
+    }
+}
+
+/// The selection each port is rendered with: the planner's, or equal weights.
+pub fn selection_of<'a>(
+    selections: &'a BTreeMap<ServicePortName, Selection>,
+    name: &ServicePortName,
+    port: &ServicePortState,
+    eq: &'a mut Option<Selection>,
+) -> &'a Selection {
+    match selections.get(name) {
+        Some(s) => s,
+        None => eq.insert(Selection::equal(port.endpoints.len())),
+    }
+}
+
+/// The desired objects of every port in one family.
+pub fn desired(
+    state: &ProxyState,
+    selections: &BTreeMap<ServicePortName, Selection>,
+    cfg: &RenderConfig,
+    f: Family,
+) -> BTreeMap<ServicePortName, PortObjects> {
+    state
+        .ports
+        .iter()
+        .filter_map(|(name, port)| {
+            let mut eq = None;
+            let sel = selection_of(selections, name, port, &mut eq);
+            port_objects(name, port, sel, cfg, f).map(|p| (name.clone(), p))
+        })
+        .collect()
+}
