@@ -16,7 +16,10 @@ use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
 
 fn root_or_skip(test: &str) -> bool {
-    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))) {
+    if std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    }) {
         return true;
     }
     assert!(
@@ -57,7 +60,8 @@ impl Netns {
             .spawn()
             .unwrap();
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+        pipe.write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
         drop(pipe);
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -128,7 +132,10 @@ fn netlink_programs_what_nft_makes_of_the_plan() {
             .unwrap_or_else(|e| panic!("{name}: full sync: {:?}", anyhow_chain(&e)))
         });
         theirs.nft(&["-f", "-"], Some(&text(&full)));
-        assert!(ours.tables().contains("map service-ips"), "{name}: nothing programmed");
+        assert!(
+            ours.tables().contains("map service-ips"),
+            "{name}: nothing programmed"
+        );
         assert_eq!(
             ours.tables(),
             theirs.tables(),
@@ -191,7 +198,11 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
     // Someone deletes b's endpoints map; the partial sync that flushes it is rejected whole.
     let map = good
         .lines()
-        .find_map(|l| l.trim().strip_prefix("map eps-").filter(|m| m.contains("/b/")))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("map eps-")
+                .filter(|m| m.contains("/b/"))
+        })
         .map(|m| format!("eps-{}", m.trim_end_matches(" {")))
         .expect("b's endpoints map");
     let chain = map.replacen("eps-", "svc-", 1);

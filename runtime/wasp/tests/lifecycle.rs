@@ -18,12 +18,39 @@ fn service(eps: &[&str]) -> String {
     )
 }
 
-fn node(tag: &str, backend: &str) -> Node {
-    let mut n = Node::new(tag, "iptables", backend);
+fn node(tag: &str, mode: &str, backend: &str) -> Node {
+    let mut n = Node::new(tag, mode, backend);
     n.pod("a", "10.244.7.2", &[80], &[]);
     n.pod("b", "10.244.7.3", &[80], &[]);
     n.tb.add_pod("client", "10.244.2.10").unwrap();
     n
+}
+
+/// The iptables backends the behaviour cases run against.
+fn iptables_backends() -> impl Iterator<Item = &'static str> {
+    MODES.iter().filter(|m| m.0 == "iptables").map(|m| m.1)
+}
+
+/// wasp's nftables tables as `nft list` prints them, without set type lines (the plan's text
+/// says `typeof` where netlink carries the equivalent types).
+fn nft_tables(n: &Node) -> String {
+    ["ip", "ip6"]
+        .iter()
+        .map(|f| String::from_utf8_lossy(&n.nft(&["list", "table", f, "wasp"]).stdout).into_owned())
+        .collect::<String>()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("type"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn nft_ok(n: &Node, args: &[&str]) {
+    let out = n.nft(args);
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Waits until the daemon reports `n` config errors.
@@ -38,7 +65,7 @@ fn watch_follows_edits_renames_deletes_and_corruption() {
     if !root_or_skip("watch") {
         return;
     }
-    let mut n = node("watch", "nft");
+    let mut n = node("watch", "iptables", "nft");
     n.write("web.yaml", &service(&["10.244.7.2"]));
     n.start();
     n.eventually("initial", "client", "tcp", VIP, is(&["a"]));
@@ -125,8 +152,8 @@ fn full_resync_repairs_rules_someone_deleted() {
     if !root_or_skip("resync") {
         return;
     }
-    for (_, backend) in MODES {
-        let mut n = node("resync", backend);
+    for backend in iptables_backends() {
+        let mut n = node("resync", "iptables", backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.start();
         n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
@@ -187,8 +214,8 @@ fn restart_keeps_traffic_and_reconciles() {
     if !root_or_skip("restart") {
         return;
     }
-    for (_, backend) in MODES {
-        let mut n = node("restart", backend);
+    for backend in iptables_backends() {
+        let mut n = node("restart", "iptables", backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
         n.start();
@@ -227,8 +254,8 @@ fn cleanup_removes_wasp_rules_and_nothing_else() {
     if !root_or_skip("cleanup") {
         return;
     }
-    for (_, backend) in MODES {
-        let mut n = node("cleanup", backend);
+    for backend in iptables_backends() {
+        let mut n = node("cleanup", "iptables", backend);
         assert!(n.iptables(&["-t", "nat", "-N", "FOREIGN"]).status.success());
         assert!(
             n.iptables(&["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"])
@@ -272,7 +299,7 @@ fn plan_prints_exactly_what_run_applies() {
     if !root_or_skip("plan") {
         return;
     }
-    let mut n = node("plan", "nft");
+    let mut n = node("plan", "iptables", "nft");
     n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
     let dir = n.config_dir().display().to_string();
     let plan =
@@ -340,7 +367,7 @@ fn healthz_and_metrics() {
     if !root_or_skip("healthz") {
         return;
     }
-    let mut n = node("health", "nft");
+    let mut n = node("health", "iptables", "nft");
     n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
     n.start();
     let (code, body) = n.healthz();
@@ -360,7 +387,7 @@ fn config_file_conntrack_settings_reach_the_kernel() {
     if !root_or_skip("conntrack") {
         return;
     }
-    let mut n = node("conntrack", "nft");
+    let mut n = node("conntrack", "iptables", "nft");
     n.write("web.yaml", &service(&["10.244.7.2"]));
     let cfg = n.dir.path().join("wasp.yaml");
     std::fs::write(
@@ -401,4 +428,158 @@ fn config_file_conntrack_settings_reach_the_kernel() {
         VIP,
         is(&["a"]),
     );
+}
+
+#[test]
+fn nftables_full_resync_repairs_rules_someone_deleted_or_added() {
+    if !root_or_skip("nftresync") {
+        return;
+    }
+    let mut n = node("nftresync", "nftables", "auto");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    n.start();
+    n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
+    nft_ok(&n, &["flush", "chain", "ip", "wasp", "services"]);
+    nft_ok(
+        &n,
+        &["add", "rule", "ip", "wasp", "nat-postrouting", "counter"],
+    );
+    wait_until("the full resync (2 s) restores the dispatch rule", || {
+        let t = nft_tables(&n);
+        t.contains("ip daddr . meta l4proto . th dport vmap @service-ips") && !t.contains("counter")
+    });
+    n.eventually(
+        "traffic after the repair",
+        "client",
+        "tcp",
+        VIP,
+        is(&["a", "b"]),
+    );
+}
+
+#[test]
+fn nftables_restart_keeps_traffic_and_reconciles() {
+    if !root_or_skip("nftrestart") {
+        return;
+    }
+    let mut n = node("nftrestart", "nftables", "auto");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
+    n.start();
+    n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
+    n.stop();
+    n.eventually(
+        "traffic flows while the daemon is down",
+        "client",
+        "tcp",
+        VIP,
+        is(&["a", "b"]),
+    );
+    assert!(nft_tables(&n).contains("default/other"));
+    std::fs::remove_file(n.config_dir().join("other.yaml")).unwrap();
+    n.start();
+    let t = nft_tables(&n);
+    assert!(
+        !t.contains("default/other"),
+        "the stale service is removed:\n{t}"
+    );
+    n.eventually("after the restart", "client", "tcp", VIP, is(&["a", "b"]));
+    n.stop();
+}
+
+#[test]
+fn nftables_cleanup_removes_wasp_tables_and_nothing_else() {
+    if !root_or_skip("nftcleanup") {
+        return;
+    }
+    let mut n = node("nftcleanup", "nftables", "auto");
+    nft_ok(&n, &["add", "table", "ip", "foreign"]);
+    nft_ok(
+        &n,
+        &[
+            "add",
+            "chain",
+            "ip",
+            "foreign",
+            "pre",
+            "{ type nat hook prerouting priority 0; }",
+        ],
+    );
+    let iptables_nft = |n: &Node, args: &[&str]| {
+        let mut full = vec!["iptables-nft"];
+        full.extend_from_slice(args);
+        n.tb.exec_in(&n.tb.node(), &full).unwrap()
+    };
+    assert!(
+        iptables_nft(&n, &["-t", "nat", "-N", "FOREIGN"])
+            .status
+            .success()
+    );
+    n.write("web.yaml", &service(&["10.244.7.2"]));
+    n.start();
+    n.stop();
+    let out =
+        n.tb.exec_in(&n.tb.node(), &[EXE, "cleanup", "--mode", "nftables"])
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = String::from_utf8_lossy(&n.nft(&["list", "tables"]).stdout).into_owned();
+    assert!(!tables.contains("wasp"), "{tables}");
+    assert!(tables.contains("table ip foreign"), "{tables}");
+    let save = String::from_utf8_lossy(&iptables_nft(&n, &["-t", "nat", "-S"]).stdout).into_owned();
+    assert!(save.contains("-N FOREIGN"), "{save}");
+    n.eventually("no service rules remain", "client", "tcp", VIP, dropped);
+}
+
+#[test]
+fn nftables_plan_prints_exactly_what_run_applies() {
+    if !root_or_skip("nftplan") {
+        return;
+    }
+    let mut n = node("nftplan", "nftables", "auto");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    let dir = n.config_dir().display().to_string();
+    let plan =
+        n.tb.exec_in(
+            &n.tb.node(),
+            &[
+                EXE,
+                "plan",
+                "--config-dir",
+                &dir,
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--cluster-cidr",
+                "fd00:244::/64",
+                "--node-name",
+                "node-a",
+            ],
+        )
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        plan.starts_with("# nft -f -\n"),
+        "nftables is the default mode:\n{plan}"
+    );
+    assert!(
+        !n.nft(&["list", "table", "ip", "wasp"]).status.success(),
+        "plan changed nothing"
+    );
+    // What nft makes of the plan equals what the daemon programs over netlink.
+    let path = n.dir.path().join("plan.nft");
+    std::fs::write(&path, &plan).unwrap();
+    nft_ok(&n, &["-f", &path.display().to_string()]);
+    let planned = nft_tables(&n);
+    n.start();
+    let applied = nft_tables(&n);
+    assert!(applied.contains("10.96.0.70 . tcp . 80"), "{applied}");
+    assert_eq!(planned, applied);
 }

@@ -52,7 +52,14 @@ fn maglev_keeps_each_client_on_one_backend_and_a_removal_moves_about_one_nth() {
     if !root_or_skip("maglev") {
         return;
     }
-    let mut n = Node::new("maglev", "iptables", "nft");
+    // Hashed selections are realised differently in each mode: jhash maps, HMARK slots.
+    for (mode, backend) in [("nftables", "auto"), ("iptables", "nft")] {
+        maglev_case(mode, backend);
+    }
+}
+
+fn maglev_case(mode: &str, backend: &str) {
+    let mut n = Node::new("maglev", mode, backend);
     let pods = ["m0", "m1", "m2", "m3"];
     let ips = ["10.244.13.2", "10.244.13.3", "10.244.13.4", "10.244.13.5"];
     for (p, ip) in pods.iter().zip(ips) {
@@ -76,7 +83,7 @@ fn maglev_keeps_each_client_on_one_backend_and_a_removal_moves_about_one_nth() {
         assert_eq!(
             names.len(),
             1,
-            "client {c} must stay on one backend: {outs:?}"
+            "[{mode}] client {c} must stay on one backend: {outs:?}"
         );
         names[0].clone()
     };
@@ -127,7 +134,7 @@ fn maglev_keeps_each_client_on_one_backend_and_a_removal_moves_about_one_nth() {
         .count();
     assert!(
         (moved as f64) <= 0.15 * survivors.len() as f64,
-        "of {} clients on surviving backends {moved} moved:\nbefore {before:?}\nafter {after:?}",
+        "[{mode}] of {} clients on surviving backends {moved} moved:\nbefore {before:?}\nafter {after:?}",
         survivors.len()
     );
     let total_moved = clients
@@ -145,7 +152,7 @@ fn a_faulty_plugin_falls_back_is_reported_and_recovers_once_fixed() {
     if !root_or_skip("faulty") {
         return;
     }
-    let mut n = Node::new("faulty", "iptables", "nft");
+    let mut n = Node::new("faulty", "nftables", "auto");
     n.pod("a", "10.244.15.2", &[80], &[]);
     n.pod("b", "10.244.15.3", &[80], &[]);
     n.tb.add_pod("client", "10.244.2.10").unwrap();

@@ -137,4 +137,3 @@ impl Dataplane for Iptables {
         Ok(())
     }
 }
-

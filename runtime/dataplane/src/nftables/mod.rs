@@ -115,7 +115,12 @@ impl Nftables {
                     *counts.entry(*ip).or_insert(0) += 1;
                 }
             }
-            render::hairpin_ops(f, counts.keys().copied().collect(), BTreeSet::new(), &mut tx);
+            render::hairpin_ops(
+                f,
+                counts.keys().copied().collect(),
+                BTreeSet::new(),
+                &mut tx,
+            );
             replace.insert(
                 f,
                 Programmed {
@@ -238,7 +243,10 @@ fn apply(s: &mut Socket, tx: &[(Family, Op)]) -> Result<(), ExecError> {
     match s.apply(tx) {
         Ok(_) => Ok(()),
         Err(Ok(rejected)) => {
-            let op = tx.get(rejected.op).map(std::slice::from_ref).unwrap_or_default();
+            let op = tx
+                .get(rejected.op)
+                .map(std::slice::from_ref)
+                .unwrap_or_default();
             let text = ops::text(op);
             Err(ExecError::Netlink {
                 what: format!("the kernel rejected the transaction at `{}`", text.trim()),
@@ -273,7 +281,11 @@ impl Dataplane for Nftables {
                 .count(),
             bytes: 0,
         };
-        tracing::trace!(ops = planned.tx.len(), full = planned.full, "nftables transaction");
+        tracing::trace!(
+            ops = planned.tx.len(),
+            full = planned.full,
+            "nftables transaction"
+        );
         let result = apply(self.socket()?, &planned.tx);
         if let Err(e) = result {
             // The kernel kept the previous rules; the next sync rebuilds from scratch.

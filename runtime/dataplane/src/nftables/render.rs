@@ -227,7 +227,11 @@ pub fn weighted_slots(eps: &[(usize, &Endpoint)], weights: &[u32]) -> Vec<Elem> 
 
 /// The table as runs of slots per endpoint. A slot naming an endpoint of the other family
 /// goes to one of this family's, chosen by slot number.
-pub fn hashed_slots(table: &[u32], port: &ServicePortState, eps: &[(usize, &Endpoint)]) -> Vec<Elem> {
+pub fn hashed_slots(
+    table: &[u32],
+    port: &ServicePortState,
+    eps: &[(usize, &Endpoint)],
+) -> Vec<Elem> {
     if eps.is_empty() {
         return Vec::new();
     }
@@ -238,7 +242,10 @@ pub fn hashed_slots(table: &[u32], port: &ServicePortState, eps: &[(usize, &Endp
             _ => eps[s % eps.len()].1,
         };
         let s = s as u32;
-        if let Some(Elem::Slots { end, addr, port, .. }) = out.last_mut() {
+        if let Some(Elem::Slots {
+            end, addr, port, ..
+        }) = out.last_mut()
+        {
             if *addr == e.ip && *port == e.port && *end + 1 == s {
                 *end = s;
                 continue;
@@ -314,15 +321,25 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             kind,
         }));
     }
-    let hook = |kind, hook, priority| Some(Hook {
-        kind,
-        hook,
-        priority,
-    });
+    let hook = |kind, hook, priority| {
+        Some(Hook {
+            kind,
+            hook,
+            priority,
+        })
+    };
     let chains: [(&str, Option<Hook>, Vec<Rule>); 8] = [
-        (names::SERVICES, None, vec![Rule::Dispatch(names::SERVICE_IPS)]),
+        (
+            names::SERVICES,
+            None,
+            vec![Rule::Dispatch(names::SERVICE_IPS)],
+        ),
         (names::REJECT, None, vec![Rule::Reject]),
-        (names::CHECK, None, vec![Rule::Dispatch(names::NO_ENDPOINTS)]),
+        (
+            names::CHECK,
+            None,
+            vec![Rule::Dispatch(names::NO_ENDPOINTS)],
+        ),
         (
             "nat-prerouting",
             hook("nat", "prerouting", -100),
@@ -383,7 +400,12 @@ fn no_endpoints() -> Set {
 }
 
 /// The operations that take one port from `old` to `new` (either may be absent).
-pub fn port_ops(f: Family, old: Option<&PortObjects>, new: Option<&PortObjects>, tx: &mut Vec<(Family, Op)>) {
+pub fn port_ops(
+    f: Family,
+    old: Option<&PortObjects>,
+    new: Option<&PortObjects>,
+    tx: &mut Vec<(Family, Op)>,
+) {
     let mut op = |o: Op| tx.push((f, o));
     let goto = |p: &PortObjects| p.dispatch_elem(Verdict::Goto(p.chain.clone()));
     match (old, new) {
@@ -497,7 +519,12 @@ pub fn port_ops(f: Family, old: Option<&PortObjects>, new: Option<&PortObjects>,
 }
 
 /// The hairpin set's element changes.
-pub fn hairpin_ops(f: Family, added: BTreeSet<IpAddr>, removed: BTreeSet<IpAddr>, tx: &mut Vec<(Family, Op)>) {
+pub fn hairpin_ops(
+    f: Family,
+    added: BTreeSet<IpAddr>,
+    removed: BTreeSet<IpAddr>,
+    tx: &mut Vec<(Family, Op)>,
+) {
     let set = Set {
         name: names::HAIRPIN.into(),
         kind: SetKind::Hairpin,

@@ -104,7 +104,9 @@ impl Case {
             .map(|(n, p)| {
                 (
                     n.clone(),
-                    self.hashed.clone().unwrap_or_else(|| EqualWeights.plan(n, p)),
+                    self.hashed
+                        .clone()
+                        .unwrap_or_else(|| EqualWeights.plan(n, p)),
                 )
             })
             .collect()

@@ -16,7 +16,11 @@ use wasp::testbed::{Testbed, is_root};
 pub const EXE: &str = env!("CARGO_BIN_EXE_wasp");
 
 /// The (mode, iptables backend) pairs every behaviour case runs against.
-pub const MODES: &[(&str, &str)] = &[("iptables", "nft"), ("iptables", "legacy")];
+pub const MODES: &[(&str, &str)] = &[
+    ("nftables", "auto"),
+    ("iptables", "nft"),
+    ("iptables", "legacy"),
+];
 
 /// True when the test may run; prints why not and returns false when it may not.
 /// Under CI=true a missing root is a failure, not a skip.
@@ -104,6 +108,38 @@ impl Node {
     pub fn start(&mut self) {
         self.spawn();
         self.wait_synced();
+        self.assert_mode_in_use();
+    }
+
+    /// The rules are where the mode puts them, and only there.
+    pub fn assert_mode_in_use(&self) {
+        let nft_table = self.nft(&["list", "table", "ip", "wasp"]).status.success();
+        let wasp_chains = exists("iptables-nft-save")
+            && self.save("iptables-nft-save").contains(":WASP-")
+            || exists("iptables-legacy-save")
+                && self.save("iptables-legacy-save").contains(":WASP-");
+        match self.mode.as_str() {
+            "nftables" => assert!(
+                nft_table && !wasp_chains,
+                "nftables mode: want table ip wasp and no WASP- iptables chains"
+            ),
+            _ => assert!(
+                wasp_chains && !nft_table,
+                "iptables mode: want WASP- chains and no table ip wasp"
+            ),
+        }
+    }
+
+    fn save(&self, tool: &str) -> String {
+        let out = self.tb.exec_in(&self.tb.node(), &[tool]).unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs nft in the node's namespace.
+    pub fn nft(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        self.tb.exec_in(&self.tb.node(), &full).unwrap()
     }
 
     /// Starts the daemon without waiting for its first sync.
@@ -249,9 +285,7 @@ impl Node {
     }
 
     pub fn iptables_save(&self) -> String {
-        let tool = format!("iptables-{}-save", self.backend);
-        let out = self.tb.exec_in(&self.tb.node(), &[&tool]).unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        self.save(&format!("iptables-{}-save", self.backend))
     }
 
     pub fn iptables(&self, args: &[&str]) -> std::process::Output {
@@ -310,4 +344,10 @@ pub fn wait_until(what: &str, f: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("{what}: not within 20 s");
+}
+
+/// Whether a tool is on PATH.
+fn exists(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
