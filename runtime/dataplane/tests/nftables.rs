@@ -10,6 +10,7 @@ mod common;
 use std::process::Command;
 
 use common::{CASES, Case, config};
+use wasp_dataplane::nftables::Existing;
 use wasp_dataplane::nftables::Nftables;
 use wasp_dataplane::nftables::ops::text;
 use wasp_dataplane::{Dataplane, SyncRequest};
@@ -116,22 +117,26 @@ fn netlink_programs_what_nft_makes_of_the_plan() {
         return;
     }
     let (ours, theirs) = (Netns::new("ours"), Netns::new("theirs"));
+    // The namespaces are reused, so each case's full sync also reconciles away the last one's.
     for name in CASES {
         let case = Case::load(name);
-        let (full, partial) = case.nftables_transactions();
         let empty = ProxyState::default();
         let sel = case.selections(&case.before);
         let mut nft = Nftables::new(config());
-        ours.enter(|| {
-            nft.sync(SyncRequest {
-                state: &case.before,
-                previous: &empty,
-                selections: &sel,
-                diff: None,
-            })
-            .unwrap_or_else(|e| panic!("{name}: full sync: {:?}", anyhow_chain(&e)))
+        let req = SyncRequest {
+            state: &case.before,
+            previous: &empty,
+            selections: &sel,
+            diff: None,
+        };
+        let full = ours.enter(|| {
+            let existing = nft.existing().unwrap();
+            let full = text(&nft.plan_sync(&req, &existing).tx);
+            nft.sync(req)
+                .unwrap_or_else(|e| panic!("{name}: full sync: {}", anyhow_chain(&e)));
+            full
         });
-        theirs.nft(&["-f", "-"], Some(&text(&full)));
+        theirs.nft(&["-f", "-"], Some(&full));
         assert!(
             ours.tables().contains("map service-ips"),
             "{name}: nothing programmed"
@@ -141,19 +146,21 @@ fn netlink_programs_what_nft_makes_of_the_plan() {
             theirs.tables(),
             "{name}: netlink and nft -f disagree after the full sync"
         );
-        if let (Some(after), Some(partial)) = (&case.after, partial) {
+        if let Some(after) = &case.after {
             let diff = case.before.diff(after);
             let sel = case.selections(after);
+            let req = SyncRequest {
+                state: after,
+                previous: &case.before,
+                selections: &sel,
+                diff: Some(&diff),
+            };
+            let partial = text(&nft.plan_sync(&req, &Existing::default()).tx);
             let report = nft
-                .sync(SyncRequest {
-                    state: after,
-                    previous: &case.before,
-                    selections: &sel,
-                    diff: Some(&diff),
-                })
-                .unwrap_or_else(|e| panic!("{name}: partial sync: {:?}", anyhow_chain(&e)));
+                .sync(req)
+                .unwrap_or_else(|e| panic!("{name}: partial sync: {}", anyhow_chain(&e)));
             assert!(!report.full, "{name}: the second sync should be partial");
-            theirs.nft(&["-f", "-"], Some(&text(&partial)));
+            theirs.nft(&["-f", "-"], Some(&partial));
             assert_eq!(
                 ours.tables(),
                 theirs.tables(),
@@ -245,4 +252,44 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "");
+}
+
+#[test]
+fn a_full_resync_keeps_the_clients_of_affinity_sets() {
+    if !root_or_skip("a_full_resync_keeps_the_clients_of_affinity_sets") {
+        return;
+    }
+    let ns = Netns::new("affinity");
+    let case = Case::load("affinity");
+    let empty = ProxyState::default();
+    let sel = case.selections(&case.before);
+    let req = SyncRequest {
+        state: &case.before,
+        previous: &empty,
+        selections: &sel,
+        diff: None,
+    };
+    let mut nft = Nftables::new(config());
+    ns.enter(|| nft.sync(req).unwrap());
+    let set = ns
+        .tables()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("set aff-")
+                .map(|s| format!("aff-{}", s.trim_end_matches(" {")))
+        })
+        .expect("an affinity set");
+    // A client the kernel remembered, as `update @set { ip saddr }` would add it.
+    ns.nft(
+        &["add", "element", "ip", "wasp", &set, "{ 10.244.9.9 }"],
+        None,
+    );
+    let report = nft.sync(req).unwrap();
+    assert!(report.full);
+    let after = ns.nft(&["list", "set", "ip", "wasp", &set], None);
+    assert!(
+        after.contains("10.244.9.9"),
+        "the client was forgotten:\n{after}"
+    );
 }

@@ -7,71 +7,14 @@
 //! `cargo bench -p wasp --bench sync -- [N ...]` (default 1000 10000); `WASP_BENCH_RUNS`
 //! sets runs per figure (default 3), `WASP_BENCH_BACKEND` nft (default) or legacy.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Instant;
+
+use common::{fmt, median, selections, state};
 use wasp_dataplane::iptables::{Backend, Iptables, RenderConfig, Scope, Tables, render};
 use wasp_dataplane::{Dataplane, SyncRequest};
-use wasp_model::{
-    Endpoint, NamespacedName, Protocol, ProxyState, Selection, ServicePort, ServicePortName,
-    ServicePortState,
-};
-
-fn state(n: usize, shift: u32) -> ProxyState {
-    let mut s = ProxyState::default();
-    for i in 0..n as u32 {
-        let name = ServicePortName::new(
-            NamespacedName::new("bench", format!("svc-{i}")),
-            "http",
-            Protocol::Tcp,
-        );
-        let vip = IpAddr::V4(Ipv4Addr::from(
-            u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 10 + i,
-        ));
-        let eps = (0..10u32)
-            .map(|j| {
-                // `shift` moves one endpoint of service 0: the one-endpoint change.
-                let k = if i == 0 && j == 0 { shift } else { 0 };
-                let ip = Ipv4Addr::from(
-                    u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j + k * 1_000_000,
-                );
-                Endpoint::ready(IpAddr::V4(ip), 8080)
-            })
-            .collect();
-        let service = ServicePort::new(vip, 80, Protocol::Tcp);
-        s.ports.insert(
-            name,
-            ServicePortState {
-                service,
-                endpoints: eps,
-                has_any_endpoints: true,
-            },
-        );
-    }
-    s
-}
-
-fn selections(s: &ProxyState) -> BTreeMap<ServicePortName, Selection> {
-    s.ports
-        .iter()
-        .map(|(n, p)| (n.clone(), Selection::equal(p.endpoints.len())))
-        .collect()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn fmt(d: Duration) -> String {
-    if d.as_secs_f64() >= 1.0 {
-        format!("{:.2} s", d.as_secs_f64())
-    } else {
-        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-    }
-}
+use wasp_model::ProxyState;
 
 fn bench(n: usize, runs: usize, backend: Backend) {
     let cfg = RenderConfig {
@@ -80,7 +23,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
         masquerade_all: false,
         masquerade_mark: 0x2000,
     };
-    let (s0, s1) = (state(n, 0), state(n, 1));
+    let (s0, s1) = (state(n, 0, None), state(n, 1, None));
     let (sel0, sel1) = (selections(&s0), selections(&s1));
     let empty = ProxyState::default();
     let tables = Tables {
@@ -177,41 +120,16 @@ fn bench(n: usize, runs: usize, backend: Backend) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if std::env::var_os("WASP_BENCH_IN_NETNS").is_none() {
-        let ns = format!("wasp-bench-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "the sync benchmark needs root (it runs in its own network namespace); skipped"
-            );
-            return;
-        }
-        let exe = std::env::current_exe().expect("own path");
-        let status = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(exe)
-            .args(&args)
-            .env("WASP_BENCH_IN_NETNS", "1")
-            .status();
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        std::process::exit(status.map_or(1, |s| s.code().unwrap_or(1)));
+    let args = common::args();
+    if !common::in_fresh_netns(&args) {
+        return;
     }
     let sizes: Vec<usize> = if args.is_empty() {
         vec![1000, 10000]
     } else {
         args.iter().filter_map(|a| a.parse().ok()).collect()
     };
-    let runs = std::env::var("WASP_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let runs = common::runs(3);
     let backend = if std::env::var("WASP_BENCH_BACKEND").as_deref() == Ok("legacy") {
         Backend::Legacy
     } else {

@@ -275,11 +275,13 @@ fn files_and_api_give_identical_rules() {
     };
     let kc = n.dir.path().join("kubeconfig").display().to_string();
     let dir = n.config_dir().display().to_string();
-    let from_api = plan(&["--kubeconfig", &kc]);
-    let from_files = plan(&["--config-dir", &dir]);
-    assert!(
-        from_api.contains("shop/web:http -> 10.244.7.2:8080"),
-        "{from_api}"
-    );
-    assert_eq!(from_api, from_files);
+    for (mode, want) in [
+        ("iptables", "shop/web:http -> 10.244.7.2:8080"),
+        ("nftables", "10.244.7.2 . 8080"),
+    ] {
+        let from_api = plan(&["--mode", mode, "--kubeconfig", &kc]);
+        let from_files = plan(&["--mode", mode, "--config-dir", &dir]);
+        assert!(from_api.contains(want), "[{mode}] {from_api}");
+        assert_eq!(from_api, from_files, "[{mode}]");
+    }
 }

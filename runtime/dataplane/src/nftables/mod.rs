@@ -3,9 +3,10 @@
 //!
 //! Each sync is one transaction over both families. A partial sync sends only the operations
 //! of the ports that changed, computed against what wasp programmed last (nothing is read
-//! back). A full sync (the first, after a failure, and every sync-period) deletes and
-//! re-creates both tables in the same transaction, which also repairs anything someone
-//! changed. `render` has the layout and the reasons for it.
+//! back). A full sync (the first, after a failure, and every sync-period) reads the names of
+//! the chains and sets in wasp's tables, then in one transaction empties and rewrites
+//! everything, deleting what is not wanted; that repairs anything someone changed, and keeps
+//! the ClientIP affinity sets' clients. `render` has the layout and the reasons for it.
 
 pub mod expr;
 pub mod netlink;
@@ -24,9 +25,19 @@ use crate::exec::ExecError;
 use crate::iptables::RenderConfig;
 use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
 use netlink::Socket;
-use ops::{Chain, Hook};
+use ops::{Chain, Hook, SetKind};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// The names of the chains and sets in wasp's tables, per family: what a full sync
+/// reconciles with.
+#[derive(Debug, Clone, Default)]
+pub struct Existing {
+    /// Chain names.
+    pub chains: BTreeMap<Family, Vec<String>>,
+    /// Set and map names.
+    pub sets: BTreeMap<Family, Vec<String>>,
+}
 
 /// The nftables mode.
 #[derive(Debug)]
@@ -91,26 +102,53 @@ impl Nftables {
         apply(&mut s, &tx)
     }
 
-    /// The transaction a sync would send, without sending it.
-    pub fn plan_sync(&self, req: &SyncRequest<'_>) -> Planned {
+    /// The transaction a sync would send, without sending it. A full sync reconciles with
+    /// `existing`, what the kernel's tables hold now.
+    pub fn plan_sync(&self, req: &SyncRequest<'_>, existing: &Existing) -> Planned {
         match (req.diff, &self.programmed) {
             (Some(diff), Some(programmed)) => self.partial(req, diff, programmed),
-            _ => self.full(req),
+            _ => self.full(req, existing),
         }
     }
 
-    fn full(&self, req: &SyncRequest<'_>) -> Planned {
+    /// Whether the next sync of `req` is full (and so needs [`Existing`]).
+    pub fn needs_full(&self, req: &SyncRequest<'_>) -> bool {
+        req.diff.is_none() || self.programmed.is_none()
+    }
+
+    /// The names of the chains and sets now in wasp's tables.
+    ///
+    /// # Errors
+    /// Fails when the kernel cannot be asked.
+    pub fn existing(&mut self) -> Result<Existing, ExecError> {
+        let s = self.socket()?;
+        let mut e = Existing::default();
+        for f in FAMILIES {
+            let read = |s: &mut Socket, sets| {
+                s.names(f, sets).map_err(|source| ExecError::Netlink {
+                    what: format!("cannot list the {} {} table", f.name(), ops::TABLE),
+                    source,
+                })
+            };
+            e.chains.insert(f, read(s, false)?);
+            e.sets.insert(f, read(s, true)?);
+        }
+        Ok(e)
+    }
+
+    /// A full sync: empty every chain and set wasp wants (affinity sets keep their clients),
+    /// delete what it does not want, and write everything. One transaction, so traffic
+    /// never sees a half-written table.
+    fn full(&self, req: &SyncRequest<'_>, existing: &Existing) -> Planned {
         let mut tx = Vec::new();
         let mut replace = BTreeMap::new();
         for f in FAMILIES {
-            tx.push((f, Op::AddTable));
-            tx.push((f, Op::DeleteTable));
-            tx.push((f, Op::AddTable));
-            render::static_ops(f, &self.cfg, &mut tx);
             let ports = render::desired(req.state, req.selections, &self.cfg, f);
+            let mut adds = Vec::new();
+            render::static_ops(f, &self.cfg, &mut adds);
             let mut counts = BTreeMap::new();
             for p in ports.values() {
-                render::port_ops(f, None, Some(p), &mut tx);
+                render::port_ops(f, None, Some(p), &mut adds);
                 for ip in &p.hairpin {
                     *counts.entry(*ip).or_insert(0) += 1;
                 }
@@ -119,8 +157,36 @@ impl Nftables {
                 f,
                 counts.keys().copied().collect(),
                 BTreeSet::new(),
-                &mut tx,
+                &mut adds,
             );
+            let mut want_chains = BTreeSet::new();
+            let mut want_sets = BTreeMap::new();
+            for (_, op) in &adds {
+                match op {
+                    Op::AddChain(c) => {
+                        want_chains.insert(c.name.as_str());
+                    }
+                    Op::AddSet(s) => {
+                        want_sets.insert(s.name.as_str(), s);
+                    }
+                    _ => {}
+                }
+            }
+            tx.push((f, Op::AddTable));
+            tx.push((f, Op::FlushRules));
+            for name in existing.sets.get(&f).into_iter().flatten() {
+                match want_sets.get(name.as_str()) {
+                    Some(s) if matches!(s.kind, SetKind::Affinity { .. }) => {}
+                    Some(s) => tx.push((f, Op::FlushSet((*s).clone()))),
+                    None => tx.push((f, Op::DeleteSet(render::stray_set(name)))),
+                }
+            }
+            for name in existing.chains.get(&f).into_iter().flatten() {
+                if !want_chains.contains(name.as_str()) {
+                    tx.push((f, Op::DeleteChain(name.clone())));
+                }
+            }
+            tx.extend(adds);
             replace.insert(
                 f,
                 Programmed {
@@ -266,12 +332,23 @@ impl Dataplane for Nftables {
     }
 
     fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
-        let planned = self.plan_sync(&req);
+        // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
+        let existing = if self.needs_full(&req) {
+            self.existing().unwrap_or_default()
+        } else {
+            Existing::default()
+        };
+        let planned = self.plan_sync(&req, &existing);
         Ok(format!("# nft -f -\n{}", ops::text(&planned.tx)))
     }
 
     fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError> {
-        let planned = self.plan_sync(&req);
+        let existing = if self.needs_full(&req) {
+            self.existing()?
+        } else {
+            Existing::default()
+        };
+        let planned = self.plan_sync(&req, &existing);
         let report = SyncReport {
             full: planned.full,
             rules: planned

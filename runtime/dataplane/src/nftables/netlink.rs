@@ -8,7 +8,9 @@ use std::io;
 
 use super::expr::{self, addr_bytes};
 use super::ops::{Elem, Family, Op, Set, SetKind, TABLE, Verdict, proto_number};
-use super::wire::{self, F_ACK, F_APPEND, F_CREATE, F_REQUEST, SUBSYS_NFTABLES, Writer, msg};
+use super::wire::{
+    self, F_ACK, F_APPEND, F_CREATE, F_DUMP, F_REQUEST, SUBSYS_NFTABLES, Writer, msg,
+};
 
 /// nft's datatype numbers, for `nft list` to print wasp's sets.
 mod datatype {
@@ -23,6 +25,10 @@ mod datatype {
     }
 }
 
+/// `NFT_MSG_GETCHAIN`.
+const GETCHAIN: u16 = 4;
+/// `NFT_MSG_GETSET`.
+const GETSET: u16 = 10;
 const SET_INTERVAL: u32 = 0x4;
 const SET_MAP: u32 = 0x8;
 const SET_TIMEOUT: u32 = 0x10;
@@ -122,6 +128,11 @@ fn message(w: &mut Writer, f: Family, op: &Op, elems: &[Elem], seq: u32, set_id:
                 w.str(7, h.kind);
             }
         }
+        Op::FlushRules => {
+            // DELRULE naming only the table empties every chain in it.
+            begin(w, msg::DELRULE, 0);
+            w.str(1, TABLE);
+        }
         Op::FlushChain(c) => {
             begin(w, msg::DELRULE, 0);
             w.str(1, TABLE);
@@ -197,7 +208,7 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
             Some((DATA_VERDICT, 0)),
         ),
         SetKind::Hairpin => (0, datatype::concat(&[addr_type, addr_type]), 2 * a, None),
-        SetKind::Endpoints => (
+        SetKind::Endpoints(_) => (
             SET_MAP | SET_INTERVAL,
             datatype::INTEGER,
             4,
@@ -219,7 +230,7 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
     if let SetKind::Affinity { timeout } = s.kind {
         w.u64(11, u64::from(timeout) * 1000);
     }
-    if s.kind == SetKind::Endpoints {
+    if matches!(s.kind, SetKind::Endpoints(_)) {
         // Userdata: the key is a big-endian integer, so `nft list` prints slots as numbers.
         w.bytes(13, &[0, 4, 2, 0, 0, 0]);
     }
@@ -372,6 +383,38 @@ impl Socket {
         }
     }
 
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        // SAFETY: zeroed sockaddr_nl addresses the kernel (pid 0).
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: the buffer and address outlive the call.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(&buf[..n as usize])
+    }
+
     /// Sends a transaction as one batch and waits for the kernel's verdict on all of it.
     ///
     /// # Errors
@@ -383,38 +426,16 @@ impl Socket {
         }
         let batch = encode(tx, self.seq);
         self.seq = batch.last_seq.wrapping_add(2);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
         self.setopt(
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
             (batch.bytes.len() + 4096).min(i32::MAX as usize) as i32,
         );
-        // SAFETY: zeroed sockaddr_nl addresses the kernel (pid 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: the buffer and address outlive the call.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                batch.bytes.as_ptr().cast(),
-                batch.bytes.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(Err(io::Error::last_os_error()));
-        }
+        self.send(&batch.bytes).map_err(Err)?;
         let mut first: Option<Rejected> = None;
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(Err(io::Error::last_os_error()));
-            }
-            for m in wire::messages(&buf[..n as usize]) {
+            for m in wire::messages(self.recv(&mut buf).map_err(Err)?) {
                 if m.kind != wire::MSG_ERROR || m.payload.len() < 4 {
                     continue;
                 }
@@ -435,6 +456,61 @@ impl Socket {
                         None => Ok(batch.op_of.len()),
                         Some(r) => Err(Ok(r)),
                     };
+                }
+            }
+        }
+    }
+
+    /// The names of the chains (or, with `sets`, the sets) in wasp's table of family `f`;
+    /// empty when the table does not exist. Reads names only, never rules or elements.
+    ///
+    /// # Errors
+    /// Fails when the socket fails or the kernel refuses the dump.
+    pub fn names(&mut self, f: Family, sets: bool) -> io::Result<Vec<String>> {
+        let (m, name_attr) = if sets { (GETSET, 2) } else { (GETCHAIN, 3) };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut w = Writer::default();
+        w.begin(
+            SUBSYS_NFTABLES << 8 | m,
+            F_REQUEST | F_DUMP,
+            seq,
+            nfproto(f),
+            0,
+        );
+        w.str(1, TABLE);
+        w.end();
+        self.send(&w.buf)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            for msg in wire::messages(self.recv(&mut buf)?) {
+                if msg.seq != seq {
+                    continue;
+                }
+                match msg.kind {
+                    wire::MSG_DONE => return Ok(out),
+                    wire::MSG_ERROR => {
+                        let code = i32::from_ne_bytes(
+                            msg.payload
+                                .get(..4)
+                                .and_then(|b| b.try_into().ok())
+                                .unwrap_or_default(),
+                        );
+                        if code == 0 || -code == libc::ENOENT {
+                            return Ok(out);
+                        }
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ => {
+                        let attrs = msg.attrs();
+                        let in_table = attrs.iter().any(|a| a.ty == 1 && a.string() == TABLE);
+                        if let Some(n) = attrs.iter().find(|a| a.ty == name_attr) {
+                            if in_table {
+                                out.push(n.string());
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -79,8 +79,8 @@ pub enum SetKind {
     Dispatch,
     /// `saddr . daddr` pairs: endpoints that may reach themselves through a VIP.
     Hairpin,
-    /// `slot interval : address . port`: a service port's endpoints.
-    Endpoints,
+    /// `slot interval : address . port`: the endpoints of a service port of this protocol.
+    Endpoints(Protocol),
     /// Client addresses that stick to one endpoint for `timeout` seconds.
     Affinity {
         /// Seconds an entry lives after its last use.
@@ -91,7 +91,7 @@ pub enum SetKind {
 impl SetKind {
     /// Maps have values; sets do not.
     pub fn is_map(self) -> bool {
-        matches!(self, Self::Dispatch | Self::Endpoints)
+        matches!(self, Self::Dispatch | Self::Endpoints(_))
     }
 
     fn noun(self) -> &'static str {
@@ -226,6 +226,8 @@ pub enum Op {
     AddTable,
     /// `delete table`.
     DeleteTable,
+    /// `flush table`: delete the rules of every chain (sets keep their elements).
+    FlushRules,
     /// `add chain`.
     AddChain(Chain),
     /// `flush chain`: delete its rules.
@@ -282,6 +284,7 @@ impl fmt::Display for OpText<'_> {
         match self.1 {
             Op::AddTable => write!(out, "add table {t}"),
             Op::DeleteTable => write!(out, "delete table {t}"),
+            Op::FlushRules => write!(out, "flush table {t}"),
             Op::AddChain(c) => match c.hook {
                 None => write!(out, "add chain {t} {}", c.name),
                 Some(h) => write!(
@@ -323,9 +326,10 @@ fn set_spec(f: Family, kind: SetKind) -> String {
     match kind {
         SetKind::Dispatch => format!("type {a} . inet_proto . inet_service : verdict;"),
         SetKind::Hairpin => format!("type {a} . {a};"),
-        SetKind::Endpoints => format!(
-            "typeof numgen random mod 2 : {} daddr . th dport; flags interval;",
-            f.name()
+        SetKind::Endpoints(proto) => format!(
+            "typeof numgen random mod 2 : {} daddr . {} dport; flags interval;",
+            f.name(),
+            proto.lower()
         ),
         SetKind::Affinity { timeout } => {
             format!("type {a}; flags dynamic,timeout; timeout {timeout}s;")

@@ -81,7 +81,7 @@ impl PortObjects {
     fn map_set(&self) -> Set {
         Set {
             name: self.map.clone(),
-            kind: SetKind::Endpoints,
+            kind: SetKind::Endpoints(self.vip.1),
         }
     }
 }
@@ -272,7 +272,8 @@ fn sticky_rules(
     p: &mut PortObjects,
 ) {
     let set_of = |e: &Endpoint| Set {
-        name: format!("aff-{}", hash(&format!("{name}/{e}"))),
+        // The timeout is part of the set, so a new timeout makes new sets.
+        name: format!("aff-{}", hash(&format!("{name}/{e}/{timeout}"))),
         kind: SetKind::Affinity { timeout },
     };
     let proto = port.service.protocol;
@@ -382,6 +383,25 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
                 rule,
             });
         }
+    }
+}
+
+/// A set wasp does not want any more, known only by name: its kind is read off the name
+/// (it decides only whether `wasp plan` says `set` or `map`).
+pub fn stray_set(name: &str) -> Set {
+    let kind = if name.starts_with("eps-") {
+        // Only `wasp plan`'s noun depends on it: `delete map` needs no protocol.
+        SetKind::Endpoints(wasp_model::Protocol::Tcp)
+    } else if name == names::SERVICE_IPS || name == names::NO_ENDPOINTS {
+        SetKind::Dispatch
+    } else if name == names::HAIRPIN {
+        SetKind::Hairpin
+    } else {
+        SetKind::Affinity { timeout: 0 }
+    };
+    Set {
+        name: name.into(),
+        kind,
     }
 }
 

@@ -7,6 +7,8 @@
 pub const F_REQUEST: u16 = 0x1;
 /// `NLM_F_ACK`.
 pub const F_ACK: u16 = 0x4;
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+pub const F_DUMP: u16 = 0x300;
 /// `NLM_F_CREATE`.
 pub const F_CREATE: u16 = 0x400;
 /// `NLM_F_APPEND`.

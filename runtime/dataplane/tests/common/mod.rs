@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use wasp_dataplane::SyncRequest;
 use wasp_dataplane::iptables::RenderConfig;
-use wasp_dataplane::nftables::{Nftables, Transaction};
-use wasp_dataplane::{Dataplane, SyncRequest};
+use wasp_dataplane::nftables::{Existing, Nftables, Transaction};
 use wasp_model::validate::ValidationConfig;
 use wasp_model::{
     Allocator, EqualWeights, HashKey, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
@@ -124,7 +124,7 @@ impl Case {
             selections: &sel,
             diff: None,
         };
-        let full = nft.plan_sync(&req);
+        let full = nft.plan_sync(&req, &Existing::default());
         let full_tx = full.tx.clone();
         nft.record(full);
         let partial = self.after.as_ref().map(|after| {
@@ -136,9 +136,8 @@ impl Case {
                 selections: &sel,
                 diff: Some(&diff),
             };
-            nft.plan_sync(&req).tx
+            nft.plan_sync(&req, &Existing::default()).tx
         });
-        let _ = nft.mode();
         (full_tx, partial)
     }
 

@@ -1,0 +1,123 @@
+//! What the sync benchmarks share: the synthetic state, medians, and running inside a fresh
+//! network namespace.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Duration;
+
+use wasp_model::{
+    Endpoint, NamespacedName, Protocol, ProxyState, Selection, ServicePort, ServicePortName,
+    ServicePortState,
+};
+
+/// The VIP of service `i`.
+pub fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 10 + i)
+}
+
+/// `n` TCP Services × 10 endpoints; `shift` moves one endpoint of service 0 (the one-endpoint
+/// change). `real` replaces the endpoints of the first and last service with that one.
+pub fn state(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>) -> ProxyState {
+    let mut s = ProxyState::default();
+    for i in 0..n as u32 {
+        let name = ServicePortName::new(
+            NamespacedName::new("bench", format!("svc-{i}")),
+            "http",
+            Protocol::Tcp,
+        );
+        let eps = match real {
+            Some((ip, port)) if i == 0 || i + 1 == n as u32 => {
+                vec![Endpoint::ready(IpAddr::V4(ip), port)]
+            }
+            _ => (0..10u32)
+                .map(|j| {
+                    let k = if i == 0 && j == 0 { shift } else { 0 };
+                    let ip = Ipv4Addr::from(
+                        u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j + k * 1_000_000,
+                    );
+                    Endpoint::ready(IpAddr::V4(ip), 8080)
+                })
+                .collect(),
+        };
+        let service = ServicePort::new(IpAddr::V4(vip(i)), 80, Protocol::Tcp);
+        s.ports.insert(
+            name,
+            ServicePortState {
+                service,
+                endpoints: eps,
+                has_any_endpoints: true,
+            },
+        );
+    }
+    s
+}
+
+/// Equal weights for every port.
+pub fn selections(s: &ProxyState) -> BTreeMap<ServicePortName, Selection> {
+    s.ports
+        .iter()
+        .map(|(n, p)| (n.clone(), Selection::equal(p.endpoints.len())))
+        .collect()
+}
+
+/// The median.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A duration for a table: seconds above 1 s, else milliseconds.
+pub fn fmt(d: Duration) -> String {
+    if d.as_secs_f64() >= 1.0 {
+        format!("{:.2} s", d.as_secs_f64())
+    } else if d.as_secs_f64() >= 0.01 {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// Re-runs this benchmark inside a fresh network namespace unless it already is there;
+/// returns false in the parent (which should exit) or when not root (a message says so).
+pub fn in_fresh_netns(args: &[String]) -> bool {
+    if std::env::var_os("WASP_BENCH_IN_NETNS").is_some() {
+        return true;
+    }
+    let ns = format!("wasp-bench-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("this benchmark needs root (it runs in its own network namespace); skipped");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(exe)
+        .args(args)
+        .env("WASP_BENCH_IN_NETNS", "1")
+        .status();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    std::process::exit(status.map_or(1, |s| s.code().unwrap_or(1)));
+}
+
+/// The benchmark's arguments, without cargo's `--bench`.
+pub fn args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect()
+}
+
+/// Runs per figure: `WASP_BENCH_RUNS`, else `default`.
+pub fn runs(default: usize) -> usize {
+    std::env::var("WASP_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}

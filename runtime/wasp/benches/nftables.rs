@@ -1,0 +1,358 @@
+//! Benchmarks of the nftables mode (not a test), each figure measured in the same run as the
+//! iptables mode and as `nft -f` doing the same work, so they compare as ratios.
+//!
+//! `cargo bench -p wasp --bench nftables -- [sync [N ...]] [lookup] [memory]` (all three by
+//! default; sync at 1000 and 10000). `WASP_BENCH_RUNS` sets runs per figure (default 3).
+//! Needs root: it re-runs itself inside a fresh network namespace.
+//!
+//! - **sync**: a full sync of N Services × 10 endpoints from empty, and one endpoint change
+//!   at N (the time from the change reaching the dataplane until the kernel has it): wasp's
+//!   netlink transaction, `nft -f` of the very same transaction text, and the iptables mode.
+//! - **lookup**: TCP connect+response latency through the first and the last VIP with 10 and
+//!   with 10,000 Services installed, in the nftables and the iptables mode.
+//! - **memory**: the `wasp run` daemon's RSS with 10,000 Services from a config directory.
+
+mod common;
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{fmt, median, selections, state, vip};
+use wasp_dataplane::iptables::{Backend, Iptables, RenderConfig};
+use wasp_dataplane::nftables::{Existing, Nftables, ops::text};
+use wasp_dataplane::{Dataplane, SyncRequest};
+use wasp_model::ProxyState;
+
+fn cfg() -> RenderConfig {
+    RenderConfig {
+        ipv4: true,
+        cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
+        masquerade_all: false,
+        masquerade_mark: 0x2000,
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let v = f();
+    (t.elapsed(), v)
+}
+
+/// `nft -f FILE`, timed.
+fn nft_file(text: &str) -> Duration {
+    let path = std::env::temp_dir().join(format!("wasp-bench-{}.nft", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let (d, out) = timed(|| Command::new("nft").arg("-f").arg(&path).output().unwrap());
+    assert!(
+        out.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(path);
+    d
+}
+
+/// Full and one-endpoint syncs at `n`: wasp over netlink, `nft -f` of the same text, and the
+/// iptables mode (legacy always; iptables-nft up to 1,000, past which `--noflush` is
+/// quadratic).
+fn sync(n: usize, runs: usize) {
+    let (s0, s1) = (state(n, 0, None), state(n, 1, None));
+    let (sel0, sel1) = (selections(&s0), selections(&s1));
+    let empty = ProxyState::default();
+    let diff = s0.diff(&s1);
+    let full_req = SyncRequest {
+        state: &s0,
+        previous: &empty,
+        selections: &sel0,
+        diff: None,
+    };
+    let delta_req = SyncRequest {
+        state: &s1,
+        previous: &s0,
+        selections: &sel1,
+        diff: Some(&diff),
+    };
+    let mut rows: Vec<(String, Vec<Duration>, Vec<Duration>)> = Vec::new();
+
+    // wasp, netlink.
+    let (mut full, mut delta) = (vec![], vec![]);
+    let (mut full_text, mut delta_text) = (String::new(), String::new());
+    for _ in 0..runs {
+        let mut dp = Nftables::new(cfg());
+        dp.cleanup().unwrap();
+        let planned = dp.plan_sync(&full_req, &Existing::default());
+        full_text = text(&planned.tx);
+        full.push(timed(|| dp.sync(full_req).expect("full sync")).0);
+        delta_text = text(&dp.plan_sync(&delta_req, &Existing::default()).tx);
+        delta.push(timed(|| dp.sync(delta_req).expect("delta sync")).0);
+        dp.cleanup().unwrap();
+    }
+    let ops = full_text.lines().count();
+    rows.push(("wasp nftables (netlink)".into(), full, delta));
+
+    // nft -f, the same transactions as text.
+    let nft_runs = if n > 1000 { 1 } else { runs };
+    let (mut full, mut delta) = (vec![], vec![]);
+    for _ in 0..nft_runs {
+        let mut dp = Nftables::new(cfg());
+        dp.cleanup().unwrap();
+        full.push(nft_file(&full_text));
+        delta.push(nft_file(&delta_text));
+        dp.cleanup().unwrap();
+    }
+    rows.push(("nft -f (same transaction)".into(), full, delta));
+
+    // The iptables mode.
+    let mut backends = vec![Backend::Legacy];
+    if n <= 1000 {
+        backends.push(Backend::Nft);
+    }
+    for backend in backends {
+        let (mut full, mut delta) = (vec![], vec![]);
+        for _ in 0..runs {
+            let mut dp = Iptables::new(backend, cfg());
+            let _ = dp.cleanup();
+            full.push(timed(|| dp.sync(full_req).expect("full sync")).0);
+            delta.push(timed(|| dp.sync(delta_req).expect("delta sync")).0);
+            dp.cleanup().unwrap();
+        }
+        rows.push((format!("iptables mode ({backend})"), full, delta));
+    }
+    let wasp_full = median(rows[0].1.clone());
+    let wasp_delta = median(rows[0].2.clone());
+    for (what, full, delta) in rows {
+        let (f, d) = (median(full), median(delta));
+        println!(
+            "| {n} × 10 | {what} | {} | {:.1}× | {} | {:.1}× |",
+            fmt(f),
+            f.as_secs_f64() / wasp_full.as_secs_f64(),
+            fmt(d),
+            d.as_secs_f64() / wasp_delta.as_secs_f64(),
+        );
+    }
+    println!("(the full transaction is {ops} lines of nft text)");
+}
+
+/// Runs `f` on a thread inside the network namespace `ns`.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Connect+response latencies to `addr`: at most `count` connections and `limit` time.
+fn latencies(addr: SocketAddr, count: usize, limit: Duration) -> Vec<Duration> {
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(count);
+    let mut buf = [0u8; 16];
+    while out.len() < count && start.elapsed() < limit {
+        let t = Instant::now();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("connect");
+        let _ = s.read(&mut buf).expect("response");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Lookup cost: latency through the first and the last of `n` VIPs, per mode.
+fn lookup(runs: usize) {
+    let mut tb = wasp::testbed::Testbed::new("wb", "10.96.0.0/12").expect("testbed");
+    let server = Ipv4Addr::new(10, 244, 1, 2);
+    tb.add_pod("srv", &server.to_string()).expect("pod");
+    let pod = tb.pod_ns("srv");
+    let node = tb.node();
+    // The server: accept, answer, close; on a thread inside the pod's namespace.
+    let listener = in_netns(&pod, || TcpListener::bind((server, 80)).expect("bind"));
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            use std::io::Write;
+            let mut s = s;
+            let _ = s.write_all(b"ok\n");
+        }
+    });
+    println!(
+        "| services installed | mode | first VIP median | first p90 | last VIP median | last p90 | last / first |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut medians: Vec<(String, usize, Duration, Duration)> = Vec::new();
+    for n in [10usize, 10_000] {
+        let s = state(n, 0, Some((server, 80)));
+        let sel = selections(&s);
+        let empty = ProxyState::default();
+        let req = SyncRequest {
+            state: &s,
+            previous: &empty,
+            selections: &sel,
+            diff: None,
+        };
+        let modes: Vec<(&str, Box<dyn Dataplane>)> = vec![
+            ("nftables", Box::new(Nftables::new(cfg()))),
+            (
+                "iptables (legacy)",
+                Box::new(Iptables::new(Backend::Legacy, cfg())),
+            ),
+        ];
+        for (name, mut dp) in modes {
+            in_netns(&node, || dp.sync(req).expect("sync"));
+            let first = SocketAddr::from((vip(0), 80));
+            let last = SocketAddr::from((vip(n as u32 - 1), 80));
+            let (mut a, mut b) = (vec![], vec![]);
+            in_netns(&node, || {
+                // Warm up (ARP, conntrack, caches), then alternate to share the noise.
+                latencies(first, 200, Duration::from_secs(5));
+                latencies(last, 200, Duration::from_secs(5));
+                for _ in 0..runs {
+                    a.extend(latencies(first, 1000, Duration::from_secs(20)));
+                    b.extend(latencies(last, 1000, Duration::from_secs(20)));
+                }
+            });
+            let (ma, mb) = (median(a.clone()), median(b.clone()));
+            println!(
+                "| {n} | {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× |",
+                ma.as_secs_f64() * 1e6,
+                percentile(a, 0.9).as_secs_f64() * 1e6,
+                mb.as_secs_f64() * 1e6,
+                percentile(b, 0.9).as_secs_f64() * 1e6,
+                mb.as_secs_f64() / ma.as_secs_f64()
+            );
+            medians.push((name.into(), n, ma, mb));
+            in_netns(&node, || dp.cleanup().expect("cleanup"));
+        }
+    }
+    for mode in ["nftables", "iptables (legacy)"] {
+        let at = |n: usize| medians.iter().find(|m| m.0 == mode && m.1 == n).unwrap();
+        let (small, big) = (at(10), at(10_000));
+        println!(
+            "{mode}: last VIP at 10,000 Services / at 10 = {:.2}×; first VIP {:.2}×",
+            big.3.as_secs_f64() / small.3.as_secs_f64(),
+            big.2.as_secs_f64() / small.2.as_secs_f64()
+        );
+    }
+}
+
+/// The daemon's RSS with 10,000 Services × 10 endpoints read from a directory.
+fn memory() {
+    let n = 10_000usize;
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::new();
+    for i in 0..n as u32 {
+        let eps: Vec<String> = (0..10u32)
+            .map(|j| {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + i * 16 + j);
+                format!("{{ip: {ip}}}")
+            })
+            .collect();
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\nspec: {{clusterIP: {}, ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: svc-{i}}}\nsubsets: [{{addresses: [{}], ports: [{{port: 8080}}]}}]\n---\n",
+            vip(i),
+            eps.join(", ")
+        ));
+    }
+    std::fs::write(dir.path().join("services.yaml"), yaml).unwrap();
+    let _ = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    println!("| mode | time to the first full sync | RSS after it | peak RSS |");
+    println!("|---|---|---|---|");
+    for (mode, backend) in [("nftables", "auto"), ("iptables", "legacy")] {
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args(["run", "--mode", mode, "--iptables-backend", backend])
+            .arg("--config-dir")
+            .arg(dir.path())
+            .args([
+                "--service-cidr",
+                "10.96.0.0/12",
+                "--cluster-cidr",
+                "10.128.0.0/9",
+                "--node-name",
+                "bench",
+                "--sync-period",
+                "1h",
+                "--metrics-bind-address",
+                "127.0.0.1:19249",
+                "--healthz-bind-address",
+                "127.0.0.1:19256",
+            ])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("wasp run");
+        let mut synced = None;
+        while start.elapsed() < Duration::from_secs(300) {
+            let out = Command::new("curl")
+                .args(["-s", "http://127.0.0.1:19249/metrics"])
+                .output();
+            let body = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            if body.is_ok_and(|b| b.contains(&format!("wasp_programmed_service_ports {n}"))) {
+                synced = Some(start.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .map(|l| l[k.len()..].trim().to_string())
+                .unwrap_or_default()
+        };
+        println!(
+            "| {mode} | {} | {} | {} |",
+            synced.map_or("did not finish in 300 s".into(), fmt),
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args(["cleanup", "--mode", mode, "--iptables-backend", backend])
+            .output();
+    }
+}
+
+fn main() {
+    let args = common::args();
+    if !common::in_fresh_netns(&args) {
+        return;
+    }
+    let runs = common::runs(3);
+    let all = args.is_empty();
+    let want = |what: &str| all || args.iter().any(|a| a == what);
+    println!("median of {runs} runs per figure");
+    if want("sync") {
+        let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+        let sizes = if sizes.is_empty() {
+            vec![1000, 10_000]
+        } else {
+            sizes
+        };
+        println!(
+            "| services | method | full sync from empty | vs wasp | one-endpoint change | vs wasp |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for n in sizes {
+            sync(n, runs);
+        }
+    }
+    if want("lookup") {
+        lookup(runs);
+    }
+    if want("memory") {
+        memory();
+    }
+}
