@@ -74,20 +74,12 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Both of wasp's tables, with the set type lines dropped: the text says `typeof` where
-    /// netlink carries the equivalent types.
+    /// Both of wasp's tables, as `nft list` prints them.
     fn tables(&self) -> String {
         ["ip", "ip6"]
             .iter()
             .map(|f| self.nft(&["list", "table", f, "wasp"], None))
-            .collect::<String>()
-            .lines()
-            .filter(|l| {
-                let t = l.trim_start();
-                !t.starts_with("type ") && !t.starts_with("typeof ")
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect()
     }
 
     /// Runs `f` on a thread inside the namespace (a netlink socket opened there stays there).
@@ -202,19 +194,51 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
     });
     let good = ns.tables();
 
-    // Someone deletes b's endpoints map; the partial sync that flushes it is rejected whole.
-    let map = good
+    // Someone deletes b's service chain and the slot of the endpoint that is about to
+    // change; the partial sync that deletes that slot is rejected whole.
+    let chain = good
         .lines()
         .find_map(|l| {
             l.trim()
-                .strip_prefix("map eps-")
-                .filter(|m| m.contains("/b/"))
+                .strip_prefix("chain svc-")
+                .filter(|c| c.contains("/b/"))
         })
-        .map(|m| format!("eps-{}", m.trim_end_matches(" {")))
-        .expect("b's endpoints map");
-    let chain = map.replacen("eps-", "svc-", 1);
-    ns.nft(&["flush", "chain", "ip", "wasp", &chain], None);
-    ns.nft(&["delete", "map", "ip", "wasp", &map], None);
+        .map(|c| format!("svc-{}", c.trim_end_matches(" {")))
+        .expect("b's service chain");
+    let lines: Vec<&str> = good.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("10.96.0.51 . 80 . 1 : 10.244.6.2 . 80"))
+        .unwrap_or_else(|| panic!("b's slot 1: {good}"));
+    let map = lines[..at]
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("map "))
+        .map(|m| m.trim_end_matches(" {").to_string())
+        .expect("the map holding b's slots");
+    ns.nft(
+        &[
+            "delete",
+            "element",
+            "ip",
+            "wasp",
+            "service-ips",
+            "{ 10.96.0.51 . tcp . 80 }",
+        ],
+        None,
+    );
+    ns.nft(&["delete", "chain", "ip", "wasp", &chain], None);
+    ns.nft(
+        &[
+            "delete",
+            "element",
+            "ip",
+            "wasp",
+            &map,
+            "{ 10.96.0.51 . 80 . 1 }",
+        ],
+        None,
+    );
     let drifted = ns.tables();
     let diff = case.before.diff(&after);
     let err = nft
@@ -224,10 +248,11 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
             selections: &sel_after,
             diff: Some(&diff),
         })
-        .expect_err("a flush of a missing map must be rejected");
+        .expect_err("deleting a missing element must be rejected");
     let msg = anyhow_chain(&err);
     assert!(
-        msg.contains(&map) && msg.contains("No such file"),
+        msg.contains(&format!("delete element ip wasp {map} {{ 10.96.0.51 . 80 . 1 }}"))
+            && msg.contains("No such file"),
         "the error names the operation and the cause: {msg}"
     );
     assert_eq!(ns.tables(), drifted, "a rejected transaction changed rules");
@@ -243,8 +268,16 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
         .unwrap();
     assert!(report.full, "the sync after a failure must be full");
     let repaired = ns.tables();
-    assert!(repaired.contains(&format!("map {map}")), "{repaired}");
-    assert!(repaired.contains("10.244.6.3 . 80") && !repaired.contains("10.244.6.2 . 80"));
+    assert!(repaired.contains(&format!("chain {chain}")), "{repaired}");
+    assert!(
+        repaired.contains("10.96.0.51 . tcp . 80 : goto"),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains("10.96.0.51 . 80 . 1 : 10.244.6.3 . 80")
+            && !repaired.contains("10.244.6.2"),
+        "{repaired}"
+    );
 
     nft.cleanup().unwrap();
     let left = Command::new("ip")

@@ -54,55 +54,114 @@ fn nft_file(text: &str) -> Duration {
     d
 }
 
-/// Full and one-endpoint syncs at `n`: wasp over netlink, `nft -f` of the same text, and the
+/// The syncs measured at each size: a full sync from empty, one endpoint replaced (the slot
+/// count stays), one endpoint removed (it changes), and a full resync of the populated table.
+#[derive(Default)]
+struct Figures {
+    full: Vec<Duration>,
+    replaced: Vec<Duration>,
+    removed: Vec<Duration>,
+    resync: Vec<Duration>,
+}
+
+impl Figures {
+    fn row(self, n: usize, what: &str, base: Option<&[Duration; 4]>) -> [Duration; 4] {
+        let m = [
+            median(self.full),
+            median(self.replaced),
+            median(self.removed),
+            median(self.resync),
+        ];
+        let cell = |i: usize| match base {
+            Some(b) => format!(
+                "{} ({:.0}×)",
+                fmt(m[i]),
+                m[i].as_secs_f64() / b[i].as_secs_f64()
+            ),
+            None => fmt(m[i]),
+        };
+        println!(
+            "| {n} × 10 | {what} | {} | {} | {} | {} |",
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3)
+        );
+        m
+    }
+}
+
+/// Syncs at `n`: wasp over netlink, `nft -f` of the very same transaction text, and the
 /// iptables mode (legacy always; iptables-nft up to 1,000, past which `--noflush` is
 /// quadratic).
 fn sync(n: usize, runs: usize) {
-    let (s0, s1) = (state(n, 0, None), state(n, 1, None));
-    let (sel0, sel1) = (selections(&s0), selections(&s1));
+    let s0 = state(n, 0, None);
+    let s1 = state(n, 1, None);
+    let s2 = common::state_with(n, 0, None, 9);
+    let (sel0, sel1, sel2) = (selections(&s0), selections(&s1), selections(&s2));
     let empty = ProxyState::default();
-    let diff = s0.diff(&s1);
-    let full_req = SyncRequest {
+    let (d01, d02) = (s0.diff(&s1), s0.diff(&s2));
+    let full = SyncRequest {
         state: &s0,
         previous: &empty,
         selections: &sel0,
         diff: None,
     };
-    let delta_req = SyncRequest {
+    let replaced = SyncRequest {
         state: &s1,
         previous: &s0,
         selections: &sel1,
-        diff: Some(&diff),
+        diff: Some(&d01),
     };
-    let mut rows: Vec<(String, Vec<Duration>, Vec<Duration>)> = Vec::new();
+    let removed = SyncRequest {
+        state: &s2,
+        previous: &s0,
+        selections: &sel2,
+        diff: Some(&d02),
+    };
 
-    // wasp, netlink.
-    let (mut full, mut delta) = (vec![], vec![]);
-    let (mut full_text, mut delta_text) = (String::new(), String::new());
+    // wasp over netlink; each delta starts from a fresh full sync of s0.
+    let mut w = Figures::default();
+    let mut texts = [String::new(), String::new(), String::new(), String::new()];
     for _ in 0..runs {
         let mut dp = Nftables::new(cfg());
         dp.cleanup().unwrap();
-        let planned = dp.plan_sync(&full_req, &Existing::default());
-        full_text = text(&planned.tx);
-        full.push(timed(|| dp.sync(full_req).expect("full sync")).0);
-        delta_text = text(&dp.plan_sync(&delta_req, &Existing::default()).tx);
-        delta.push(timed(|| dp.sync(delta_req).expect("delta sync")).0);
+        texts[0] = text(&dp.plan_sync(&full, &Existing::default()).tx);
+        w.full.push(timed(|| dp.sync(full).expect("full sync")).0);
+        texts[1] = text(&dp.plan_sync(&replaced, &Existing::default()).tx);
+        w.replaced
+            .push(timed(|| dp.sync(replaced).expect("delta")).0);
+        dp.sync(full).expect("back to s0");
+        dp.sync(SyncRequest { diff: None, ..full }).expect("resync");
+        texts[2] = text(&dp.plan_sync(&removed, &Existing::default()).tx);
+        w.removed.push(timed(|| dp.sync(removed).expect("delta")).0);
+        let existing = dp.existing().unwrap();
+        let resync = SyncRequest {
+            diff: None,
+            ..removed
+        };
+        texts[3] = text(&dp.plan_sync(&resync, &existing).tx);
+        w.resync.push(timed(|| dp.sync(resync).expect("resync")).0);
         dp.cleanup().unwrap();
     }
-    let ops = full_text.lines().count();
-    rows.push(("wasp nftables (netlink)".into(), full, delta));
+    let ops = texts[0].lines().count();
+    let base = w.row(n, "wasp nftables (netlink)", None);
 
-    // nft -f, the same transactions as text.
+    // nft -f, the same transactions as text, in the same order.
     let nft_runs = if n > 1000 { 1 } else { runs };
-    let (mut full, mut delta) = (vec![], vec![]);
+    let mut t = Figures::default();
     for _ in 0..nft_runs {
         let mut dp = Nftables::new(cfg());
         dp.cleanup().unwrap();
-        full.push(nft_file(&full_text));
-        delta.push(nft_file(&delta_text));
+        t.full.push(nft_file(&texts[0]));
+        t.replaced.push(nft_file(&texts[1]));
+        dp.cleanup().unwrap();
+        nft_file(&texts[0]);
+        t.removed.push(nft_file(&texts[2]));
+        t.resync.push(nft_file(&texts[3]));
         dp.cleanup().unwrap();
     }
-    rows.push(("nft -f (same transaction)".into(), full, delta));
+    t.row(n, "nft -f (same transactions)", Some(&base));
 
     // The iptables mode.
     let mut backends = vec![Backend::Legacy];
@@ -110,27 +169,23 @@ fn sync(n: usize, runs: usize) {
         backends.push(Backend::Nft);
     }
     for backend in backends {
-        let (mut full, mut delta) = (vec![], vec![]);
+        let mut f = Figures::default();
         for _ in 0..runs {
             let mut dp = Iptables::new(backend, cfg());
             let _ = dp.cleanup();
-            full.push(timed(|| dp.sync(full_req).expect("full sync")).0);
-            delta.push(timed(|| dp.sync(delta_req).expect("delta sync")).0);
+            f.full.push(timed(|| dp.sync(full).expect("full sync")).0);
+            f.replaced
+                .push(timed(|| dp.sync(replaced).expect("delta")).0);
+            dp.sync(SyncRequest { diff: None, ..full }).expect("resync");
+            f.removed.push(timed(|| dp.sync(removed).expect("delta")).0);
+            let resync = SyncRequest {
+                diff: None,
+                ..removed
+            };
+            f.resync.push(timed(|| dp.sync(resync).expect("resync")).0);
             dp.cleanup().unwrap();
         }
-        rows.push((format!("iptables mode ({backend})"), full, delta));
-    }
-    let wasp_full = median(rows[0].1.clone());
-    let wasp_delta = median(rows[0].2.clone());
-    for (what, full, delta) in rows {
-        let (f, d) = (median(full), median(delta));
-        println!(
-            "| {n} × 10 | {what} | {} | {:.1}× | {} | {:.1}× |",
-            fmt(f),
-            f.as_secs_f64() / wasp_full.as_secs_f64(),
-            fmt(d),
-            d.as_secs_f64() / wasp_delta.as_secs_f64(),
-        );
+        f.row(n, &format!("iptables mode ({backend})"), Some(&base));
     }
     println!("(the full transaction is {ops} lines of nft text)");
 }
@@ -342,7 +397,7 @@ fn main() {
             sizes
         };
         println!(
-            "| services | method | full sync from empty | vs wasp | one-endpoint change | vs wasp |"
+            "| services | method | full sync from empty | one endpoint replaced | one endpoint removed | full resync, populated |"
         );
         println!("|---|---|---|---|---|---|");
         for n in sizes {

@@ -31,17 +31,12 @@ fn iptables_backends() -> impl Iterator<Item = &'static str> {
     MODES.iter().filter(|m| m.0 == "iptables").map(|m| m.1)
 }
 
-/// wasp's nftables tables as `nft list` prints them, without set type lines (the plan's text
-/// says `typeof` where netlink carries the equivalent types).
+/// wasp's nftables tables as `nft list` prints them.
 fn nft_tables(n: &Node) -> String {
     ["ip", "ip6"]
         .iter()
         .map(|f| String::from_utf8_lossy(&n.nft(&["list", "table", f, "wasp"]).stdout).into_owned())
-        .collect::<String>()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("type"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
 }
 
 fn nft_ok(n: &Node, args: &[&str]) {

@@ -78,7 +78,8 @@ fn maglev_case(mode: &str, backend: &str) {
         let names = answered_by(&outs);
         assert!(
             outs.iter().all(|o| matches!(o, Outcome::Answered { .. })),
-            "{c}: {outs:?}"
+            "[{mode}] {c}: {outs:?}\n{}",
+            n.log()
         );
         assert_eq!(
             names.len(),

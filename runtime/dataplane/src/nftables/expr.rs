@@ -94,17 +94,23 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
         Rule::ClearMark(mark) => e.set_mark(u32::MAX, *mark),
         Rule::Masquerade => e.masq(),
         Rule::Dnat { proto, pick, map } => {
+            // The key `daddr . dport . slot` fills 32-bit registers from 0; the slot sits after
+            // the port. A hash is computed first, from fields loaded at register 0, so even
+            // an IPv6 5-tuple fits beside the key.
+            let words = f.addr_len() / 4;
+            let (port, slot) = (reg32(words), reg32(words + 1));
             e.l4proto_is(proto_number(*proto));
-            match *pick {
-                Pick::Random { modulus } => e.numgen(modulus),
-                Pick::Hash { key, modulus, seed } => {
-                    let len = e.hash_fields(key);
-                    e.hash(len, modulus, seed);
-                }
+            if let Pick::Hash { key, modulus, seed } = *pick {
+                let len = e.hash_fields(key);
+                e.hash(len, modulus, seed, slot);
             }
-            e.hton(REG_1);
+            e.daddr(REG_1);
+            e.payload(BASE_TRANSPORT, 2, 2, port);
+            if let Pick::Random { modulus } = *pick {
+                e.numgen(modulus, slot);
+            }
             e.lookup(map, REG_1, Some(REG_1));
-            e.dnat(REG_1, e.port_reg());
+            e.dnat(REG_1, port);
         }
         Rule::Sticky {
             proto,
@@ -120,7 +126,7 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
                 e.lookup(set, REG_1, None);
             }
             if let Some((m, w)) = chance {
-                e.numgen(*m);
+                e.numgen(*m, REG_1);
                 e.hton(REG_1);
                 e.cmp(CMP_LT, REG_1, &w.to_be_bytes());
             }
@@ -180,14 +186,6 @@ impl Exprs<'_> {
             Family::V6 => (24, 16),
         };
         self.payload(BASE_NETWORK, off, len, dreg);
-    }
-
-    /// The register right after an address in `REG_1` (where a port goes).
-    fn port_reg(&self) -> u32 {
-        match self.f {
-            Family::V4 => reg32(1),
-            Family::V6 => reg32(4),
-        }
     }
 
     fn meta_load(&mut self, key: u32, dreg: u32) {
@@ -278,20 +276,18 @@ impl Exprs<'_> {
         });
     }
 
-    fn numgen(&mut self, modulus: u32) {
+    fn numgen(&mut self, modulus: u32, dreg: u32) {
         self.expr("numgen", |w| {
-            w.u32(1, REG_1);
+            w.u32(1, dreg);
             w.u32(2, modulus);
             w.u32(3, 1);
         });
     }
 
-    /// Loads the hashed fields into registers from `REG_2` on; returns their length.
+    /// Loads the hashed fields into registers from 0 on; returns their length.
     fn hash_fields(&mut self, key: HashKey) -> u32 {
-        let a = self.f.addr_len();
-        let words = a / 4;
-        // 32-bit register index where each field starts: REG_2 is index 4.
-        let mut at = 4;
+        let words = self.f.addr_len() / 4;
+        let mut at = 0;
         self.saddr(reg32(at));
         at += words;
         if key == HashKey::FiveTuple {
@@ -308,13 +304,13 @@ impl Exprs<'_> {
             self.payload(BASE_TRANSPORT, 2, 2, reg32(at));
             at += 1;
         }
-        (at - 4) * 4
+        at * 4
     }
 
-    fn hash(&mut self, len: u32, modulus: u32, seed: u32) {
+    fn hash(&mut self, len: u32, modulus: u32, seed: u32, dreg: u32) {
         self.expr("hash", |w| {
-            w.u32(1, REG_2);
-            w.u32(2, REG_1);
+            w.u32(1, reg32(0));
+            w.u32(2, dreg);
             w.u32(3, len);
             w.u32(4, modulus);
             w.u32(5, seed);

@@ -159,6 +159,15 @@ impl Nftables {
                 BTreeSet::new(),
                 &mut adds,
             );
+            // Elements last: binding a lookup to a map makes the kernel walk every element the
+            // map holds, so rules added before the elements bind to empty maps.
+            adds.sort_by_key(|(_, op)| matches!(op, Op::AddElements { .. }));
+            // Each port declares its shard; once is enough.
+            let mut declared = BTreeSet::new();
+            adds.retain(|(_, op)| match op {
+                Op::AddSet(s) => declared.insert(s.name.clone()),
+                _ => true,
+            });
             let mut want_chains = BTreeSet::new();
             let mut want_sets = BTreeMap::new();
             for (_, op) in &adds {
@@ -177,6 +186,11 @@ impl Nftables {
             for name in existing.sets.get(&f).into_iter().flatten() {
                 match want_sets.get(name.as_str()) {
                     Some(s) if matches!(s.kind, SetKind::Affinity { .. }) => {}
+                    // Re-created rather than flushed: a flushed element still costs each new
+                    // binding a visit until the commit frees it.
+                    Some(s) if matches!(s.kind, SetKind::Endpoints(_)) => {
+                        tx.push((f, Op::DeleteSet((*s).clone())));
+                    }
                     Some(s) => tx.push((f, Op::FlushSet((*s).clone()))),
                     None => tx.push((f, Op::DeleteSet(render::stray_set(name)))),
                 }

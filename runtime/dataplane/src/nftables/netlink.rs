@@ -29,11 +29,9 @@ mod datatype {
 const GETCHAIN: u16 = 4;
 /// `NFT_MSG_GETSET`.
 const GETSET: u16 = 10;
-const SET_INTERVAL: u32 = 0x4;
 const SET_MAP: u32 = 0x8;
 const SET_TIMEOUT: u32 = 0x10;
 const SET_EVAL: u32 = 0x20;
-const ELEM_INTERVAL_END: u32 = 0x1;
 const DATA_VERDICT: u32 = 0xffff_ff00;
 
 /// A batch ready to send: its bytes and, per sequence number, what the message does.
@@ -209,9 +207,9 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
         ),
         SetKind::Hairpin => (0, datatype::concat(&[addr_type, addr_type]), 2 * a, None),
         SetKind::Endpoints(_) => (
-            SET_MAP | SET_INTERVAL,
-            datatype::INTEGER,
-            4,
+            SET_MAP,
+            datatype::concat(&[addr_type, datatype::INET_SERVICE, datatype::INTEGER]),
+            a + 8,
             Some((
                 datatype::concat(&[addr_type, datatype::INET_SERVICE]),
                 a + 4,
@@ -230,10 +228,57 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
     if let SetKind::Affinity { timeout } = s.kind {
         w.u64(11, u64::from(timeout) * 1000);
     }
-    if matches!(s.kind, SetKind::Endpoints(_)) {
-        // Userdata: the key is a big-endian integer, so `nft list` prints slots as numbers.
-        w.bytes(13, &[0, 4, 2, 0, 0, 0]);
+    if let SetKind::Endpoints(p) = s.kind {
+        w.bytes(13, &typeof_userdata(f, p));
     }
+}
+
+/// The userdata nft writes for `typeof ip daddr . tcp dport . numgen random mod 2 :
+/// ip daddr . tcp dport`, so that `nft list` prints the endpoints maps as it prints its own
+/// (without it, nft cannot size the slot and aborts). The format is libnftnl's `udata` TLVs;
+/// the numbers are nft's expression kinds (concat 13, payload 7, numgen 23) and protocol
+/// header templates (ip 12 with daddr 12, ip6 13 with daddr 9; tcp 8, udp 6, sctp 10, dport 2).
+fn typeof_userdata(f: Family, p: wasp_model::Protocol) -> Vec<u8> {
+    fn tlv(t: u8, v: &[u8]) -> Vec<u8> {
+        let mut out = vec![t, v.len() as u8];
+        out.extend_from_slice(v);
+        out
+    }
+    fn num(t: u8, x: u32) -> Vec<u8> {
+        tlv(t, &x.to_ne_bytes())
+    }
+    let payload = |t, desc, field| {
+        tlv(
+            t,
+            &[num(0, 7), tlv(1, &[num(0, desc), num(1, field)].concat())].concat(),
+        )
+    };
+    let (ip, daddr) = match f {
+        Family::V4 => (12, 12),
+        Family::V6 => (13, 9),
+    };
+    let th = match p {
+        wasp_model::Protocol::Tcp => 8,
+        wasp_model::Protocol::Udp => 6,
+        wasp_model::Protocol::Sctp => 10,
+    };
+    let (addr, port) = (payload(0, ip, daddr), payload(1, th, 2));
+    let numgen = tlv(
+        2,
+        &[
+            num(0, 23),
+            tlv(1, &[num(0, 1), num(1, 2), num(2, 0)].concat()),
+        ]
+        .concat(),
+    );
+    let concat = |parts: &[&[u8]]| [num(0, 13), tlv(1, &parts.concat())].concat();
+    [
+        num(0, 0),
+        num(1, 0),
+        tlv(3, &concat(&[&addr, &port, &numgen])),
+        tlv(4, &concat(&[&addr, &port])),
+    ]
+    .concat()
 }
 
 /// Pads a field to its 32-bit register width.
@@ -243,14 +288,11 @@ fn padded(out: &mut Vec<u8>, field: &[u8]) {
 }
 
 fn elem(w: &mut Writer, e: &Elem, values: bool) {
-    let one = |w: &mut Writer, key: &[u8], data: Option<&dyn Fn(&mut Writer)>, flags: u32| {
+    let one = |w: &mut Writer, key: &[u8], data: Option<&dyn Fn(&mut Writer)>| {
         w.nest(1);
         w.nest(1);
         w.bytes(1, key);
         w.end();
-        if flags != 0 {
-            w.u32(3, flags);
-        }
         if let Some(d) = data {
             w.nest(2);
             d(w);
@@ -280,30 +322,28 @@ fn elem(w: &mut Writer, e: &Elem, values: bool) {
                 }
                 w.end();
             };
-            one(w, &key, values.then_some(&data as &dyn Fn(&mut Writer)), 0);
+            one(w, &key, values.then_some(&data as &dyn Fn(&mut Writer)));
         }
         Elem::Hairpin(ip) => {
             let mut key = addr_bytes(ip);
             key.extend(addr_bytes(ip));
-            one(w, &key, None, 0);
+            one(w, &key, None);
         }
-        Elem::Slots {
-            start,
-            end,
-            addr,
+        Elem::Slot {
+            vip,
             port,
+            slot,
+            addr,
+            target,
         } => {
-            let mut target = addr_bytes(addr);
-            padded(&mut target, &port.to_be_bytes());
-            let data = |w: &mut Writer| w.bytes(1, &target);
-            one(
-                w,
-                &start.to_be_bytes(),
-                values.then_some(&data as &dyn Fn(&mut Writer)),
-                0,
-            );
-            // An interval ends with an element one past its last slot.
-            one(w, &(end + 1).to_be_bytes(), None, ELEM_INTERVAL_END);
+            let mut key = addr_bytes(vip);
+            padded(&mut key, &port.to_be_bytes());
+            // The slot is what numgen and jhash write: a host-order u32.
+            key.extend_from_slice(&slot.to_ne_bytes());
+            let mut t = addr_bytes(addr);
+            padded(&mut t, &target.to_be_bytes());
+            let data = |w: &mut Writer| w.bytes(1, &t);
+            one(w, &key, values.then_some(&data as &dyn Fn(&mut Writer)));
         }
     }
 }

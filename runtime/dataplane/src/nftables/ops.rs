@@ -79,7 +79,8 @@ pub enum SetKind {
     Dispatch,
     /// `saddr . daddr` pairs: endpoints that may reach themselves through a VIP.
     Hairpin,
-    /// `slot interval : address . port`: the endpoints of a service port of this protocol.
+    /// `VIP . port . slot : address . port`: the slots of the service ports of one protocol
+    /// (one of its shards).
     Endpoints(Protocol),
     /// Client addresses that stick to one endpoint for `timeout` seconds.
     Affinity {
@@ -133,16 +134,18 @@ pub enum Elem {
     },
     /// `ep . ep`: the hairpin pair of one endpoint address.
     Hairpin(IpAddr),
-    /// `start-end : addr . port`: slots `start..=end` go to the endpoint.
-    Slots {
-        /// First slot.
-        start: u32,
-        /// Last slot.
-        end: u32,
+    /// `VIP . port . slot : addr . port`: one slot of a service port's selection.
+    Slot {
+        /// The cluster IP.
+        vip: IpAddr,
+        /// The service port.
+        port: u16,
+        /// The slot.
+        slot: u32,
         /// The endpoint's address.
         addr: IpAddr,
         /// The endpoint's port.
-        port: u16,
+        target: u16,
     },
 }
 
@@ -191,13 +194,13 @@ pub enum Rule {
     ClearMark(u32),
     /// `masquerade fully-random`.
     Masquerade,
-    /// `meta l4proto P dnat ip to PICK map @MAP`.
+    /// `meta l4proto P dnat ip to ip daddr . P dport . PICK map @MAP`.
     Dnat {
         /// The protocol (NAT to a port needs it).
         proto: Protocol,
         /// How the slot is picked.
         pick: Pick,
-        /// The endpoints map.
+        /// The endpoints map (a shard of the protocol's).
         map: String,
     },
     /// A ClientIP-affinity rule: `meta l4proto P [ip saddr @SET | numgen random mod M < W]
@@ -326,11 +329,10 @@ fn set_spec(f: Family, kind: SetKind) -> String {
     match kind {
         SetKind::Dispatch => format!("type {a} . inet_proto . inet_service : verdict;"),
         SetKind::Hairpin => format!("type {a} . {a};"),
-        SetKind::Endpoints(proto) => format!(
-            "typeof numgen random mod 2 : {} daddr . {} dport; flags interval;",
-            f.name(),
-            proto.lower()
-        ),
+        SetKind::Endpoints(proto) => {
+            let (ip, p) = (f.name(), proto.lower());
+            format!("typeof {ip} daddr . {p} dport . numgen random mod 2 : {ip} daddr . {p} dport;")
+        }
         SetKind::Affinity { timeout } => {
             format!("type {a}; flags dynamic,timeout; timeout {timeout}s;")
         }
@@ -358,19 +360,16 @@ fn elems_text(out: &mut fmt::Formatter<'_>, elems: &[Elem], values: bool) -> fmt
                 }
             }
             Elem::Hairpin(ip) => write!(out, "{ip} . {ip}")?,
-            Elem::Slots {
-                start,
-                end,
-                addr,
+            Elem::Slot {
+                vip,
                 port,
+                slot,
+                addr,
+                target,
             } => {
-                if start == end {
-                    write!(out, "{start}")?;
-                } else {
-                    write!(out, "{start}-{end}")?;
-                }
+                write!(out, "{vip} . {port} . {slot}")?;
                 if values {
-                    write!(out, " : {addr} . {port}")?;
+                    write!(out, " : {addr} . {target}")?;
                 }
             }
         }
@@ -404,13 +403,17 @@ impl fmt::Display for RuleText<'_> {
             Rule::ClearMark(mark) => write!(out, "meta mark set meta mark ^ {mark:#x}"),
             Rule::Masquerade => out.write_str("masquerade fully-random"),
             Rule::Dnat { proto, pick, map } => {
-                write!(out, "meta l4proto {} dnat {ip} to ", proto.lower())?;
+                let p = proto.lower();
+                write!(
+                    out,
+                    "meta l4proto {p} dnat {ip} to {ip} daddr . {p} dport . "
+                )?;
                 match pick {
                     Pick::Random { modulus } => write!(out, "numgen random mod {modulus}")?,
                     Pick::Hash { key, modulus, seed } => write!(
                         out,
                         "jhash {} mod {modulus} seed {seed:#x}",
-                        hash_fields(f, *key)
+                        hash_fields(f, *key, p)
                     )?,
                 }
                 write!(out, " map @{map}")
@@ -441,13 +444,13 @@ impl fmt::Display for RuleText<'_> {
 }
 
 /// The fields a hash key covers, in nft syntax.
-fn hash_fields(f: Family, key: HashKey) -> String {
+fn hash_fields(f: Family, key: HashKey, p: &str) -> String {
     let ip = f.name();
     match key {
         HashKey::SourceIp => format!("{ip} saddr"),
-        HashKey::SourceIpPort => format!("{ip} saddr . th sport"),
+        HashKey::SourceIpPort => format!("{ip} saddr . {p} sport"),
         HashKey::FiveTuple => {
-            format!("{ip} saddr . {ip} daddr . meta l4proto . th sport . th dport")
+            format!("{ip} saddr . {ip} daddr . meta l4proto . {p} sport . {p} dport")
         }
     }
 }

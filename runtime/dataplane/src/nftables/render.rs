@@ -5,9 +5,13 @@
 //! - `nat-prerouting`, `nat-output` → `services`: one rule, `daddr . l4proto . dport vmap
 //!   @service-ips`, so dispatch costs one hash lookup whatever the number of Services;
 //! - `svc-…` per service port: masquerade marking, then one DNAT rule that picks a slot
-//!   (`numgen random` or `jhash`) and looks it up in the port's interval map `eps-…` of
-//!   `slot range : address . port`. The rule never names an endpoint, so an endpoint change
-//!   rewrites map elements only (no rule, no chain);
+//!   (`numgen random mod S` or `jhash … mod M`) and looks `VIP . port . slot` up in a map of
+//!   `… : address . port`. Endpoint changes that keep the slot count rewrite map elements
+//!   only; a new count rewrites the one rule.
+//! - The maps are shared: `endpoints-<proto>-<shard>`, [`SHARDS`] per protocol, a port's shard
+//!   chosen by the hash of its name. The kernel makes both extremes quadratic: it finds a set
+//!   by name with a linear walk (10,000 per-port maps took seconds to create), and adding an
+//!   element to a map visits every rule bound to it (one map for all ports did too).
 //! - `nat-postrouting`: hairpin masquerade from the `hairpin` set of `ep . ep` pairs, then the
 //!   masquerade mark;
 //! - `filter-forward`, `filter-output` → `service-endpoints-check`: new connections to a VIP
@@ -26,8 +30,10 @@ use wasp_model::{Endpoint, ProxyState, Selection, ServicePortName, ServicePortSt
 use super::ops::{Chain, Elem, Family, Hook, Op, Pick, Rule, Set, SetKind, Verdict};
 use crate::iptables::RenderConfig;
 
-/// The slots a weighted selection is spread over: weights are realised to within 2⁻²⁴.
-pub const WEIGHT_SLOTS: u32 = 1 << 24;
+/// Endpoints maps per protocol and family.
+pub const SHARDS: u32 = 64;
+/// The most slots a weighted selection is spread over; below it weights are exact.
+pub const MAX_WEIGHT_SLOTS: u64 = 4096;
 /// The jhash seed ("wasp"): fixed, so a restart hashes clients to the same slots.
 pub const HASH_SEED: u32 = 0x7761_7370;
 
@@ -54,11 +60,11 @@ pub struct PortObjects {
     pub vip: (IpAddr, wasp_model::Protocol, u16),
     /// The service chain.
     pub chain: String,
-    /// The endpoints map.
+    /// The endpoints map (shard) holding the port's slots.
     pub map: String,
     /// The service chain's rules.
     pub rules: Vec<Rule>,
-    /// The endpoints map's elements.
+    /// The port's elements in its protocol's endpoints map.
     pub slots: Vec<Elem>,
     /// The verdict when no endpoint may be used (`no-endpoint-services`).
     pub unusable: Option<Verdict>,
@@ -129,7 +135,7 @@ pub fn port_objects(
     let mut p = PortObjects {
         vip: (vip, svc.protocol, svc.port),
         chain: format!("svc-{sfx}"),
-        map: format!("eps-{sfx}"),
+        map: shard(name),
         rules: masquerade_rules(cfg, f),
         slots: Vec::new(),
         unusable: None,
@@ -155,27 +161,38 @@ pub fn port_objects(
         sticky_rules(name, port, &eps, &weights, timeout, &mut p);
         return Some(p);
     }
-    let pick = match sel {
-        Selection::Hashed { key, table } => {
-            p.slots = hashed_slots(table, port, &eps);
-            Pick::Hash {
-                key: *key,
-                modulus: table.len() as u32,
-                seed: HASH_SEED,
-            }
-        }
-        _ => {
-            p.slots = weighted_slots(&eps, &weights);
-            Pick::Random {
-                modulus: WEIGHT_SLOTS,
-            }
-        }
+    let targets = match sel {
+        Selection::Hashed { table, .. } => hashed_slots(table, port, &eps),
+        _ => weighted_slots(&eps, &weights),
     };
-    p.rules.push(Rule::Dnat {
-        proto: svc.protocol,
-        pick,
-        map: p.map.clone(),
-    });
+    let pick = match sel {
+        Selection::Hashed { key, table } => Pick::Hash {
+            key: *key,
+            modulus: table.len() as u32,
+            seed: HASH_SEED,
+        },
+        _ => Pick::Random {
+            modulus: targets.len() as u32,
+        },
+    };
+    p.slots = targets
+        .into_iter()
+        .enumerate()
+        .map(|(slot, e)| Elem::Slot {
+            vip,
+            port: svc.port,
+            slot: slot as u32,
+            addr: e.ip,
+            target: e.port,
+        })
+        .collect();
+    if !p.slots.is_empty() {
+        p.rules.push(Rule::Dnat {
+            proto: svc.protocol,
+            pick,
+            map: p.map.clone(),
+        });
+    }
     Some(p)
 }
 
@@ -198,67 +215,51 @@ fn masquerade_rules(cfg: &RenderConfig, f: Family) -> Vec<Rule> {
         .collect()
 }
 
-/// Splits [`WEIGHT_SLOTS`] into one range per endpoint, sized by weight; weight 0 gets none.
-pub fn weighted_slots(eps: &[(usize, &Endpoint)], weights: &[u32]) -> Vec<Elem> {
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// One slot per unit of weight, after dividing the weights by their greatest common divisor
+/// (3:1 is 4 slots, equal weights one slot each). Past [`MAX_WEIGHT_SLOTS`] the weights are
+/// scaled down, keeping at least one slot for every endpoint of non-zero weight.
+pub fn weighted_slots<'a>(eps: &[(usize, &'a Endpoint)], weights: &[u32]) -> Vec<&'a Endpoint> {
     let live: Vec<(&Endpoint, u64)> = eps
         .iter()
         .map(|&(i, e)| (e, u64::from(weights.get(i).copied().unwrap_or(1))))
         .filter(|(_, w)| *w > 0)
         .collect();
-    let total: u64 = live.iter().map(|(_, w)| w).sum();
-    let mut out = Vec::new();
-    let mut acc = 0u64;
-    let mut start = 0u64;
-    for (e, w) in live {
-        acc += w;
-        let end = u64::from(WEIGHT_SLOTS) * acc / total;
-        if end > start {
-            out.push(Elem::Slots {
-                start: start as u32,
-                end: (end - 1) as u32,
-                addr: e.ip,
-                port: e.port,
-            });
+    let g = live.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+    let total: u64 = live.iter().map(|(_, w)| w / g).sum();
+    let scale = |w: u64| {
+        if total <= MAX_WEIGHT_SLOTS {
+            w / g
+        } else {
+            (w / g * MAX_WEIGHT_SLOTS / total).max(1)
         }
-        start = end;
-    }
-    out
+    };
+    live.iter()
+        .flat_map(|&(e, w)| std::iter::repeat_n(e, scale(w) as usize))
+        .collect()
 }
 
-/// The table as runs of slots per endpoint. A slot naming an endpoint of the other family
-/// goes to one of this family's, chosen by slot number.
-pub fn hashed_slots(
+/// The table's endpoint for each slot. A slot naming an endpoint of the other family goes to
+/// one of this family's, chosen by slot number.
+pub fn hashed_slots<'a>(
     table: &[u32],
-    port: &ServicePortState,
-    eps: &[(usize, &Endpoint)],
-) -> Vec<Elem> {
+    port: &'a ServicePortState,
+    eps: &[(usize, &'a Endpoint)],
+) -> Vec<&'a Endpoint> {
     if eps.is_empty() {
         return Vec::new();
     }
-    let mut out: Vec<Elem> = Vec::new();
-    for (s, &i) in table.iter().enumerate() {
-        let e = match port.endpoints.get(i as usize) {
+    table
+        .iter()
+        .enumerate()
+        .map(|(s, &i)| match port.endpoints.get(i as usize) {
             Some(e) if eps.iter().any(|(j, _)| *j == i as usize) => e,
             _ => eps[s % eps.len()].1,
-        };
-        let s = s as u32;
-        if let Some(Elem::Slots {
-            end, addr, port, ..
-        }) = out.last_mut()
-        {
-            if *addr == e.ip && *port == e.port && *end + 1 == s {
-                *end = s;
-                continue;
-            }
-        }
-        out.push(Elem::Slots {
-            start: s,
-            end: s,
-            addr: e.ip,
-            port: e.port,
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// ClientIP affinity: a known client goes back to its endpoint; a new one is spread by weight
@@ -322,6 +323,7 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             kind,
         }));
     }
+
     let hook = |kind, hook, priority| {
         Some(Hook {
             kind,
@@ -389,7 +391,7 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
 /// A set wasp does not want any more, known only by name: its kind is read off the name
 /// (it decides only whether `wasp plan` says `set` or `map`).
 pub fn stray_set(name: &str) -> Set {
-    let kind = if name.starts_with("eps-") {
+    let kind = if name.starts_with("endpoints-") {
         // Only `wasp plan`'s noun depends on it: `delete map` needs no protocol.
         SetKind::Endpoints(wasp_model::Protocol::Tcp)
     } else if name == names::SERVICE_IPS || name == names::NO_ENDPOINTS {
@@ -403,6 +405,13 @@ pub fn stray_set(name: &str) -> Set {
         name: name.into(),
         kind,
     }
+}
+
+/// The endpoints map (shard) of a service port.
+fn shard(name: &ServicePortName) -> String {
+    let d = Sha256::digest(name.to_string().as_bytes());
+    let h = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    format!("endpoints-{}-{}", name.protocol.lower(), h % SHARDS)
 }
 
 fn service_ips() -> Set {
@@ -435,6 +444,7 @@ pub fn port_ops(
                 name: n.chain.clone(),
                 hook: None,
             }));
+            // Adding a set that exists changes nothing, so the shard is simply declared.
             op(Op::AddSet(n.map_set()));
             for s in &n.affinity {
                 op(Op::AddSet(s.clone()));
@@ -475,7 +485,12 @@ pub fn port_ops(
             }
             op(Op::FlushChain(o.chain.clone()));
             op(Op::DeleteChain(o.chain.clone()));
-            op(Op::DeleteSet(o.map_set()));
+            if !o.slots.is_empty() {
+                op(Op::DeleteElements {
+                    set: o.map_set(),
+                    elems: o.slots.clone(),
+                });
+            }
             for s in &o.affinity {
                 op(Op::DeleteSet(s.clone()));
             }
@@ -500,11 +515,26 @@ pub fn port_ops(
                 op(Op::AddSet(s.clone()));
             }
             if o.slots != n.slots {
-                op(Op::FlushSet(n.map_set()));
-                if !n.slots.is_empty() {
+                // A slot whose endpoint changed is deleted and added again: elements only.
+                // Slots are in slot order, so compare position by position.
+                let (mut gone, mut new) = (Vec::new(), Vec::new());
+                for i in 0..o.slots.len().max(n.slots.len()) {
+                    let (a, b) = (o.slots.get(i), n.slots.get(i));
+                    if a != b {
+                        gone.extend(a);
+                        new.extend(b);
+                    }
+                }
+                if !gone.is_empty() {
+                    op(Op::DeleteElements {
+                        set: o.map_set(),
+                        elems: gone.into_iter().cloned().collect(),
+                    });
+                }
+                if !new.is_empty() {
                     op(Op::AddElements {
                         set: n.map_set(),
-                        elems: n.slots.clone(),
+                        elems: new.into_iter().cloned().collect(),
                     });
                 }
             }

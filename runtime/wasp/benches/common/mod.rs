@@ -21,6 +21,11 @@ pub fn vip(i: u32) -> Ipv4Addr {
 /// `n` TCP Services × 10 endpoints; `shift` moves one endpoint of service 0 (the one-endpoint
 /// change). `real` replaces the endpoints of the first and last service with that one.
 pub fn state(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>) -> ProxyState {
+    state_with(n, shift, real, 10)
+}
+
+/// As [`state`], with service 0 keeping only `first` endpoints.
+pub fn state_with(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>, first: u32) -> ProxyState {
     let mut s = ProxyState::default();
     for i in 0..n as u32 {
         let name = ServicePortName::new(
@@ -32,7 +37,7 @@ pub fn state(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>) -> ProxyState 
             Some((ip, port)) if i == 0 || i + 1 == n as u32 => {
                 vec![Endpoint::ready(IpAddr::V4(ip), port)]
             }
-            _ => (0..10u32)
+            _ => (0..if i == 0 { first } else { 10 })
                 .map(|j| {
                     let k = if i == 0 && j == 0 { shift } else { 0 };
                     let ip = Ipv4Addr::from(
