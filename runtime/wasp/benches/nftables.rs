@@ -204,18 +204,29 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Connect+response latencies to `addr`: at most `count` connections and `limit` time.
-fn latencies(addr: SocketAddr, count: usize, limit: Duration) -> Vec<Duration> {
+/// Connect+response latencies to each of `addrs`, taken in turn so that both see the same
+/// machine: at most `count` rounds and `limit` time.
+fn latencies(addrs: [SocketAddr; 2], count: usize, limit: Duration) -> [Vec<Duration>; 2] {
     let start = Instant::now();
-    let mut out = Vec::with_capacity(count);
+    let mut out = [Vec::with_capacity(count), Vec::with_capacity(count)];
     let mut buf = [0u8; 16];
-    while out.len() < count && start.elapsed() < limit {
-        let t = Instant::now();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("connect");
-        let _ = s.read(&mut buf).expect("response");
-        out.push(t.elapsed());
+    while out[0].len() < count && start.elapsed() < limit {
+        for (i, addr) in addrs.iter().enumerate() {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1)).expect("connect");
+            let _ = s.read(&mut buf).expect("response");
+            out[i].push(t.elapsed());
+        }
     }
     out
+}
+
+/// Client and server share CPU 0: otherwise the scheduler's choice of one core or two makes
+/// the latency bimodal (about 23 µs or 53 µs here), which would swamp the lookup cost.
+fn pin_to_cpu0() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
 }
 
 fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
@@ -233,6 +244,7 @@ fn lookup(runs: usize) {
     // The server: accept, answer, close; on a thread inside the pod's namespace.
     let listener = in_netns(&pod, || TcpListener::bind((server, 80)).expect("bind"));
     std::thread::spawn(move || {
+        pin_to_cpu0();
         for s in listener.incoming().flatten() {
             use std::io::Write;
             let mut s = s;
@@ -243,59 +255,63 @@ fn lookup(runs: usize) {
         "| services installed | mode | first VIP median | first p90 | last VIP median | last p90 | last / first |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let mut medians: Vec<(String, usize, Duration, Duration)> = Vec::new();
-    for n in [10usize, 10_000] {
-        let s = state(n, 0, Some((server, 80)));
-        let sel = selections(&s);
-        let empty = ProxyState::default();
-        let req = SyncRequest {
-            state: &s,
-            previous: &empty,
-            selections: &sel,
-            diff: None,
-        };
-        let modes: Vec<(&str, Box<dyn Dataplane>)> = vec![
-            ("nftables", Box::new(Nftables::new(cfg()))),
-            (
-                "iptables (legacy)",
-                Box::new(Iptables::new(Backend::Legacy, cfg())),
-            ),
-        ];
-        for (name, mut dp) in modes {
-            in_netns(&node, || dp.sync(req).expect("sync"));
-            let first = SocketAddr::from((vip(0), 80));
-            let last = SocketAddr::from((vip(n as u32 - 1), 80));
-            let (mut a, mut b) = (vec![], vec![]);
-            in_netns(&node, || {
-                // Warm up (ARP, conntrack, caches), then alternate to share the noise.
-                latencies(first, 200, Duration::from_secs(5));
-                latencies(last, 200, Duration::from_secs(5));
-                for _ in 0..runs {
-                    a.extend(latencies(first, 1000, Duration::from_secs(20)));
-                    b.extend(latencies(last, 1000, Duration::from_secs(20)));
-                }
-            });
+    let sizes = [10usize, 10_000];
+    let states: Vec<ProxyState> = sizes
+        .iter()
+        .map(|&n| state(n, 0, Some((server, 80))))
+        .collect();
+    let sels: Vec<_> = states.iter().map(selections).collect();
+    let modes: Vec<(&str, Box<dyn Dataplane>)> = vec![
+        ("nftables", Box::new(Nftables::new(cfg()))),
+        (
+            "iptables (legacy)",
+            Box::new(Iptables::new(Backend::Legacy, cfg())),
+        ),
+    ];
+    for (name, mut dp) in modes {
+        // Sizes alternate, round by round, so that both see the same machine.
+        let mut got: Vec<[Vec<Duration>; 2]> = vec![Default::default(), Default::default()];
+        for _ in 0..runs {
+            for (k, &n) in sizes.iter().enumerate() {
+                let empty = ProxyState::default();
+                let req = SyncRequest {
+                    state: &states[k],
+                    previous: &empty,
+                    selections: &sels[k],
+                    diff: None,
+                };
+                in_netns(&node, || dp.sync(req).expect("sync"));
+                let first = SocketAddr::from((vip(0), 80));
+                let last = SocketAddr::from((vip(n as u32 - 1), 80));
+                let [a, b] = in_netns(&node, || {
+                    pin_to_cpu0();
+                    latencies([first, last], 100, Duration::from_secs(5));
+                    latencies([first, last], 1000, Duration::from_secs(30))
+                });
+                got[k][0].extend(a);
+                got[k][1].extend(b);
+            }
+        }
+        let mut medians = Vec::new();
+        for (k, [a, b]) in got.into_iter().enumerate() {
             let (ma, mb) = (median(a.clone()), median(b.clone()));
             println!(
-                "| {n} | {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× |",
+                "| {} | {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× |",
+                sizes[k],
                 ma.as_secs_f64() * 1e6,
                 percentile(a, 0.9).as_secs_f64() * 1e6,
                 mb.as_secs_f64() * 1e6,
                 percentile(b, 0.9).as_secs_f64() * 1e6,
                 mb.as_secs_f64() / ma.as_secs_f64()
             );
-            medians.push((name.into(), n, ma, mb));
-            in_netns(&node, || dp.cleanup().expect("cleanup"));
+            medians.push((ma, mb));
         }
-    }
-    for mode in ["nftables", "iptables (legacy)"] {
-        let at = |n: usize| medians.iter().find(|m| m.0 == mode && m.1 == n).unwrap();
-        let (small, big) = (at(10), at(10_000));
         println!(
-            "{mode}: last VIP at 10,000 Services / at 10 = {:.2}×; first VIP {:.2}×",
-            big.3.as_secs_f64() / small.3.as_secs_f64(),
-            big.2.as_secs_f64() / small.2.as_secs_f64()
+            "{name}: at 10,000 Services / at 10: first VIP {:.2}×, last VIP {:.2}×",
+            medians[1].0.as_secs_f64() / medians[0].0.as_secs_f64(),
+            medians[1].1.as_secs_f64() / medians[0].1.as_secs_f64()
         );
+        in_netns(&node, || dp.cleanup().expect("cleanup"));
     }
 }
 
