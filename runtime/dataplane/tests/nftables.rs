@@ -251,8 +251,9 @@ fn a_rejected_transaction_changes_nothing_and_a_full_sync_repairs_drift() {
         .expect_err("deleting a missing element must be rejected");
     let msg = anyhow_chain(&err);
     assert!(
-        msg.contains(&format!("delete element ip wasp {map} {{ 10.96.0.51 . 80 . 1 }}"))
-            && msg.contains("No such file"),
+        msg.contains(&format!(
+            "delete element ip wasp {map} {{ 10.96.0.51 . 80 . 1 }}"
+        )) && msg.contains("No such file"),
         "the error names the operation and the cause: {msg}"
     );
     assert_eq!(ns.tables(), drifted, "a rejected transaction changed rules");

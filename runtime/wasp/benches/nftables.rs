@@ -359,7 +359,7 @@ fn memory() {
                 "--healthz-bind-address",
                 "127.0.0.1:19256",
             ])
-            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("wasp run");
         let mut synced = None;

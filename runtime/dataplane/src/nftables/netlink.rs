@@ -545,10 +545,10 @@ impl Socket {
                     _ => {
                         let attrs = msg.attrs();
                         let in_table = attrs.iter().any(|a| a.ty == 1 && a.string() == TABLE);
-                        if let Some(n) = attrs.iter().find(|a| a.ty == name_attr) {
-                            if in_table {
-                                out.push(n.string());
-                            }
+                        if let Some(n) = attrs.iter().find(|a| a.ty == name_attr)
+                            && in_table
+                        {
+                            out.push(n.string());
                         }
                     }
                 }

@@ -497,13 +497,12 @@ pub fn port_ops(
         }
         (Some(o), Some(n)) => {
             let moved = o.vip != n.vip;
-            if moved || o.unusable != n.unusable {
-                if let Some(v) = &o.unusable {
-                    op(Op::DeleteElements {
-                        set: no_endpoints(),
-                        elems: vec![o.dispatch_elem(v.clone())],
-                    });
-                }
+            let unusable_changed = moved || o.unusable != n.unusable;
+            if unusable_changed && let Some(v) = &o.unusable {
+                op(Op::DeleteElements {
+                    set: no_endpoints(),
+                    elems: vec![o.dispatch_elem(v.clone())],
+                });
             }
             if moved {
                 op(Op::DeleteElements {
@@ -556,13 +555,11 @@ pub fn port_ops(
                     elems: vec![goto(n)],
                 });
             }
-            if moved || o.unusable != n.unusable {
-                if let Some(v) = &n.unusable {
-                    op(Op::AddElements {
-                        set: no_endpoints(),
-                        elems: vec![n.dispatch_elem(v.clone())],
-                    });
-                }
+            if unusable_changed && let Some(v) = &n.unusable {
+                op(Op::AddElements {
+                    set: no_endpoints(),
+                    elems: vec![n.dispatch_elem(v.clone())],
+                });
             }
         }
     }
