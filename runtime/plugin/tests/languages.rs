@@ -112,11 +112,7 @@ fn zig() {
     check("zig");
 }
 
-/// Not working yet: the preview1 adapter allocates its state through the module's
-/// `cabi_realloc`, which in Go runs before the Go runtime is initialised, and the instance
-/// traps in `_initialize` (see examples/plugins/go/README.md).
 #[test]
-#[ignore = "Go's runtime and the WASI preview1 adapter do not cooperate yet; see examples/plugins/go/README.md"]
 fn go() {
     check("go");
 }

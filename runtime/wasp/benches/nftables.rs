@@ -334,11 +334,34 @@ fn memory() {
         ));
     }
     std::fs::write(dir.path().join("services.yaml"), yaml).unwrap();
+    println!("| what | time to the first full sync | RSS after it | peak RSS |");
+    println!("|---|---|---|---|");
+    // The nft tool loading the same transaction, as the first child (its peak is the peak of
+    // all children so far).
+    let s = state(n, 0, None);
+    let sel = selections(&s);
+    let empty = ProxyState::default();
+    let req = SyncRequest {
+        state: &s,
+        previous: &empty,
+        selections: &sel,
+        diff: None,
+    };
+    let mut dp = Nftables::new(cfg());
+    let tx = text(&dp.plan_sync(&req, &Existing::default()).tx);
+    let took = nft_file(&tx);
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage")
+        .max_rss();
+    println!(
+        "| nft -f of the same full transaction | {} | – | {} kB |",
+        fmt(took),
+        peak
+    );
+    dp.cleanup().unwrap();
     let _ = Command::new("ip")
         .args(["link", "set", "lo", "up"])
         .status();
-    println!("| mode | time to the first full sync | RSS after it | peak RSS |");
-    println!("|---|---|---|---|");
     for (mode, backend) in [("nftables", "auto"), ("iptables", "legacy")] {
         let start = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
@@ -383,7 +406,7 @@ fn memory() {
                 .unwrap_or_default()
         };
         println!(
-            "| {mode} | {} | {} | {} |",
+            "| wasp run --mode {mode} | {} | {} | {} |",
             synced.map_or("did not finish in 300 s".into(), fmt),
             field("VmRSS:"),
             field("VmHWM:")

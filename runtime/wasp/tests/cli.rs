@@ -89,3 +89,46 @@ fn unknown_mode_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode \"bogus\""));
 }
+
+#[test]
+fn run_says_when_nftables_cannot_be_used_and_names_the_fallback_flag() {
+    // Without CAP_NET_ADMIN the kernel refuses nftables transactions, as a kernel without
+    // nf_tables would; as root, the test drops to nobody so that it programs nothing.
+    let d = dir_with(&[]);
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            EXE,
+        ]);
+        c
+    } else {
+        Command::new(EXE)
+    };
+    let out = cmd
+        .args([
+            "run",
+            "--healthz-bind-address",
+            "127.0.0.1:0",
+            "--config-dir",
+        ])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the nftables mode cannot run on this host")
+            && err.contains("start with --mode iptables")
+            && err.contains("Operation not permitted"),
+        "{err}"
+    );
+}

@@ -323,13 +323,15 @@ fn apply(s: &mut Socket, tx: &[(Family, Op)]) -> Result<(), ExecError> {
     match s.apply(tx) {
         Ok(_) => Ok(()),
         Err(Ok(rejected)) => {
-            let op = tx
-                .get(rejected.op)
-                .map(std::slice::from_ref)
-                .unwrap_or_default();
-            let text = ops::text(op);
+            let what = match rejected.op.and_then(|i| tx.get(i)) {
+                Some(op) => format!(
+                    "the kernel rejected the transaction at `{}`",
+                    ops::text(std::slice::from_ref(op)).trim()
+                ),
+                None => "the kernel refused the transaction".to_string(),
+            };
             Err(ExecError::Netlink {
-                what: format!("the kernel rejected the transaction at `{}`", text.trim()),
+                what,
                 source: rejected.error,
             })
         }

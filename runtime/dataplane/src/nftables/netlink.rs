@@ -358,8 +358,9 @@ pub struct Socket {
 /// A batch the kernel rejected.
 #[derive(Debug)]
 pub struct Rejected {
-    /// The index of the failing operation in the transaction.
-    pub op: usize,
+    /// The index of the failing operation in the transaction; `None` when the batch as a
+    /// whole was refused.
+    pub op: Option<usize>,
     /// The kernel's error.
     pub error: io::Error,
 }
@@ -388,7 +389,7 @@ impl Socket {
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let s = Self {
             fd,
-            seq: std::process::id().wrapping_mul(1 << 12),
+            seq: (std::process::id() & 0xffff) << 12,
         };
         s.setopt(libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1);
         s.setopt(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
@@ -464,6 +465,11 @@ impl Socket {
         if tx.is_empty() {
             return Ok(0);
         }
+        if self.seq > 1 << 31 {
+            // Far from wrapping, whatever the batch size: sequence numbers only need to differ
+            // from the last few batches'.
+            self.seq = 1;
+        }
         let batch = encode(tx, self.seq);
         self.seq = batch.last_seq.wrapping_add(2);
         self.setopt(
@@ -476,16 +482,28 @@ impl Socket {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             for m in wire::messages(self.recv(&mut buf).map_err(Err)?) {
-                if m.kind != wire::MSG_ERROR || m.payload.len() < 4 {
+                // Only answers to this batch count (a stale answer to an earlier one is skipped).
+                let (begin, end) = (batch.first_seq - 1, batch.last_seq + 1);
+                if m.kind != wire::MSG_ERROR
+                    || m.payload.len() < 4
+                    || !(begin..=end).contains(&m.seq)
+                {
                     continue;
                 }
                 let code = i32::from_ne_bytes(m.payload[..4].try_into().unwrap_or_default());
+                if code != 0 && (m.seq == begin || m.seq == end) {
+                    // The batch as a whole was refused (no CAP_NET_ADMIN, no memory): nothing
+                    // else will answer.
+                    return Err(Ok(Rejected {
+                        op: None,
+                        error: io::Error::from_raw_os_error(-code),
+                    }));
+                }
                 if code != 0 && first.is_none() {
                     let op = m
                         .seq
                         .checked_sub(batch.first_seq)
-                        .and_then(|i| batch.op_of.get(i as usize).copied())
-                        .unwrap_or(0);
+                        .and_then(|i| batch.op_of.get(i as usize).copied());
                     first = Some(Rejected {
                         op,
                         error: io::Error::from_raw_os_error(-code),
