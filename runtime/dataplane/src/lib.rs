@@ -10,12 +10,14 @@
 //! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
 //! - [`nftables`]: the nftables mode (the default): wasp's own tables over netlink batches.
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
+//! - [`leftovers`]: removing what the other mode left behind.
 //! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
 //! - [`sysctl`]: conntrack kernel settings from the config file.
 
 pub mod conntrack;
 pub mod exec;
 pub mod iptables;
+pub mod leftovers;
 pub mod mode;
 pub mod nftables;
 pub mod sysctl;

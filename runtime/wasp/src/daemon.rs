@@ -61,6 +61,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             )
         })?;
     }
+    for what in wasp_dataplane::leftovers::remove_other_modes(s.mode, &s.render_config()) {
+        tracing::warn!("{what}");
+    }
     let health = Arc::new(Health::new(s.sync_period * 2));
     let metrics = Arc::new(Metrics::default());
     http::serve(s.healthz_addr, health.clone(), metrics.clone()).await?;

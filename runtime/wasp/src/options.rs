@@ -397,7 +397,8 @@ impl Settings {
         }
     }
 
-    fn render_config(&self) -> RenderConfig {
+    /// The render configuration both modes use.
+    pub fn render_config(&self) -> RenderConfig {
         RenderConfig {
             ipv4: true,
             cluster_cidrs: self.cluster_cidrs.clone(),

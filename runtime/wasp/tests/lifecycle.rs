@@ -578,3 +578,37 @@ fn nftables_plan_prints_exactly_what_run_applies() {
     assert!(applied.contains("10.96.0.70 . tcp . 80"), "{applied}");
     assert_eq!(planned, applied);
 }
+
+#[test]
+fn switching_modes_removes_the_other_modes_rules() {
+    if !root_or_skip("switch") {
+        return;
+    }
+    let mut n = node("switch", "iptables", "nft");
+    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+    n.start();
+    n.eventually("iptables mode", "client", "tcp", VIP, is(&["a", "b"]));
+    n.stop();
+    assert!(n.iptables_save().contains(":WASP-SERVICES"));
+
+    n.mode = "nftables".into();
+    n.start(); // asserts the rules are in nftables only
+    assert!(
+        n.log()
+            .contains("removed the iptables mode's WASP- chains (iptables-nft)"),
+        "{}",
+        n.log()
+    );
+    n.eventually("nftables mode", "client", "tcp", VIP, is(&["a", "b"]));
+    n.stop();
+
+    n.mode = "iptables".into();
+    n.start();
+    assert!(
+        n.log().contains("removed the nftables mode's tables"),
+        "{}",
+        n.log()
+    );
+    n.eventually("iptables mode again", "client", "tcp", VIP, is(&["a", "b"]));
+    n.stop();
+}

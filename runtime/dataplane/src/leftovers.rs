@@ -1,0 +1,45 @@
+//! What the other mode left behind. As kube-proxy cleans up other modes' rules at start, a
+//! node switched from one mode to the other must not keep serving Services with both.
+
+use crate::iptables::{Backend, Iptables, RenderConfig, Tables};
+use crate::mode::{Dataplane, Mode};
+use crate::nftables::{Family, Nftables, netlink::Socket};
+
+/// Removes the rules of the mode(s) other than `mode`; returns what was removed. Failures are
+/// reported in the list too: they never stop the daemon.
+pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
+    let mut done = Vec::new();
+    match mode {
+        Mode::Nftables => {
+            for backend in [Backend::Nft, Backend::Legacy] {
+                let ours = [true, false].into_iter().any(|ipv4| {
+                    let t = Tables { backend, ipv4 };
+                    t.available()
+                        && ["nat", "filter"]
+                            .iter()
+                            .any(|table| t.chains(table).is_ok_and(|c| !c.is_empty()))
+                });
+                if ours {
+                    done.push(match Iptables::new(backend, cfg.clone()).cleanup() {
+                        Ok(()) => format!("removed the iptables mode's WASP- chains (iptables-{backend})"),
+                        Err(e) => format!("cannot remove the iptables mode's WASP- chains (iptables-{backend}): {e}"),
+                    });
+                }
+            }
+        }
+        Mode::Iptables => {
+            let ours = Socket::open().is_ok_and(|mut s| {
+                [Family::V4, Family::V6]
+                    .into_iter()
+                    .any(|f| s.names(f, false).is_ok_and(|c| !c.is_empty()))
+            });
+            if ours {
+                done.push(match Nftables::new(cfg.clone()).cleanup() {
+                    Ok(()) => "removed the nftables mode's tables (ip wasp, ip6 wasp)".to_string(),
+                    Err(e) => format!("cannot remove the nftables mode's tables: {e}"),
+                });
+            }
+        }
+    }
+    done
+}
