@@ -22,9 +22,8 @@ const Endpoint = extern struct {
     target: OptionU32,
 };
 const ListEndpoint = extern struct { ptr: ?[*]Endpoint, len: usize };
-const ListString = extern struct { ptr: ?[*]String, len: usize };
-const Snapshot = extern struct { endpoints: ListEndpoint, strings: ListString };
 const ListU32 = extern struct { ptr: ?[*]u32, len: usize };
+const Snapshot = extern struct { endpoints: ListEndpoint, strings: String, string_ends: ListU32 };
 const Hashed = extern struct { key: u8, table: ListU32 };
 const Selection = extern struct { tag: u8, val: extern union { weighted: ListU32, hashed: Hashed, per_connection: ListU32 } };
 const Own = extern struct { handle: i32 };

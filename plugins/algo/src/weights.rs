@@ -2,11 +2,13 @@
 //! where KEY is an endpoint address, a target (pod) name, a zone, or `default`.
 //! Example: `10.0.0.1=3,zone-b=0,default=1`.
 
+use std::net::IpAddr;
+
 /// What a config key can name about an endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct EndpointKeys<'a> {
-    /// The address, e.g. `10.0.0.1`.
-    pub address: &'a str,
+    /// The address (a key `10.0.0.1` names it).
+    pub address: IpAddr,
     /// The target (pod) name.
     pub target: Option<&'a str>,
     /// The zone.
@@ -39,10 +41,18 @@ pub fn parse(config: &str) -> Result<Vec<(String, u32)>, String> {
 /// `default` (1 when unset).
 pub fn resolve(pairs: &[(String, u32)], eps: &[EndpointKeys<'_>]) -> Vec<u32> {
     let get = |k: &str| pairs.iter().find(|(p, _)| p == k).map(|(_, w)| *w);
+    // Address keys are compared as addresses: no endpoint address is ever formatted.
+    let by_address: Vec<(IpAddr, u32)> = pairs
+        .iter()
+        .filter_map(|(k, w)| Some((k.parse().ok()?, *w)))
+        .collect();
     let default = get("default").unwrap_or(1);
     eps.iter()
         .map(|e| {
-            get(e.address)
+            by_address
+                .iter()
+                .find(|(a, _)| *a == e.address)
+                .map(|(_, w)| *w)
                 .or_else(|| e.target.and_then(get))
                 .or_else(|| e.zone.and_then(get))
                 .unwrap_or(default)
@@ -57,8 +67,8 @@ mod tests {
     #[test]
     fn by_address_target_zone_and_default() {
         let pairs = parse("10.0.0.1=3, web-b=2,zone-c=0 default=5").unwrap();
-        let e = |a, t, z| EndpointKeys {
-            address: a,
+        let e = |a: &str, t, z| EndpointKeys {
+            address: a.parse().unwrap(),
             target: t,
             zone: z,
         };

@@ -62,20 +62,31 @@ pub mod host {
     pub use crate::bindings::wasp::balancer::host::{Level, log, now_ms, stats};
 }
 
-/// An endpoint's address as text (`10.0.0.1`, `fd00::1`).
-pub fn address(a: &IpAddress) -> String {
+/// An endpoint's address.
+pub fn ip(a: &IpAddress) -> std::net::IpAddr {
     match *a {
-        IpAddress::V4(v) => std::net::Ipv4Addr::from(v).to_string(),
+        IpAddress::V4(v) => std::net::Ipv4Addr::from(v).into(),
         IpAddress::V6((hi, lo)) => {
-            std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)).to_string()
+            std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)).into()
         }
     }
 }
 
+/// An endpoint's address as text (`10.0.0.1`, `fd00::1`).
+pub fn address(a: &IpAddress) -> String {
+    ip(a).to_string()
+}
+
 /// An interned string of the snapshot.
 pub fn string(s: &Snapshot, id: Option<u32>) -> Option<&str> {
-    id.and_then(|i| s.strings.get(i as usize))
-        .map(String::as_str)
+    let i = id? as usize;
+    let end = *s.string_ends.get(i)? as usize;
+    let start = if i == 0 {
+        0
+    } else {
+        s.string_ends[i - 1] as usize
+    };
+    s.strings.get(start..end)
 }
 
 /// A stable identity for an endpoint across updates: `address:port`.

@@ -2,17 +2,15 @@
 
 use wasp_balancer_algo::weights::{self, EndpointKeys};
 
-use crate::{Snapshot, address, string};
+use crate::{Snapshot, ip, string};
 
 /// The weight of each endpoint from `pairs` (see `wasp_balancer_algo::weights`).
 pub fn weights_for(pairs: &[(String, u32)], s: &Snapshot) -> Vec<u32> {
-    let addrs: Vec<String> = s.endpoints.iter().map(|e| address(&e.address)).collect();
     let keys: Vec<EndpointKeys<'_>> = s
         .endpoints
         .iter()
-        .zip(&addrs)
-        .map(|(e, a)| EndpointKeys {
-            address: a,
+        .map(|e| EndpointKeys {
+            address: ip(&e.address),
             target: string(s, e.target),
             zone: string(s, e.zone),
         })

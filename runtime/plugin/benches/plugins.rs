@@ -84,13 +84,11 @@ fn native_update(plugin: &str, p: &ServicePortState) {
         }
         "weighted" | "least-connections" => {
             let pairs = weights::parse("10.244.0.1=3").unwrap_or_default();
-            let addrs: Vec<String> = p.endpoints.iter().map(|e| e.ip.to_string()).collect();
             let ek: Vec<EndpointKeys<'_>> = p
                 .endpoints
                 .iter()
-                .zip(&addrs)
-                .map(|(e, a)| EndpointKeys {
-                    address: a,
+                .map(|e| EndpointKeys {
+                    address: e.ip,
                     target: e.target.as_deref(),
                     zone: e.zone.as_deref(),
                 })

@@ -42,22 +42,28 @@ pub fn service(
     }
 }
 
-fn intern<'a>(
-    s: Option<&'a str>,
-    strings: &mut Vec<String>,
-    ids: &mut HashMap<&'a str, u32>,
-) -> Option<u32> {
-    let s = s?;
-    Some(*ids.entry(s).or_insert_with(|| {
-        strings.push(s.to_string());
-        strings.len() as u32 - 1
-    }))
+/// Interns strings into one concatenated string and its end offsets.
+#[derive(Default)]
+struct Interner<'a> {
+    ids: HashMap<&'a str, u32>,
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl<'a> Interner<'a> {
+    fn id(&mut self, s: Option<&'a str>) -> Option<u32> {
+        let s = s?;
+        Some(*self.ids.entry(s).or_insert_with(|| {
+            self.text.push_str(s);
+            self.ends.push(self.text.len() as u32);
+            self.ends.len() as u32 - 1
+        }))
+    }
 }
 
 /// The snapshot passed to `update`, with zones, nodes and targets interned.
 pub fn snapshot(port: &ServicePortState) -> wit::Snapshot {
-    let mut strings: Vec<String> = Vec::new();
-    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut strings = Interner::default();
     let mut endpoints = Vec::with_capacity(port.endpoints.len());
     for e in &port.endpoints {
         endpoints.push(wit::Endpoint {
@@ -67,12 +73,16 @@ pub fn snapshot(port: &ServicePortState) -> wit::Snapshot {
             serving: e.serving,
             terminating: e.terminating,
             is_local: e.is_local,
-            zone: intern(e.zone.as_deref(), &mut strings, &mut ids),
-            node: intern(e.node_name.as_deref(), &mut strings, &mut ids),
-            target: intern(e.target.as_deref(), &mut strings, &mut ids),
+            zone: strings.id(e.zone.as_deref()),
+            node: strings.id(e.node_name.as_deref()),
+            target: strings.id(e.target.as_deref()),
         });
     }
-    wit::Snapshot { endpoints, strings }
+    wit::Snapshot {
+        endpoints,
+        strings: strings.text,
+        string_ends: strings.ends,
+    }
 }
 
 /// The model's Selection.
@@ -88,5 +98,33 @@ pub fn selection(s: wit::Selection) -> Selection {
             },
             table: h.table,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasp_model::{Endpoint, ServicePort};
+
+    #[test]
+    fn strings_are_interned_once_each_into_one_string() {
+        let ep = |ip: &str, zone: &str, target: &str| Endpoint {
+            zone: Some(zone.into()),
+            target: Some(target.into()),
+            ..Endpoint::ready(ip.parse().unwrap(), 80)
+        };
+        let port = ServicePortState {
+            service: ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
+            endpoints: vec![
+                ep("10.0.0.1", "zone-a", "pod-1"),
+                ep("10.0.0.2", "zone-a", "pod-2"),
+            ],
+            has_any_endpoints: true,
+        };
+        let s = snapshot(&port);
+        assert_eq!(s.strings, "zone-apod-1pod-2");
+        assert_eq!(s.string_ends, [6, 11, 16]);
+        let ids: Vec<_> = s.endpoints.iter().map(|e| (e.zone, e.target)).collect();
+        assert_eq!(ids, [(Some(0), Some(1)), (Some(0), Some(2))]);
     }
 }
