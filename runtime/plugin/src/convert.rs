@@ -42,10 +42,33 @@ pub fn service(
     }
 }
 
+/// FNV-1a: interning runs for every endpoint of every update, and SipHash's resistance to
+/// chosen keys buys nothing for names the host itself passes to its own plugins.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// Interns strings into one concatenated string and its end offsets.
 #[derive(Default)]
 struct Interner<'a> {
-    ids: HashMap<&'a str, u32>,
+    ids: HashMap<&'a str, u32, std::hash::BuildHasherDefault<Fnv>>,
     text: String,
     ends: Vec<u32>,
 }
