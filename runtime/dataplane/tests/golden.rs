@@ -86,3 +86,8 @@ fn partial_endpoint_change() {
 fn dual_stack() {
     check("dual-stack");
 }
+
+#[test]
+fn sctp() {
+    check("sctp");
+}

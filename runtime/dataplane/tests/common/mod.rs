@@ -24,6 +24,7 @@ pub const CASES: &[&str] = &[
     "hashed",
     "partial-endpoint-change",
     "dual-stack",
+    "sctp",
 ];
 
 fn state(path: &Path) -> ProxyState {
