@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p wasp-plugin --bench plugins`
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,10 +16,7 @@ use wasp_balancer_algo::pick::{Rng, RoundRobin, least_connections};
 use wasp_balancer_algo::weights::{self, EndpointKeys};
 use wasp_balancer_algo::{maglev, ring};
 use wasp_model::categorize::NodeTopology;
-use wasp_model::{
-    BalancerRef, Endpoint, NamespacedName, Planner, Protocol, ServicePort, ServicePortName,
-    ServicePortState,
-};
+use wasp_model::{Endpoint, NamespacedName, Planner, Protocol, ServicePortName, ServicePortState};
 use wasp_plugin::builtin::BUILTINS;
 use wasp_plugin::instance::Live;
 use wasp_plugin::state::NoStats;
@@ -33,17 +33,7 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
             )
         })
         .collect();
-    ServicePortState {
-        service: ServicePort {
-            balancer: Some(BalancerRef {
-                name: plugin.into(),
-                config: config.into(),
-            }),
-            ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
-        },
-        endpoints,
-        has_any_endpoints: true,
-    }
+    common::port_with(plugin, config, endpoints)
 }
 
 fn per_call(iters: u32, mut f: impl FnMut()) -> Duration {

@@ -1,14 +1,16 @@
 //! The plugin host with the real built-in plugins and a misbehaving one, all compiled from
 //! source by the build: selections, fallbacks, recovery, disabling, reload, picking, caching.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use wasp_model::categorize::NodeTopology;
 use wasp_model::{
-    BalancerRef, Endpoint, HashKey, NamespacedName, Planner, Protocol, Selection, ServicePort,
-    ServicePortName, ServicePortState,
+    Endpoint, HashKey, NamespacedName, Planner, Protocol, Selection, ServicePortName,
+    ServicePortState,
 };
 use wasp_plugin::builtin::{BUILTINS, TEST_FAULTY};
 use wasp_plugin::{EngineConfig, PluginPlanner};
@@ -48,17 +50,7 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
             ..Endpoint::ready(format!("10.244.0.{}", i + 1).parse().unwrap(), 8080)
         })
         .collect();
-    ServicePortState {
-        service: ServicePort {
-            balancer: Some(BalancerRef {
-                name: plugin.into(),
-                config: config.into(),
-            }),
-            ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
-        },
-        endpoints,
-        has_any_endpoints: n > 0,
-    }
+    common::port_with(plugin, config, endpoints)
 }
 
 #[test]

@@ -3,14 +3,15 @@
 //! by its build script and loaded by the host. A missing toolchain skips the language with a
 //! message, and fails under CI=true (the README's test command installs them).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use wasp_model::categorize::NodeTopology;
 use wasp_model::{
-    BalancerRef, Endpoint, NamespacedName, Planner, Protocol, Selection, ServicePort,
-    ServicePortName, ServicePortState,
+    Endpoint, NamespacedName, Planner, Protocol, Selection, ServicePortName, ServicePortState,
 };
 use wasp_plugin::{EngineConfig, PluginPlanner};
 
@@ -21,17 +22,8 @@ fn examples() -> PathBuf {
 fn port(plugin: &str, config: &str) -> ServicePortState {
     let mut local = Endpoint::ready("10.244.0.1".parse().unwrap(), 80);
     local.is_local = true;
-    ServicePortState {
-        service: ServicePort {
-            balancer: Some(BalancerRef {
-                name: plugin.into(),
-                config: config.into(),
-            }),
-            ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
-        },
-        endpoints: vec![local, Endpoint::ready("10.244.0.2".parse().unwrap(), 80)],
-        has_any_endpoints: true,
-    }
+    let remote = Endpoint::ready("10.244.0.2".parse().unwrap(), 80);
+    common::port_with(plugin, config, vec![local, remote])
 }
 
 /// Builds `lang`'s plugin; `None` (after a message) when its toolchain is missing outside CI.

@@ -31,14 +31,6 @@ fn iptables_backends() -> impl Iterator<Item = &'static str> {
     MODES.iter().filter(|m| m.0 == "iptables").map(|m| m.1)
 }
 
-/// wasp's nftables tables as `nft list` prints them.
-fn nft_tables(n: &Node) -> String {
-    ["ip", "ip6"]
-        .iter()
-        .map(|f| String::from_utf8_lossy(&n.nft(&["list", "table", f, "wasp"]).stdout).into_owned())
-        .collect()
-}
-
 fn nft_ok(n: &Node, args: &[&str]) {
     let out = n.nft(args);
     assert!(
@@ -209,8 +201,8 @@ fn restart_keeps_traffic_and_reconciles() {
     if !root_or_skip("restart") {
         return;
     }
-    for backend in iptables_backends() {
-        let mut n = node("restart", "iptables", backend);
+    for (mode, backend) in MODES {
+        let mut n = node("restart", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
         n.start();
@@ -224,21 +216,31 @@ fn restart_keeps_traffic_and_reconciles() {
             VIP,
             is(&["a", "b"]),
         );
-        let chains_before = n
-            .iptables_save()
-            .lines()
-            .filter(|l| l.starts_with(":WASP-SEP-"))
-            .count();
-        assert_eq!(chains_before, 3);
+        let sep_chains = |rules: &str| {
+            rules
+                .lines()
+                .filter(|l| l.starts_with(":WASP-SEP-"))
+                .count()
+        };
+        let before = n.rules();
+        assert!(before.contains("default/other"), "[{mode}] {before}");
+        if *mode == "iptables" {
+            assert_eq!(sep_chains(&before), 3);
+        }
         std::fs::remove_file(n.config_dir().join("other.yaml")).unwrap();
         n.start();
-        let save = n.iptables_save();
-        assert_eq!(
-            save.lines().filter(|l| l.starts_with(":WASP-SEP-")).count(),
-            2,
-            "the stale chain of `other` is removed:\n{save}"
+        let after = n.rules();
+        assert!(
+            !after.contains("default/other"),
+            "[{mode}] the stale service is removed:\n{after}"
         );
-        assert!(!save.contains("default/other"), "{save}");
+        if *mode == "iptables" {
+            assert_eq!(
+                sep_chains(&after),
+                2,
+                "the stale chain of `other` is removed:\n{after}"
+            );
+        }
         n.eventually("after the restart", "client", "tcp", VIP, is(&["a", "b"]));
         n.stop();
     }
@@ -440,7 +442,7 @@ fn nftables_full_resync_repairs_rules_someone_deleted_or_added() {
         &["add", "rule", "ip", "wasp", "nat-postrouting", "counter"],
     );
     wait_until("the full resync (2 s) restores the dispatch rule", || {
-        let t = nft_tables(&n);
+        let t = n.rules();
         t.contains("ip daddr . meta l4proto . th dport vmap @service-ips") && !t.contains("counter")
     });
     n.eventually(
@@ -450,36 +452,6 @@ fn nftables_full_resync_repairs_rules_someone_deleted_or_added() {
         VIP,
         is(&["a", "b"]),
     );
-}
-
-#[test]
-fn nftables_restart_keeps_traffic_and_reconciles() {
-    if !root_or_skip("nftrestart") {
-        return;
-    }
-    let mut n = node("nftrestart", "nftables", "auto");
-    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-    n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
-    n.start();
-    n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
-    n.stop();
-    n.eventually(
-        "traffic flows while the daemon is down",
-        "client",
-        "tcp",
-        VIP,
-        is(&["a", "b"]),
-    );
-    assert!(nft_tables(&n).contains("default/other"));
-    std::fs::remove_file(n.config_dir().join("other.yaml")).unwrap();
-    n.start();
-    let t = nft_tables(&n);
-    assert!(
-        !t.contains("default/other"),
-        "the stale service is removed:\n{t}"
-    );
-    n.eventually("after the restart", "client", "tcp", VIP, is(&["a", "b"]));
-    n.stop();
 }
 
 #[test]
@@ -572,9 +544,9 @@ fn nftables_plan_prints_exactly_what_run_applies() {
     let path = n.dir.path().join("plan.nft");
     std::fs::write(&path, &plan).unwrap();
     nft_ok(&n, &["-f", &path.display().to_string()]);
-    let planned = nft_tables(&n);
+    let planned = n.rules();
     n.start();
-    let applied = nft_tables(&n);
+    let applied = n.rules();
     assert!(applied.contains("10.96.0.70 . tcp . 80"), "{applied}");
     assert_eq!(planned, applied);
 }

@@ -234,9 +234,7 @@ impl Nftables {
             let mut delta: BTreeMap<IpAddr, i64> = BTreeMap::new();
             for name in diff.touched() {
                 let new = req.state.ports.get(name).and_then(|port| {
-                    let mut eq = None;
-                    let sel = render::selection_of(req.selections, name, port, &mut eq);
-                    render::port_objects(name, port, sel, &self.cfg, f)
+                    render::port_objects(name, port, req.selections.get(name), &self.cfg, f)
                 });
                 let old = prog.ports.get(name);
                 if old == new.as_ref() {

@@ -121,14 +121,23 @@ fn suffix(name: &ServicePortName) -> String {
     s
 }
 
-/// Renders one service port in one family; `None` when it has no cluster IP there.
+/// Renders one service port in one family with its selection (equal weights without one);
+/// `None` when the port has no cluster IP in that family.
 pub fn port_objects(
     name: &ServicePortName,
     port: &ServicePortState,
-    sel: &Selection,
+    sel: Option<&Selection>,
     cfg: &RenderConfig,
     f: Family,
 ) -> Option<PortObjects> {
+    let equal;
+    let sel = match sel {
+        Some(s) => s,
+        None => {
+            equal = Selection::equal(port.endpoints.len());
+            &equal
+        }
+    };
     let svc = &port.service;
     let vip = *svc.cluster_ips.iter().find(|ip| Family::of(ip) == f)?;
     let sfx = suffix(name);
@@ -313,15 +322,8 @@ fn sticky_rules(
 /// The sets, chains and rules every sync relies on.
 pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
     let mut op = |o: Op| tx.push((f, o));
-    for (name, kind) in [
-        (names::SERVICE_IPS, SetKind::Dispatch),
-        (names::NO_ENDPOINTS, SetKind::Dispatch),
-        (names::HAIRPIN, SetKind::Hairpin),
-    ] {
-        op(Op::AddSet(Set {
-            name: name.into(),
-            kind,
-        }));
+    for set in [service_ips(), no_endpoints(), hairpin()] {
+        op(Op::AddSet(set));
     }
 
     let hook = |kind, hook, priority| {
@@ -412,6 +414,13 @@ fn shard(name: &ServicePortName) -> String {
     let d = Sha256::digest(name.to_string().as_bytes());
     let h = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
     format!("endpoints-{}-{}", name.protocol.lower(), h % SHARDS)
+}
+
+fn hairpin() -> Set {
+    Set {
+        name: names::HAIRPIN.into(),
+        kind: SetKind::Hairpin,
+    }
 }
 
 fn service_ips() -> Set {
@@ -572,10 +581,7 @@ pub fn hairpin_ops(
     removed: BTreeSet<IpAddr>,
     tx: &mut Vec<(Family, Op)>,
 ) {
-    let set = Set {
-        name: names::HAIRPIN.into(),
-        kind: SetKind::Hairpin,
-    };
+    let set = hairpin();
     if !removed.is_empty() {
         tx.push((
             f,
@@ -596,19 +602,6 @@ pub fn hairpin_ops(
     }
 }
 
-/// The selection each port is rendered with: the planner's, or equal weights.
-pub fn selection_of<'a>(
-    selections: &'a BTreeMap<ServicePortName, Selection>,
-    name: &ServicePortName,
-    port: &ServicePortState,
-    eq: &'a mut Option<Selection>,
-) -> &'a Selection {
-    match selections.get(name) {
-        Some(s) => s,
-        None => eq.insert(Selection::equal(port.endpoints.len())),
-    }
-}
-
 /// The desired objects of every port in one family.
 pub fn desired(
     state: &ProxyState,
@@ -620,9 +613,7 @@ pub fn desired(
         .ports
         .iter()
         .filter_map(|(name, port)| {
-            let mut eq = None;
-            let sel = selection_of(selections, name, port, &mut eq);
-            port_objects(name, port, sel, cfg, f).map(|p| (name.clone(), p))
+            port_objects(name, port, selections.get(name), cfg, f).map(|p| (name.clone(), p))
         })
         .collect()
 }

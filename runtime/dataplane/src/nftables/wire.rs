@@ -46,8 +46,8 @@ pub mod msg {
 pub struct Writer {
     /// The bytes so far.
     pub buf: Vec<u8>,
-    /// Offsets of open nests and of the open message.
-    open: Vec<usize>,
+    /// The open message and nests: where each starts, and whether it is a nest.
+    open: Vec<(usize, bool)>,
 }
 
 fn align(n: usize) -> usize {
@@ -57,7 +57,7 @@ fn align(n: usize) -> usize {
 impl Writer {
     /// Starts a message: `nlmsghdr` + `nfgenmsg`.
     pub fn begin(&mut self, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
-        self.open.push(self.buf.len());
+        self.open.push((self.buf.len(), false));
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
@@ -70,20 +70,14 @@ impl Writer {
 
     /// Ends the message (or nest) begun last, writing its length.
     pub fn end(&mut self) {
-        let start = self.open.pop().expect("an open message");
+        let (start, nest) = self.open.pop().expect("an open message");
         let len = self.buf.len() - start;
-        if self.is_nest(start) {
+        if nest {
             self.buf[start..start + 2].copy_from_slice(&(len as u16).to_ne_bytes());
         } else {
             self.buf[start..start + 4].copy_from_slice(&(len as u32).to_ne_bytes());
         }
         self.buf.resize(align(self.buf.len()), 0);
-    }
-
-    fn is_nest(&self, start: usize) -> bool {
-        // A nest header carries NLA_F_NESTED in its type; a message header never does there.
-        let ty = u16::from_ne_bytes([self.buf[start + 2], self.buf[start + 3]]);
-        ty & NLA_F_NESTED != 0
     }
 
     /// An attribute with raw bytes.
@@ -115,7 +109,7 @@ impl Writer {
 
     /// Opens a nested attribute; close it with [`Writer::end`].
     pub fn nest(&mut self, ty: u16) {
-        self.open.push(self.buf.len());
+        self.open.push((self.buf.len(), true));
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf
             .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());

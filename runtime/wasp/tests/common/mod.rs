@@ -111,6 +111,21 @@ impl Node {
         self.assert_mode_in_use();
     }
 
+    /// wasp's rules as the kernel tools print them: both nftables tables, or iptables-save of
+    /// the backend.
+    pub fn rules(&self) -> String {
+        match self.mode.as_str() {
+            "nftables" => ["ip", "ip6"]
+                .iter()
+                .map(|f| {
+                    String::from_utf8_lossy(&self.nft(&["list", "table", f, "wasp"]).stdout)
+                        .into_owned()
+                })
+                .collect(),
+            _ => self.iptables_save(),
+        }
+    }
+
     /// The rules are where the mode puts them, and only there.
     pub fn assert_mode_in_use(&self) {
         let nft_table = self.nft(&["list", "table", "ip", "wasp"]).status.success();
