@@ -19,7 +19,15 @@ const BUILTINS: &[&str] = &[
 fn main() {
     let root =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../plugins");
-    for dir in ["wit", "sdk", "algo", "builtin", "Cargo.toml", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "sdk",
+        "algo",
+        "builtin",
+        "test",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));

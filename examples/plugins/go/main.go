@@ -40,7 +40,7 @@ func str(ptr unsafe.Pointer, n uint32) string {
 	return string(unsafe.Slice((*byte)(ptr), n))
 }
 
-//go:wasmimport [export]wasp:balancer/balancer@0.2.0 [resource-new]balancer
+//go:wasmimport [export]wasp:balancer/balancer@0.3.0 [resource-new]balancer
 func resourceNew(rep uint32) uint32
 
 // One balancer per service port: its local weight, or the config error.
@@ -55,7 +55,7 @@ var nextRep uint32 = 1
 // The constructor's parameters are the service record and the config string, flattened
 // (16 core values, the canonical ABI's limit).
 //
-//go:wasmexport wasp:balancer/balancer@0.2.0#[constructor]balancer
+//go:wasmexport wasp:balancer/balancer@0.3.0#[constructor]balancer
 func constructor(id uint32, nsPtr unsafe.Pointer, nsLen uint32, namePtr unsafe.Pointer, nameLen uint32,
 	portNamePtr unsafe.Pointer, portNameLen uint32, protocol uint32, port uint32,
 	nodePtr unsafe.Pointer, nodeLen uint32, zoneSome uint32, zonePtr unsafe.Pointer, zoneLen uint32,
@@ -84,7 +84,7 @@ const isLocalOffset = 29
 // The return area of update: result<selection, string>.
 var ret [16]uint32
 
-//go:wasmexport wasp:balancer/balancer@0.2.0#[method]balancer.update
+//go:wasmexport wasp:balancer/balancer@0.3.0#[method]balancer.update
 func update(rep uint32, epPtr unsafe.Pointer, epLen uint32, strPtr unsafe.Pointer, strLen uint32,
 	endsPtr unsafe.Pointer, endsLen uint32) unsafe.Pointer {
 	pinned = pinned[:0]
@@ -122,7 +122,7 @@ func update(rep uint32, epPtr unsafe.Pointer, epLen uint32, strPtr unsafe.Pointe
 	return area
 }
 
-//go:wasmexport wasp:balancer/balancer@0.2.0#[dtor]balancer
+//go:wasmexport wasp:balancer/balancer@0.3.0#[dtor]balancer
 func dtor(rep uint32) {
 	delete(balancers, rep)
 }

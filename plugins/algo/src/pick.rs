@@ -39,20 +39,40 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// A weighted random index.
-    pub fn weighted(&mut self, weights: &[u32]) -> Option<u32> {
-        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut r = self.next_u64() % total;
-        for (i, &w) in weights.iter().enumerate() {
-            if r < u64::from(w) {
-                return Some(i as u32);
-            }
-            r -= u64::from(w);
-        }
-        None
+    /// A weighted random index from `c`, or `None` when every weight is 0.
+    pub fn weighted(&mut self, c: &Cumulative) -> Option<u32> {
+        c.at(self.next_u64())
+    }
+}
+
+/// Weights as running totals, built once per update so a weighted pick is a binary search
+/// rather than a pass over every weight.
+#[derive(Debug, Default, Clone)]
+pub struct Cumulative {
+    ends: Vec<u64>,
+}
+
+impl Cumulative {
+    /// The running totals of `weights`.
+    pub fn new(weights: &[u32]) -> Self {
+        let mut total = 0u64;
+        let ends = weights
+            .iter()
+            .map(|&w| {
+                total += u64::from(w);
+                total
+            })
+            .collect();
+        Self { ends }
+    }
+
+    /// The index whose share of the total holds `r`, read as a fraction of 2^64; `None` when
+    /// every weight is 0.
+    pub fn at(&self, r: u64) -> Option<u32> {
+        let total = *self.ends.last().filter(|&&t| t > 0)?;
+        // r / 2^64 of the total, without a division.
+        let x = ((u128::from(r) * u128::from(total)) >> 64) as u64;
+        Some(self.ends.partition_point(|&e| e <= x) as u32)
     }
 }
 
@@ -84,10 +104,17 @@ mod tests {
         assert_eq!(least_connections(&[5, 1, 3], &[1, 1, 1], 0), Some(1));
         assert_eq!(least_connections(&[5, 1, 3], &[1, 0, 1], 0), Some(2));
         let mut r = Rng::new(7);
-        let mut c = [0u32; 2];
+        let mut c = [0u32; 3];
+        let w = Cumulative::new(&[3, 0, 1]);
         for _ in 0..4000 {
-            c[r.weighted(&[3, 1]).unwrap() as usize] += 1;
+            c[r.weighted(&w).unwrap() as usize] += 1;
         }
         assert!((2800..3200).contains(&c[0]), "{c:?}");
+        assert_eq!(c[1], 0, "a 0 weight is never picked");
+        assert_eq!(r.weighted(&Cumulative::new(&[0, 0])), None);
+        assert_eq!(r.weighted(&Cumulative::new(&[])), None);
+        // The ends of the range land on the first and last non-zero weights.
+        assert_eq!(w.at(0), Some(0));
+        assert_eq!(w.at(u64::MAX), Some(2));
     }
 }

@@ -1,6 +1,6 @@
 //! The guest SDK: write a wasp balancing plugin in Rust without touching wit-bindgen.
 //!
-//! ```ignore
+//! ```no_run
 //! use wasp_plugin_sdk::{Policy, Selection, Service, Snapshot};
 //! struct Equal;
 //! impl Policy for Equal {
@@ -57,6 +57,9 @@ pub trait Policy: Sized + 'static {
     }
 }
 
+/// What `picker.pick` returns to let the host use the weights.
+pub const NO_PICK: u32 = u32::MAX;
+
 /// The host's services.
 pub mod host {
     pub use crate::bindings::wasp::balancer::host::{Level, log, now_ms, stats};
@@ -103,8 +106,8 @@ macro_rules! plugin {
 
         ::std::thread_local! {
             /// The live balancers by service id, for `pick`.
-            static __WASP_BALANCERS: ::core::cell::RefCell<::std::collections::HashMap<u32, __WaspCell>> =
-                ::core::cell::RefCell::new(::std::collections::HashMap::new());
+            static __WASP_BALANCERS: ::core::cell::RefCell<$crate::util::ById<__WaspCell>> =
+                ::core::cell::RefCell::new($crate::util::ById::default());
         }
 
         struct __WaspBalancer {
@@ -114,7 +117,7 @@ macro_rules! plugin {
 
         impl Drop for __WaspBalancer {
             fn drop(&mut self) {
-                __WASP_BALANCERS.with(|b| b.borrow_mut().remove(&self.id));
+                __WASP_BALANCERS.with(|b| b.borrow_mut().remove(self.id));
             }
         }
 
@@ -138,11 +141,11 @@ macro_rules! plugin {
         }
 
         impl $crate::bindings::exports::wasp::balancer::picker::Guest for __WaspPlugin {
-            fn pick(connection: $crate::Connection) -> Option<u32> {
-                __WASP_BALANCERS.with(|b| match &mut *b.borrow().get(&connection.service)?.borrow_mut() {
+            fn pick(connection: $crate::Connection) -> u32 {
+                __WASP_BALANCERS.with(|b| match &mut *b.borrow().get(connection.service)?.borrow_mut() {
                     Ok(p) => $crate::Policy::pick(p, &connection),
                     Err(_) => None,
-                })
+                }).unwrap_or($crate::NO_PICK)
             }
         }
 

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasp_balancer_algo::pick::{Rng, RoundRobin, least_connections};
+use wasp_balancer_algo::pick::{Cumulative, Rng, RoundRobin, least_connections};
 use wasp_balancer_algo::weights::{self, EndpointKeys};
 use wasp_balancer_algo::{maglev, ring};
 use wasp_model::categorize::NodeTopology;
@@ -171,13 +171,21 @@ fn pick_table(planner: &mut PluginPlanner) {
     println!("| plugin | wasm | native |");
     println!("|---|---|---|");
     let client = "10.244.9.9:40000".parse().unwrap();
-    for (plugin, _) in BUILTINS {
+    let only = std::env::var("WASP_BENCH_PLUGIN").unwrap_or_default();
+    for (plugin, _) in BUILTINS
+        .iter()
+        .filter(|(p, _)| only.is_empty() || only == *p)
+    {
         let name =
             ServicePortName::new(NamespacedName::new("bench", *plugin), "n100", Protocol::Tcp);
         let p = port(plugin, "", 100);
         planner.plan(&name, &p);
         let handle = planner.pick_handle(&name).expect("a picker");
-        let wasm = per_call(100_000, || {
+        let calls = std::env::var("WASP_BENCH_CALLS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(100_000);
+        let wasm = per_call(calls, || {
             black_box(planner.pick_with(&handle, client));
         });
         let (mut rr, mut rng, w, active) = (
@@ -186,12 +194,13 @@ fn pick_table(planner: &mut PluginPlanner) {
             vec![1u32; 100],
             vec![0u32; 100],
         );
+        let cumulative = Cumulative::new(&w);
         let native = per_call(100_000, || match *plugin {
             "round-robin" => {
                 black_box(rr.pick(&w));
             }
             "random" | "weighted" => {
-                black_box(rng.weighted(&w));
+                black_box(rng.weighted(&cumulative));
             }
             "least-connections" => {
                 black_box(least_connections(&active, &w, 0));

@@ -8,4 +8,4 @@ wasmtime::component::bindgen!({
 });
 
 /// The name of the optional per-connection export.
-pub const PICKER: &str = "wasp:balancer/picker@0.2.0";
+pub const PICKER: &str = "wasp:balancer/picker@0.3.0";

@@ -152,6 +152,7 @@ impl PluginEngine {
             let mut compat = std::collections::hash_map::DefaultHasher::new();
             std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
             h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
+            h.update(crate::reexport::VERSION.to_le_bytes());
             let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
             d.join(format!("{hex}.cwasm"))
         });
@@ -160,10 +161,22 @@ impl PluginEngine {
         {
             return Ok(c);
         }
-        let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
-            name: name.into(),
-            source: e,
-        })?;
+        let original = || {
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+                name: name.into(),
+                source: e,
+            })
+        };
+        // The rewrite keeps the component's behaviour; should wasmtime still refuse it, the
+        // original is compiled instead.
+        let c = match crate::reexport::rewrite(bytes).map(|b| Component::new(&self.engine, b)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                tracing::warn!(plugin = name, error = %format!("{e:#}"), "the call-path rewrite of this plugin does not compile; using the plugin as it is");
+                original()?
+            }
+            None => original()?,
+        };
         if let Some(path) = cached {
             // A cache that cannot be written only costs the next start a compile.
             if let Ok(bytes) = c.serialize()

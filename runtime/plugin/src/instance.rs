@@ -13,6 +13,9 @@ use crate::bindings::wasp::balancer::types as wit;
 use crate::bindings::{PICKER, Plugin, PluginPre};
 use crate::convert;
 use crate::engine::PluginEngine;
+
+/// What `picker.pick` returns to let the host use the weights.
+const NO_PICK: u32 = u32::MAX;
 use crate::state::{State, StatsSource};
 
 /// Why a call did not return a selection.
@@ -44,13 +47,24 @@ fn classify(e: wasmtime::Error) -> CallError {
     }
 }
 
-type PickFunc = TypedFunc<(wit::Connection,), (Option<u32>,)>;
+type PickFunc = TypedFunc<(wit::Connection,), (u32,)>;
+
+/// A port's balancer in the instance.
+struct Balancer {
+    resource: ResourceAny,
+    /// The config it was constructed with.
+    config: String,
+    id: u32,
+}
 
 /// A live instance.
 pub struct Live {
     store: Store<State>,
     plugin: Plugin,
-    resources: HashMap<ServicePortName, (ResourceAny, String)>,
+    resources: HashMap<ServicePortName, Balancer>,
+    /// Endpoints per port id (ids are small and dense), for checking what `pick` returns; 0
+    /// stops picking for the port until its next update.
+    endpoints: Vec<u32>,
     pick: Option<PickFunc>,
     /// Distinguishes this instance from the ones before and after it.
     pub generation: u64,
@@ -81,7 +95,7 @@ impl Live {
             .and_then(|i| component.get_export_index(Some(&i), "pick"))
             .and_then(|f| {
                 instance
-                    .get_typed_func::<(wit::Connection,), (Option<u32>,)>(&mut store, &f)
+                    .get_typed_func::<(wit::Connection,), (u32,)>(&mut store, &f)
                     .ok()
             });
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -89,6 +103,7 @@ impl Live {
             store,
             plugin,
             resources: HashMap::new(),
+            endpoints: Vec::new(),
             pick,
             generation,
         })
@@ -130,28 +145,49 @@ impl Live {
         id: u32,
     ) -> Result<Selection, CallError> {
         self.enter(name, id, engine.cfg.update_deadline);
-        let guest = self.plugin.wasp_balancer_balancer().balancer();
         let res = match self.resources.get(name) {
-            Some((r, c)) if c == config => *r,
-            other => {
-                if let Some((old, _)) = other {
-                    let old = *old;
-                    self.resources.remove(name);
-                    old.resource_drop(&mut self.store).map_err(classify)?;
-                }
+            Some(b) if b.config == config && b.id == id => b.resource,
+            _ => {
+                self.forget(name);
                 let svc = convert::service(id, name, port, node);
-                let r = guest
+                let resource = self
+                    .plugin
+                    .wasp_balancer_balancer()
+                    .balancer()
                     .call_constructor(&mut self.store, &svc, config)
                     .map_err(classify)?;
-                self.resources.insert(name.clone(), (r, config.to_string()));
-                r
+                let config = config.to_string();
+                self.resources.insert(
+                    name.clone(),
+                    Balancer {
+                        resource,
+                        config,
+                        id,
+                    },
+                );
+                resource
             }
         };
         let snap = convert::snapshot(port);
-        let out = guest
+        // Until the plugin has answered, no index it picks is valid.
+        self.set_endpoints(id, 0);
+        let out = self
+            .plugin
+            .wasp_balancer_balancer()
+            .balancer()
             .call_update(&mut self.store, res, &snap)
             .map_err(classify)?;
-        out.map(convert::selection).map_err(CallError::Plugin)
+        let sel = out.map(convert::selection).map_err(CallError::Plugin)?;
+        self.set_endpoints(id, port.endpoints.len() as u32);
+        Ok(sel)
+    }
+
+    fn set_endpoints(&mut self, id: u32, n: u32) {
+        let i = id as usize;
+        if self.endpoints.len() <= i {
+            self.endpoints.resize(i + 1, 0);
+        }
+        self.endpoints[i] = n;
     }
 
     /// Whether the port has a balancer in this instance.
@@ -173,6 +209,11 @@ impl Live {
         let Some(f) = self.pick else {
             return Ok(None);
         };
+        // No endpoints, or picking stopped after a bad index until the next update.
+        let n = self.endpoints.get(id as usize).copied().unwrap_or(0);
+        if n == 0 {
+            return Ok(None);
+        }
         self.enter(name, id, engine.cfg.pick_deadline);
         let conn = wit::Connection {
             service: id,
@@ -180,13 +221,23 @@ impl Live {
             client_port: client.port(),
         };
         let (out,) = f.call(&mut self.store, (conn,)).map_err(classify)?;
-        Ok(out)
+        match out {
+            NO_PICK => Ok(None),
+            i if i < n => Ok(Some(i)),
+            i => {
+                self.set_endpoints(id, 0);
+                Err(CallError::Plugin(format!(
+                    "pick returned endpoint {i} of {n}"
+                )))
+            }
+        }
     }
 
     /// Drops the balancer of a port that is gone.
     pub fn forget(&mut self, name: &ServicePortName) {
-        if let Some((r, _)) = self.resources.remove(name) {
-            let _ = r.resource_drop(&mut self.store);
+        if let Some(b) = self.resources.remove(name) {
+            self.set_endpoints(b.id, 0);
+            let _ = b.resource.resource_drop(&mut self.store);
         }
     }
 }

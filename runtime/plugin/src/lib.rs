@@ -13,6 +13,7 @@
 //! - [`state`]: what each Store holds, and the host imports (log, clock, stats).
 //! - [`convert`]: model types ↔ WIT types.
 //! - [`instance`]: one live instance of a plugin and its per-port balancer resources.
+//! - [`reexport`]: a rewrite of each plugin that makes every call cheaper on wasmtime 48.
 //! - [`planner`]: `PluginPlanner`, the `Planner` the daemon uses: fallback, backoff, reload.
 //! - [`builtin`]: the embedded built-in plugins.
 
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod engine;
 pub mod instance;
 pub mod planner;
+pub mod reexport;
 pub mod state;
 
 pub use engine::{EngineConfig, PluginEngine};

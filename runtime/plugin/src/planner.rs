@@ -41,13 +41,15 @@ pub struct PluginStats {
 /// A port's picker, looked up once.
 #[derive(Debug, Clone)]
 pub struct PickHandle {
-    plugin: String,
+    /// The plugin's position in `PluginPlanner::slots`.
+    slot: usize,
     name: ServicePortName,
     generation: u64,
     id: u32,
 }
 
 struct Slot {
+    name: String,
     source: PluginSource,
     pre: Option<PluginPre<State>>,
     signature: Option<(SystemTime, u64)>,
@@ -60,8 +62,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(source: PluginSource) -> Self {
+    fn new(name: String, source: PluginSource) -> Self {
         Self {
+            name,
             source,
             pre: None,
             signature: None,
@@ -86,11 +89,65 @@ struct Port {
 pub struct PluginPlanner {
     engine: PluginEngine,
     node: NodeTopology,
-    slots: BTreeMap<String, Slot>,
+    slots: Slots,
     ports: BTreeMap<ServicePortName, Port>,
     stats_source: Arc<dyn StatsSource>,
     counters: PluginStats,
-    next_id: u32,
+    ids: Ids,
+}
+
+/// The plugins, by name and by position: a `PickHandle` keeps the position, so a pick does
+/// not look the plugin up by name. Plugins are only added, when the planner is built.
+#[derive(Default)]
+struct Slots {
+    index: BTreeMap<String, usize>,
+    list: Vec<Slot>,
+}
+
+impl Slots {
+    fn add(&mut self, name: String, source: PluginSource) {
+        match self.index.get(&name) {
+            Some(&i) => self.list[i] = Slot::new(name, source),
+            None => {
+                self.index.insert(name.clone(), self.list.len());
+                self.list.push(Slot::new(name, source));
+            }
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn get(&self, name: &str) -> Option<&Slot> {
+        self.list.get(self.position(name)?)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Slot> {
+        let i = self.position(name)?;
+        self.list.get_mut(i)
+    }
+}
+
+/// Port ids, kept small and dense: the id of a forgotten port is given to the next new one,
+/// so plugins can index their balancers by id instead of hashing it.
+#[derive(Default)]
+struct Ids {
+    next: u32,
+    free: std::collections::BTreeSet<u32>,
+}
+
+impl Ids {
+    fn take(&mut self) -> u32 {
+        self.free.pop_first().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn give_back(&mut self, id: u32) {
+        self.free.insert(id);
+    }
 }
 
 fn signature(p: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -105,13 +162,13 @@ impl PluginPlanner {
     /// # Errors
     /// Fails when the engine cannot be built.
     pub fn new(cfg: EngineConfig, extra: BTreeMap<String, PathBuf>) -> Result<Self, LoadError> {
-        let mut slots = BTreeMap::new();
+        let mut slots = Slots::default();
         let sources = crate::builtin::BUILTINS
             .iter()
             .map(|(n, b)| (n.to_string(), PluginSource::Builtin(b)))
             .chain(extra.into_iter().map(|(n, p)| (n, PluginSource::File(p))));
         for (name, source) in sources {
-            slots.insert(name, Slot::new(source));
+            slots.add(name, source);
         }
         Ok(Self {
             engine: PluginEngine::new(cfg)?,
@@ -120,7 +177,7 @@ impl PluginPlanner {
             ports: BTreeMap::new(),
             stats_source: Arc::new(NoStats),
             counters: PluginStats::default(),
-            next_id: 1,
+            ids: Ids::default(),
         })
     }
 
@@ -138,7 +195,7 @@ impl PluginPlanner {
     pub fn stats(&self) -> PluginStats {
         PluginStats {
             ports_on_fallback: self.ports.values().filter(|p| p.fallback.is_some()).count(),
-            disabled: self.slots.values().filter(|s| s.disabled).count(),
+            disabled: self.slots.list.iter().filter(|s| s.disabled).count(),
             ..self.counters.clone()
         }
     }
@@ -156,9 +213,11 @@ impl PluginPlanner {
             .collect();
         out.extend(
             self.slots
-                .iter()
-                .filter(|(_, s)| s.disabled)
-                .map(|(n, s)| format!("plugin {n}: disabled after {} failures", s.failures)),
+                .index
+                .values()
+                .map(|&i| &self.slots.list[i])
+                .filter(|s| s.disabled)
+                .map(|s| format!("plugin {}: disabled after {} failures", s.name, s.failures)),
         );
         out
     }
@@ -166,7 +225,8 @@ impl PluginPlanner {
     /// When a failed plugin may next be re-created.
     pub fn next_retry(&self) -> Option<Instant> {
         self.slots
-            .values()
+            .list
+            .iter()
             .filter(|s| !s.disabled && s.live.is_none())
             .filter_map(|s| s.retry_at)
             .min()
@@ -177,13 +237,13 @@ impl PluginPlanner {
     pub fn replans(&mut self) -> Vec<ServicePortName> {
         let now = Instant::now();
         let mut reloaded = Vec::new();
-        for (name, slot) in &mut self.slots {
+        for slot in &mut self.slots.list {
             if let PluginSource::File(p) = &slot.source {
                 let sig = signature(p);
                 if slot.pre.is_some() && sig != slot.signature {
-                    tracing::info!(plugin = %name, path = %p.display(), "plugin file changed; reloading");
-                    *slot = Slot::new(slot.source.clone());
-                    reloaded.push(name.clone());
+                    tracing::info!(plugin = %slot.name, path = %p.display(), "plugin file changed; reloading");
+                    *slot = Slot::new(slot.name.clone(), slot.source.clone());
+                    reloaded.push(slot.name.clone());
                 }
             }
         }
@@ -204,29 +264,39 @@ impl PluginPlanner {
     /// until the plugin's instance is re-created or the port's config changes.
     pub fn pick_handle(&self, name: &ServicePortName) -> Option<PickHandle> {
         let port = self.ports.get(name)?;
-        let live = self.slots.get(&port.plugin)?.live.as_ref()?;
+        let slot = self.slots.position(&port.plugin)?;
+        let live = self.slots.list[slot].live.as_ref()?;
         (live.picks() && live.serves(name)).then(|| PickHandle {
-            plugin: port.plugin.clone(),
+            slot,
             name: name.clone(),
             generation: live.generation,
             id: port.id,
         })
     }
 
-    /// Picks with a handle: `None` when the plugin declines, fails, or the handle is stale.
+    /// Picks with a handle: `None` when the plugin declines, fails, or the handle is stale. A
+    /// failed pick (a trap, a timeout, an index past the port's endpoints) is counted and puts
+    /// the port on the default selection until its next plan.
     pub fn pick_with(&mut self, h: &PickHandle, client: SocketAddr) -> Option<u32> {
-        let slot = self.slots.get_mut(&h.plugin)?;
+        let slot = self.slots.list.get_mut(h.slot)?;
         let live = slot
             .live
             .as_mut()
             .filter(|l| l.generation == h.generation)?;
-        match live.pick_with(&self.engine, &h.name, h.id, client) {
-            Ok(i) => i,
-            Err(e) => {
-                self.fail(&h.plugin.clone(), &h.name, e);
-                None
+        let e = match live.pick_with(&self.engine, &h.name, h.id, client) {
+            Ok(i) => return i,
+            Err(e) => e,
+        };
+        let plugin = slot.name.clone();
+        if let Some(p) = self.ports.get_mut(&h.name) {
+            let reason = format!("pick {e}");
+            if p.fallback.as_ref() != Some(&reason) {
+                tracing::warn!(%plugin, port = %h.name, %reason, "plugin failed; the port uses the default selection");
             }
+            p.fallback = Some(reason);
         }
+        self.fail(&plugin, &h.name, e);
+        None
     }
 
     /// Picks an endpoint for a new connection, for the userspace mode.
@@ -372,8 +442,7 @@ impl Planner for PluginPlanner {
             self.forget(name);
         }
         if !self.ports.contains_key(name) {
-            let id = self.next_id;
-            self.next_id = self.next_id.wrapping_add(1).max(1);
+            let id = self.ids.take();
             self.ports.insert(
                 name.clone(),
                 Port {
@@ -408,10 +477,12 @@ impl Planner for PluginPlanner {
     }
 
     fn forget(&mut self, name: &ServicePortName) {
-        if let Some(p) = self.ports.remove(name)
-            && let Some(live) = self.slots.get_mut(&p.plugin).and_then(|s| s.live.as_mut())
-        {
+        let Some(p) = self.ports.remove(name) else {
+            return;
+        };
+        if let Some(live) = self.slots.get_mut(&p.plugin).and_then(|s| s.live.as_mut()) {
             live.forget(name);
         }
+        self.ids.give_back(p.id);
     }
 }

@@ -283,6 +283,54 @@ fn round_robin_picks_rotate() {
 }
 
 #[test]
+fn a_bad_pick_is_refused_reported_and_other_ports_keep_picking() {
+    let mut p = faulty();
+    p.plan(&name("rr"), &port("round-robin", "", 2));
+    let client = "10.244.9.9:40000".parse().unwrap();
+    for (mode, reason) in [
+        (
+            "pick-out-of-range",
+            "pick returned an error: pick returned endpoint 3 of 3",
+        ),
+        ("pick-trap", "pick trapped"),
+    ] {
+        let bad = name(mode);
+        p.plan(&bad, &port("faulty", &format!("mode={mode}"), 3));
+        assert!(p.status().is_empty(), "{mode}: {:?}", p.status());
+        assert_eq!(p.pick(&bad, client), None, "{mode}: refused");
+        let status = p.status().join("\n");
+        assert!(status.contains(reason), "{mode}: {status}");
+        // A declining plugin and a poisoned one both leave picking to the host's weights.
+        assert_eq!(p.pick(&bad, client), None, "{mode}");
+        p.forget(&bad);
+    }
+    assert_eq!(p.stats().rejected, 1);
+    assert_eq!(p.stats().failures, 1);
+    // Round-robin, in another plugin, never noticed.
+    let picks: Vec<Option<u32>> = (0..3).map(|_| p.pick(&name("rr"), client)).collect();
+    assert_eq!(picks, [Some(0), Some(1), Some(0)]);
+}
+
+#[test]
+fn ids_of_removed_ports_are_reused_and_picks_reach_the_right_balancer() {
+    let mut p = planner(&[]);
+    let client = "10.244.9.9:40000".parse().unwrap();
+    p.plan(&name("a"), &port("round-robin", "", 2));
+    p.plan(&name("b"), &port("round-robin", "", 3));
+    p.forget(&name("a"));
+    // "c" takes the id "a" had.
+    p.plan(&name("c"), &port("round-robin", "", 5));
+    let picks = |p: &mut PluginPlanner, svc: &str| -> Vec<Option<u32>> {
+        (0..6).map(|_| p.pick(&name(svc), client)).collect()
+    };
+    assert_eq!(picks(&mut p, "a"), [None; 6], "a is gone");
+    let c = picks(&mut p, "c");
+    assert_eq!(c, [0, 1, 2, 3, 4, 0].map(Some), "c rotates over its own 5");
+    assert_eq!(picks(&mut p, "b"), [0, 1, 2, 0, 1, 2].map(Some));
+    assert!(p.status().is_empty(), "{:?}", p.status());
+}
+
+#[test]
 fn compiled_plugins_are_cached_by_hash() {
     let d = tempfile::tempdir().unwrap();
     let engine = wasp_plugin::PluginEngine::new(EngineConfig {
