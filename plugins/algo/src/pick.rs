@@ -76,20 +76,26 @@ impl Cumulative {
     }
 }
 
-/// The endpoint with the fewest active connections per unit of weight (ties: the lowest
-/// index after `start`, so ties rotate).
+/// The endpoint with the fewest active connections per unit of weight (ties: the first after
+/// `start`, so ties rotate). Loads are compared exactly, by cross-multiplying, without a
+/// division per endpoint. A missing weight counts as 1; weight 0 is never picked.
 pub fn least_connections(active: &[u32], weights: &[u32], start: usize) -> Option<u32> {
     let n = active.len();
-    (0..n)
-        .map(|k| (start + k) % n)
-        .filter(|&i| weights.get(i).copied().unwrap_or(1) > 0)
-        .min_by(|&a, &b| {
-            let load = |i: usize| {
-                u64::from(active[i]) * 1000 / u64::from(weights.get(i).copied().unwrap_or(1).max(1))
-            };
-            load(a).cmp(&load(b))
-        })
-        .map(|i| i as u32)
+    // (index, active, weight) of the idlest so far.
+    let mut best: Option<(usize, u64, u64)> = None;
+    let start = if n == 0 { 0 } else { start % n };
+    for i in (start..n).chain(0..start) {
+        let w = u64::from(weights.get(i).copied().unwrap_or(1));
+        if w == 0 {
+            continue;
+        }
+        let a = u64::from(active[i]);
+        // a / w < best_a / best_w, both sides multiplied out.
+        if best.is_none_or(|(_, ba, bw)| a * bw < ba * w) {
+            best = Some((i, a, w));
+        }
+    }
+    best.map(|(i, _, _)| i as u32)
 }
 
 #[cfg(test)]
@@ -103,6 +109,13 @@ mod tests {
         assert_eq!(got, [0, 2, 0, 2]);
         assert_eq!(least_connections(&[5, 1, 3], &[1, 1, 1], 0), Some(1));
         assert_eq!(least_connections(&[5, 1, 3], &[1, 0, 1], 0), Some(2));
+        // Per unit of weight: 4 connections on weight 4 is idler than 2 on weight 1.
+        assert_eq!(least_connections(&[2, 4], &[1, 4], 0), Some(1));
+        // Ties go to the first after `start`.
+        assert_eq!(least_connections(&[1, 1, 1], &[1, 1, 1], 1), Some(1));
+        assert_eq!(least_connections(&[1, 1, 1], &[1, 1, 1], 2), Some(2));
+        assert_eq!(least_connections(&[1, 1], &[0, 0], 0), None);
+        assert_eq!(least_connections(&[], &[], 0), None);
         let mut r = Rng::new(7);
         let mut c = [0u32; 3];
         let w = Cumulative::new(&[3, 0, 1]);

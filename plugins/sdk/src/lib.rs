@@ -32,8 +32,8 @@ pub mod bindings {
 pub mod util;
 
 pub use bindings::wasp::balancer::types::{
-    Connection, Endpoint, EndpointStats, HashKey, Hashed, IpAddress, Protocol, Selection, Service,
-    Snapshot,
+    AllEndpointStats, Connection, Endpoint, EndpointStats, HashKey, Hashed, IpAddress, Protocol,
+    Selection, Service, Snapshot,
 };
 
 /// A balancing policy: one value per service port.
@@ -62,7 +62,7 @@ pub const NO_PICK: u32 = u32::MAX;
 
 /// The host's services.
 pub mod host {
-    pub use crate::bindings::wasp::balancer::host::{Level, log, now_ms, stats};
+    pub use crate::bindings::wasp::balancer::host::{Level, all_stats, log, now_ms, stats};
 }
 
 /// An endpoint's address.

@@ -245,6 +245,7 @@ impl PluginEngine {
             plugin: name.into(),
             port: String::new(),
             port_id: 0,
+            endpoints: 0,
             stats,
             start: self.started,
             log_budget: 0,

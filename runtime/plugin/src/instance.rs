@@ -119,8 +119,15 @@ impl Live {
         self.pick.is_some()
     }
 
-    fn enter(&mut self, name: &ServicePortName, id: u32, deadline: std::time::Duration) {
+    fn enter(
+        &mut self,
+        name: &ServicePortName,
+        id: u32,
+        endpoints: u32,
+        deadline: std::time::Duration,
+    ) {
         let d = self.store.data_mut();
+        d.endpoints = endpoints;
         // Per-call cost matters for pick: rewrite the name only when the port changes.
         if d.port_id != id || d.port.is_empty() {
             d.port = name.to_string();
@@ -144,7 +151,12 @@ impl Live {
         config: &str,
         id: u32,
     ) -> Result<Selection, CallError> {
-        self.enter(name, id, engine.cfg.update_deadline);
+        self.enter(
+            name,
+            id,
+            port.endpoints.len() as u32,
+            engine.cfg.update_deadline,
+        );
         let res = match self.resources.get(name) {
             Some(b) if b.config == config && b.id == id => b.resource,
             _ => {
@@ -214,7 +226,7 @@ impl Live {
         if n == 0 {
             return Ok(None);
         }
-        self.enter(name, id, engine.cfg.pick_deadline);
+        self.enter(name, id, n, engine.cfg.pick_deadline);
         let conn = wit::Connection {
             service: id,
             client: convert::ip(client.ip()),

@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::wasp::balancer::host::{self, Level};
-use crate::bindings::wasp::balancer::types::EndpointStats;
+use crate::bindings::wasp::balancer::types::{AllEndpointStats, EndpointStats};
 
 /// Live per-endpoint statistics the host can give a plugin. Kernel modes have none and report
 /// zeros; the userspace mode fills them in.
@@ -81,6 +81,8 @@ pub struct State {
     /// The service port being served by the current call, for logs and stats.
     pub(crate) port: String,
     pub(crate) port_id: u32,
+    /// The endpoints of that port.
+    pub(crate) endpoints: u32,
     pub(crate) stats: std::sync::Arc<dyn StatsSource>,
     pub(crate) start: Instant,
     /// Log lines this call may still write (a chatty plugin must not flood the log).
@@ -122,6 +124,16 @@ impl host::Host for State {
         EndpointStats {
             active_connections: active,
             recent_failures: failures,
+        }
+    }
+
+    fn all_stats(&mut self) -> AllEndpointStats {
+        let (active_connections, recent_failures) = (0..self.endpoints)
+            .map(|i| self.stats.stats(&self.port, i))
+            .unzip();
+        AllEndpointStats {
+            active_connections,
+            recent_failures,
         }
     }
 }

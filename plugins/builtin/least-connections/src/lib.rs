@@ -1,5 +1,6 @@
 //! least-connections: per connection, the endpoint with the fewest active connections per unit
-//! of weight, from the host's live stats; the kernel modes use the weights.
+//! of weight, from the host's live stats (one `all-stats` call); the kernel modes use the
+//! weights.
 
 use wasp_balancer_algo::pick::least_connections;
 use wasp_balancer_algo::weights;
@@ -27,9 +28,7 @@ impl Policy for LeastConn {
     }
 
     fn pick(&mut self, _: &Connection) -> Option<u32> {
-        let active: Vec<u32> = (0..self.weights.len() as u32)
-            .map(|i| host::stats(i).active_connections)
-            .collect();
+        let active = host::all_stats().active_connections;
         self.start = self.start.wrapping_add(1);
         least_connections(
             &active,
