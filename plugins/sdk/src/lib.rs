@@ -94,7 +94,36 @@ pub fn string(s: &Snapshot, id: Option<u32>) -> Option<&str> {
 
 /// A stable identity for an endpoint across updates: `address:port`.
 pub fn endpoint_key(e: &Endpoint) -> String {
-    format!("{}:{}", address(&e.address), e.port)
+    let mut k = String::with_capacity(24);
+    write_endpoint_key(&mut k, e);
+    k
+}
+
+/// Appends [`endpoint_key`] to `out`. IPv4 is written digit by digit: the formatting machinery
+/// took a third of a 1000-endpoint Maglev update.
+pub fn write_endpoint_key(out: &mut String, e: &Endpoint) {
+    fn decimal(out: &mut String, v: u32) {
+        if v >= 10 {
+            decimal(out, v / 10);
+        }
+        out.push(char::from(b'0' + (v % 10) as u8));
+    }
+    match e.address {
+        IpAddress::V4(a) => {
+            for (i, octet) in a.to_be_bytes().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                decimal(out, u32::from(octet));
+            }
+        }
+        IpAddress::V6(_) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{}", ip(&e.address));
+        }
+    }
+    out.push(':');
+    decimal(out, u32::from(e.port));
 }
 
 /// Exports `$policy` as the plugin's balancer and picker.
@@ -151,4 +180,38 @@ macro_rules! plugin {
 
         $crate::bindings::export!(__WaspPlugin with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_are_address_colon_port() {
+        let e = |address, port| Endpoint {
+            address,
+            port,
+            ready: true,
+            serving: true,
+            terminating: false,
+            is_local: false,
+            zone: None,
+            node: None,
+            target: None,
+        };
+        for (a, port) in [
+            ([10, 244, 0, 1], 8080),
+            ([0, 0, 0, 0], 0),
+            ([255, 255, 255, 255], 65535),
+            ([1, 20, 100, 9], 7),
+        ] {
+            let v4 = std::net::Ipv4Addr::from(a);
+            let key = endpoint_key(&e(IpAddress::V4(u32::from(v4)), port));
+            assert_eq!(key, format!("{v4}:{port}"));
+        }
+        let v6: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let bits = u128::from(v6);
+        let key = endpoint_key(&e(IpAddress::V6(((bits >> 64) as u64, bits as u64)), 80));
+        assert_eq!(key, "fd00::1:80");
+    }
 }

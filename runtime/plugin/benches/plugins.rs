@@ -2,7 +2,9 @@
 //! for every built-in, each against the same algorithm run natively (wasp-balancer-algo);
 //! Maglev table builds at M = 65537; instantiate time and memory per instance.
 //!
-//! `cargo bench -p wasp-plugin --bench plugins`
+//! `cargo bench -p wasp-plugin --bench plugins`; `WASP_BENCH_ONLY=update|pick|maglev|instantiate`
+//! runs one table, `WASP_BENCH_PLUGIN=NAME` one plugin's pick, and `WASP_BENCH_CALLS=N` sets
+//! the pick batch (to profile one plugin's pick under `perf record`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -6,7 +6,7 @@ use wasp_balancer_algo::maglev::{self, DEFAULT_M};
 use wasp_balancer_algo::next_prime;
 use wasp_balancer_algo::options::Options;
 use wasp_plugin_sdk::util::weights_for;
-use wasp_plugin_sdk::{HashKey, Hashed, Policy, Selection, Service, Snapshot, endpoint_key};
+use wasp_plugin_sdk::{HashKey, Hashed, Policy, Selection, Service, Snapshot, write_endpoint_key};
 
 struct Maglev {
     m: usize,
@@ -47,9 +47,28 @@ impl Policy for Maglev {
     }
 
     fn update(&mut self, s: &Snapshot) -> Result<Selection, String> {
-        let keys: Vec<String> = s.endpoints.iter().map(endpoint_key).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        let table = maglev::table(&refs, &weights_for(&self.pairs, s), self.m);
+        // Every endpoint's key in one buffer: one allocation rather than one per endpoint.
+        let mut keys = String::with_capacity(24 * s.endpoints.len());
+        let mut ends = Vec::with_capacity(s.endpoints.len());
+        for e in &s.endpoints {
+            write_endpoint_key(&mut keys, e);
+            ends.push(keys.len());
+        }
+        let refs: Vec<&[u8]> = ends
+            .iter()
+            .scan(0, |start, &end| {
+                let k = &keys.as_bytes()[*start..end];
+                *start = end;
+                Some(k)
+            })
+            .collect();
+        // No weight pairs: every endpoint weighs 1, without looking at any.
+        let weights = if self.pairs.is_empty() {
+            Vec::new()
+        } else {
+            weights_for(&self.pairs, s)
+        };
+        let table = maglev::table(&refs, &weights, self.m);
         Ok(Selection::Hashed(Hashed {
             key: self.key,
             table,
