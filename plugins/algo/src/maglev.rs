@@ -19,8 +19,8 @@ const LAST: usize = 128;
 ///
 /// This is the paper's fill, slot for slot, done in two ways. While many slots are empty, each
 /// turn walks the backend's permutation (`offset + j·skip mod m`) to its next empty slot. The
-/// walks grow long as the table fills: the last 1% of the slots took about a third of the
-/// time. So for the last [`LAST`] slots, each turn instead takes, among the empty slots, the
+/// walks grow long as the table fills: with E slots empty, m/E steps on average. So for the
+/// last [`LAST`] slots, each turn instead takes, among the empty slots, the
 /// one the backend's walk would reach first: the one `(slot − position) · skip⁻¹ mod m` steps
 /// ahead, fewest steps winning. Every slot the walk passes on the way is full, so it is the
 /// same slot.

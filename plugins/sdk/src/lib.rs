@@ -99,8 +99,8 @@ pub fn endpoint_key(e: &Endpoint) -> String {
     k
 }
 
-/// Appends [`endpoint_key`] to `out`. IPv4 is written digit by digit: the formatting machinery
-/// took a third of a 1000-endpoint Maglev update.
+/// Appends [`endpoint_key`] to `out`. IPv4 is written digit by digit, which in a plugin is
+/// much cheaper than the formatting machinery; the bytes are the same.
 pub fn write_endpoint_key(out: &mut String, e: &Endpoint) {
     fn decimal(out: &mut String, v: u32) {
         if v >= 10 {

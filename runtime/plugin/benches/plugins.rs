@@ -119,7 +119,16 @@ fn main() {
         update_table(&mut planner);
     }
     if only.is_empty() || only == "pick" {
-        pick_table(&mut planner);
+        // The same plugins compiled without the call-path rewrite, for its column.
+        let mut as_built = PluginPlanner::new(
+            EngineConfig {
+                reexport: false,
+                ..cfg.clone()
+            },
+            BTreeMap::new(),
+        )
+        .expect("engine");
+        pick_table(&mut planner, &mut as_built);
     }
     if only.is_empty() || only == "maglev" {
         maglev_table(&mut planner);
@@ -168,10 +177,10 @@ fn update_table(planner: &mut PluginPlanner) {
     assert!(planner.status().is_empty(), "{:?}", planner.status());
 }
 
-fn pick_table(planner: &mut PluginPlanner) {
+fn pick_table(planner: &mut PluginPlanner, as_built: &mut PluginPlanner) {
     println!("\n## pick (ns per call, median of 5 batches of 100,000), n=100\n");
-    println!("| plugin | wasm | native |");
-    println!("|---|---|---|");
+    println!("| plugin | wasm | wasm without the call-path rewrite | native |");
+    println!("|---|---|---|---|");
     let client = "10.244.9.9:40000".parse().unwrap();
     let only = std::env::var("WASP_BENCH_PLUGIN").unwrap_or_default();
     for (plugin, _) in BUILTINS
@@ -181,15 +190,19 @@ fn pick_table(planner: &mut PluginPlanner) {
         let name =
             ServicePortName::new(NamespacedName::new("bench", *plugin), "n100", Protocol::Tcp);
         let p = port(plugin, "", 100);
-        planner.plan(&name, &p);
-        let handle = planner.pick_handle(&name).expect("a picker");
         let calls = std::env::var("WASP_BENCH_CALLS")
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or(100_000);
-        let wasm = per_call(calls, || {
-            black_box(planner.pick_with(&handle, client));
-        });
+        let time = |planner: &mut PluginPlanner| {
+            planner.plan(&name, &p);
+            let handle = planner.pick_handle(&name).expect("a picker");
+            per_call(calls, || {
+                black_box(planner.pick_with(&handle, client));
+            })
+        };
+        let wasm = time(planner);
+        let unrewritten = time(as_built);
         let (mut rr, mut rng, w, active) = (
             RoundRobin::default(),
             Rng::new(7),
@@ -216,7 +229,12 @@ fn pick_table(planner: &mut PluginPlanner) {
             "{plugin}: {:?}",
             planner.status()
         );
-        println!("| {plugin} | {} | {} |", wasm.as_nanos(), native.as_nanos());
+        println!(
+            "| {plugin} | {} | {} | {} |",
+            wasm.as_nanos(),
+            unrewritten.as_nanos(),
+            native.as_nanos()
+        );
     }
 }
 

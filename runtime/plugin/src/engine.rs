@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub max_failures: u32,
     /// The first re-creation delay; it doubles per failure.
     pub backoff: Duration,
+    /// Whether components get the call-path rewrite (`crate::reexport`) before compiling.
+    pub reexport: bool,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +44,7 @@ impl Default for EngineConfig {
             cache_dir: default_cache_dir(),
             max_failures: 5,
             backoff: Duration::from_secs(1),
+            reexport: true,
         }
     }
 }
@@ -152,7 +155,12 @@ impl PluginEngine {
             let mut compat = std::collections::hash_map::DefaultHasher::new();
             std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut compat);
             h.update(std::hash::Hasher::finish(&compat).to_le_bytes());
-            h.update(crate::reexport::VERSION.to_le_bytes());
+            let rewrite = if self.cfg.reexport {
+                crate::reexport::VERSION
+            } else {
+                0
+            };
+            h.update(rewrite.to_le_bytes());
             let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
             d.join(format!("{hex}.cwasm"))
         });
@@ -169,7 +177,12 @@ impl PluginEngine {
         };
         // The rewrite keeps the component's behaviour; should wasmtime still refuse it, the
         // original is compiled instead.
-        let c = match crate::reexport::rewrite(bytes).map(|b| Component::new(&self.engine, b)) {
+        let rewritten = self
+            .cfg
+            .reexport
+            .then(|| crate::reexport::rewrite(bytes))
+            .flatten();
+        let c = match rewritten.map(|b| Component::new(&self.engine, b)) {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
                 tracing::warn!(plugin = name, error = %format!("{e:#}"), "the call-path rewrite of this plugin does not compile; using the plugin as it is");

@@ -2,7 +2,8 @@
 //!
 //! wasmtime 48 re-derives a lifted export's `VMFuncRef` on every call when the core function
 //! is *defined* in the core instance it is taken from: two binary searches over the compiled
-//! functions and a lookup in the store's code registry, about 60 ns of a 170 ns `pick`. For an
+//! functions and a lookup in the store's code registry, about 50 ns of a 160 ns `pick`
+//! (docs/BENCHMARKS.md measures both in one run). For an
 //! *imported* function it reads the reference the instance already holds. So this adds one
 //! small core module that imports the lifted functions from the instances that define them and
 //! exports them again, instantiates it right after the last of those instances, and lifts from
