@@ -13,10 +13,10 @@ use crate::bindings::wasp::balancer::types as wit;
 use crate::bindings::{PICKER, Plugin, PluginPre};
 use crate::convert;
 use crate::engine::PluginEngine;
+use crate::state::{State, StatsSource};
 
 /// What `picker.pick` returns to let the host use the weights.
 const NO_PICK: u32 = u32::MAX;
-use crate::state::{State, StatsSource};
 
 /// Why a call did not return a selection.
 #[derive(Debug, Clone, PartialEq, Eq)]

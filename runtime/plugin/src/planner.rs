@@ -275,8 +275,9 @@ impl PluginPlanner {
     }
 
     /// Picks with a handle: `None` when the plugin declines, fails, or the handle is stale. A
-    /// failed pick (a trap, a timeout, an index past the port's endpoints) is counted and puts
-    /// the port on the default selection until its next plan.
+    /// failed pick (a trap, a timeout, an index past the port's endpoints) is counted, shows in
+    /// [`status`](Self::status), and stops picks for the port, whose connections then use the
+    /// weights, until it is planned again (`replans` names it).
     pub fn pick_with(&mut self, h: &PickHandle, client: SocketAddr) -> Option<u32> {
         let slot = self.slots.list.get_mut(h.slot)?;
         let live = slot
