@@ -177,10 +177,13 @@ impl PluginEngine {
         };
         // The rewrite keeps the component's behaviour; should wasmtime still refuse it, the
         // original is compiled instead.
+        // A bug in the rewrite must not take the daemon down with a plugin: a panic in it
+        // counts as "nothing to rewrite".
         let rewritten = self
             .cfg
             .reexport
-            .then(|| crate::reexport::rewrite(bytes))
+            .then(|| std::panic::catch_unwind(|| crate::reexport::rewrite(bytes)).ok())
+            .flatten()
             .flatten();
         let c = match rewritten.map(|b| Component::new(&self.engine, b)) {
             Some(Ok(c)) => c,
