@@ -41,6 +41,20 @@ fn nft_ok(n: &Node, args: &[&str]) {
 }
 
 /// Waits until the daemon reports `n` config errors.
+/// `wasp plan` for the node's config dir with `args`, run in the node's namespace; its output.
+fn plan(n: &Node, args: &[&str]) -> String {
+    let dir = n.config_dir().display().to_string();
+    let mut argv = vec![EXE, "plan", "--config-dir", &dir, "--node-name", "node-a"];
+    argv.extend_from_slice(args);
+    let out = n.tb.exec_in(&n.tb.node(), &argv).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn wait_errors(n: &Node, want: f64) {
     wait_until(&format!("wasp_config_errors becomes {want}"), || {
         n.metric("wasp_config_errors") == Some(want)
@@ -298,32 +312,17 @@ fn plan_prints_exactly_what_run_applies() {
     }
     let mut n = node("plan", "iptables", "nft");
     n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-    let dir = n.config_dir().display().to_string();
-    let plan =
-        n.tb.exec_in(
-            &n.tb.node(),
-            &[
-                EXE,
-                "plan",
-                "--mode",
-                "iptables",
-                "--iptables-backend",
-                "nft",
-                "--config-dir",
-                &dir,
-                "--cluster-cidr",
-                "10.244.0.0/16",
-                "--node-name",
-                "node-a",
-            ],
-        )
-        .unwrap();
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
+    let plan = plan(
+        &n,
+        &[
+            "--mode",
+            "iptables",
+            "--iptables-backend",
+            "nft",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+        ],
     );
-    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
     assert!(
         n.iptables_save().lines().all(|l| !l.contains("WASP")),
         "plan changed nothing"
@@ -508,30 +507,15 @@ fn nftables_plan_prints_exactly_what_run_applies() {
     }
     let mut n = node("nftplan", "nftables", "auto");
     n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-    let dir = n.config_dir().display().to_string();
-    let plan =
-        n.tb.exec_in(
-            &n.tb.node(),
-            &[
-                EXE,
-                "plan",
-                "--config-dir",
-                &dir,
-                "--cluster-cidr",
-                "10.244.0.0/16",
-                "--cluster-cidr",
-                "fd00:244::/64",
-                "--node-name",
-                "node-a",
-            ],
-        )
-        .unwrap();
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
+    let plan = plan(
+        &n,
+        &[
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--cluster-cidr",
+            "fd00:244::/64",
+        ],
     );
-    let plan = String::from_utf8_lossy(&plan.stdout).to_string();
     assert!(
         plan.starts_with("# nft -f -\n"),
         "nftables is the default mode:\n{plan}"
