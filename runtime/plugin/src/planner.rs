@@ -79,10 +79,22 @@ impl Slot {
 
 struct Port {
     plugin: String,
+    /// The config string the port's balancer was made with: a new one is a fresh start.
+    config: String,
     /// The id the plugin knows this port by (`service.id`, `connection.service`).
     id: u32,
     fallback: Option<String>,
     replan: bool,
+    /// This port's own traps and timeouts in a row: a port whose calls keep failing backs
+    /// off (and is finally given up on) by itself, whatever the plugin's other ports do.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Port {
+    fn backing_off(&self, now: Instant) -> bool {
+        self.retry_at.is_some_and(|t| t > now)
+    }
 }
 
 /// The plugin planner.
@@ -206,9 +218,16 @@ impl PluginPlanner {
             .ports
             .iter()
             .filter_map(|(n, p)| {
-                p.fallback
-                    .as_ref()
-                    .map(|r| format!("plugin {}: {n} on the default selection: {r}", p.plugin))
+                let r = p.fallback.as_ref()?;
+                let plugin = &p.plugin;
+                Some(if p.failures >= self.engine.cfg.max_failures {
+                    format!(
+                        "plugin {plugin}: {n} on the default selection, given up after {} failures in a row until its config or the plugin changes: {r}",
+                        p.failures
+                    )
+                } else {
+                    format!("plugin {plugin}: {n} on the default selection: {r}")
+                })
             })
             .collect();
         out.extend(
@@ -224,12 +243,19 @@ impl PluginPlanner {
 
     /// When a failed plugin may next be re-created.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.slots
+        let max = self.engine.cfg.max_failures;
+        let slots = self
+            .slots
             .list
             .iter()
             .filter(|s| !s.disabled && s.live.is_none())
-            .filter_map(|s| s.retry_at)
-            .min()
+            .filter_map(|s| s.retry_at);
+        let ports = self
+            .ports
+            .values()
+            .filter(|p| p.fallback.is_some() && p.failures < max)
+            .filter_map(|p| p.retry_at);
+        slots.chain(ports).min()
     }
 
     /// The ports to plan again now: those whose plugin file changed (reloaded), and those on a
@@ -249,10 +275,18 @@ impl PluginPlanner {
         }
         let ready =
             |s: &Slot| !s.disabled && (s.live.is_some() || s.retry_at.is_none_or(|t| t <= now));
+        let max = self.engine.cfg.max_failures;
         let mut out = Vec::new();
         for (n, p) in &mut self.ports {
+            if reloaded.contains(&p.plugin) {
+                // A new plugin: every port starts afresh.
+                (p.failures, p.retry_at) = (0, None);
+            }
             let slot_ready = self.slots.get(&p.plugin).is_some_and(ready);
-            if reloaded.contains(&p.plugin) || ((p.replan || p.fallback.is_some()) && slot_ready) {
+            let port_ready = !p.backing_off(now) && p.failures < max;
+            if reloaded.contains(&p.plugin)
+                || ((p.replan || p.fallback.is_some()) && slot_ready && port_ready)
+            {
                 p.replan = false;
                 out.push(n.clone());
             }
@@ -337,28 +371,57 @@ impl PluginPlanner {
         Ok(())
     }
 
-    /// Records a trap or timeout: poison the instance, back off, maybe disable, and have its
-    /// other ports replayed once it is back.
+    /// The wait after `failures` failures in a row: the configured backoff, doubling, at most
+    /// 60 s.
+    fn backoff(&self, failures: u32) -> Duration {
+        self.engine
+            .cfg
+            .backoff
+            .saturating_mul(1 << failures.saturating_sub(1).min(6))
+            .min(Duration::from_secs(60))
+    }
+
+    /// Records a trap or timeout: poison the instance, back off (the plugin, and the port
+    /// whose call failed, each by its own count), maybe disable, and have the plugin's other
+    /// ports replayed once it is back.
     fn fail(&mut self, plugin: &str, port: &ServicePortName, e: CallError) {
-        let Some(slot) = self.slots.get_mut(plugin) else {
-            return;
-        };
         if matches!(e, CallError::Plugin(_)) {
             self.counters.rejected += 1;
             return;
         }
         self.counters.failures += 1;
+        let max = self.engine.cfg.max_failures;
+        if let Some(p) = self.ports.get_mut(port) {
+            p.failures += 1;
+        }
+        let port_failures = self.ports.get(port).map_or(0, |p| p.failures);
+        let port_backoff = self.backoff(port_failures);
+        if let Some(p) = self.ports.get_mut(port) {
+            p.retry_at = Some(Instant::now() + port_backoff);
+            if p.failures >= max {
+                tracing::error!(plugin, %port, failures = p.failures, "the port's plugin calls keep failing; it stays on the default selection until its config or the plugin changes");
+            }
+        }
+        // The plugin as a whole counts a port's first failure of a streak (and failures to
+        // instantiate): one port failing again and again is that port's problem, backed off
+        // and given up on by its own count, not a reason to take the plugin from its others.
+        let first_of_streak = port_failures <= 1;
+        let Some(failures) = self
+            .slots
+            .get(plugin)
+            .map(|s| s.failures + u32::from(first_of_streak))
+        else {
+            return;
+        };
+        let backoff = self.backoff(failures);
+        let Some(slot) = self.slots.get_mut(plugin) else {
+            return;
+        };
         slot.last_error = e.to_string();
         slot.live = None;
-        slot.failures += 1;
-        let backoff = self
-            .engine
-            .cfg
-            .backoff
-            .saturating_mul(1 << (slot.failures - 1).min(6))
-            .min(Duration::from_secs(60));
+        slot.failures = failures;
         slot.retry_at = Some(Instant::now() + backoff);
-        if slot.failures >= self.engine.cfg.max_failures {
+        if slot.failures >= max {
             slot.disabled = true;
             tracing::error!(
                 plugin,
@@ -383,6 +446,23 @@ impl PluginPlanner {
         config: &str,
     ) -> Result<Selection, String> {
         self.load(plugin)?;
+        let max = self.engine.cfg.max_failures;
+        if let Some(p) = self.ports.get(name) {
+            if p.failures >= max {
+                return Err(format!(
+                    "given up after {} failures in a row; the last: {}",
+                    p.failures,
+                    self.slots.get(plugin).map_or("", |s| s.last_error.as_str())
+                ));
+            }
+            if let Some(t) = p.retry_at.filter(|_| p.backing_off(Instant::now())) {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                return Err(format!(
+                    "backing off after {} failures in a row (retry in {ms} ms)",
+                    p.failures
+                ));
+            }
+        }
         let stats = self.stats_source.clone();
         let slot = self
             .slots
@@ -418,6 +498,9 @@ impl PluginPlanner {
         match result {
             Ok(sel) => {
                 slot.failures = 0;
+                if let Some(p) = self.ports.get_mut(name) {
+                    (p.failures, p.retry_at) = (0, None);
+                }
                 sel.validate(port.endpoints.len()).map_err(|e| {
                     self.counters.rejected += 1;
                     format!("invalid selection: {e}")
@@ -442,15 +525,24 @@ impl Planner for PluginPlanner {
         if self.ports.get(name).is_some_and(|p| p.plugin != b.name) {
             self.forget(name);
         }
+        if let Some(p) = self.ports.get_mut(name)
+            && p.config != b.config
+        {
+            // A new config is a fresh start for the port.
+            (p.config, p.failures, p.retry_at) = (b.config.clone(), 0, None);
+        }
         if !self.ports.contains_key(name) {
             let id = self.ids.take();
             self.ports.insert(
                 name.clone(),
                 Port {
                     plugin: b.name.clone(),
+                    config: b.config.clone(),
                     id,
                     fallback: None,
                     replan: false,
+                    failures: 0,
+                    retry_at: None,
                 },
             );
         }

@@ -217,16 +217,13 @@ fn a_trapped_instance_is_recreated_with_backoff_and_the_port_recovers() {
 }
 
 #[test]
-fn repeated_failures_disable_the_plugin() {
+fn failures_on_every_port_disable_the_plugin() {
     let mut p = faulty();
     let bad = port("faulty", "mode=trap", 2);
-    for _ in 0..3 {
-        p.plan(&name("a"), &bad);
-        if let Some(t) = p.next_retry() {
-            std::thread::sleep(
-                t.saturating_duration_since(Instant::now()) + Duration::from_millis(5),
-            );
-        }
+    for svc in ["a", "b", "c"] {
+        p.plan(&name(svc), &bad);
+        // Past the plugin's backoff (50 ms, then 100 ms).
+        std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(p.stats().disabled, 1);
     assert!(
@@ -241,6 +238,53 @@ fn repeated_failures_disable_the_plugin() {
         Selection::equal(2),
         "disabled stays disabled"
     );
+}
+
+#[test]
+fn a_port_that_keeps_failing_backs_off_by_itself_while_its_plugin_serves_the_others() {
+    // One faulty port must not hold the plugin's healthy port hostage, nor be retried at the
+    // healthy port's pace: it backs off on its own count and is given up on after 3.
+    let mut p = faulty();
+    let (bad, good) = (port("faulty", "mode=trap", 2), port("faulty", "mode=ok", 2));
+    p.plan(&name("good"), &good);
+    p.plan(&name("bad"), &bad);
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        // What the daemon does: replan what the planner names, when it says.
+        for n in p.replans() {
+            let port = if n == name("bad") { &bad } else { &good };
+            p.plan(&n, port);
+        }
+        let wake = p.next_retry().unwrap_or(until).min(until);
+        std::thread::sleep(
+            wake.saturating_duration_since(Instant::now()) + Duration::from_millis(2),
+        );
+    }
+    for n in p.replans() {
+        let port = if n == name("bad") { &bad } else { &good };
+        p.plan(&n, port);
+    }
+    assert_eq!(
+        p.stats().failures,
+        3,
+        "the bad port was tried exactly 3 times: {:?}",
+        p.status()
+    );
+    assert_eq!(p.stats().disabled, 0, "the plugin itself works");
+    assert_eq!(p.stats().ports_on_fallback, 1, "{:?}", p.status());
+    assert!(
+        p.status()
+            .iter()
+            .any(|s| s.contains("default/bad") && s.contains("given up after 3 failures")),
+        "{:?}",
+        p.status()
+    );
+    // A new config is a fresh start.
+    assert_eq!(
+        p.plan(&name("bad"), &port("faulty", "mode=ok", 2)),
+        Selection::equal(2)
+    );
+    assert_eq!(p.stats().ports_on_fallback, 0, "{:?}", p.status());
 }
 
 #[test]
