@@ -13,7 +13,7 @@
 //! - [`selection`]: the `Selection` contract and the default planner.
 //! - [`object`]: the Kubernetes kinds wasp reads and the `ObjectStore` that holds them.
 //! - [`validate`]: API-server validation of each object.
-//! - [`resolve`]: objects → `ProxyState`, as the API server and its controllers would do it.
+//! - [`mod@resolve`]: objects → `ProxyState`, as the API server and its controllers would do it.
 //! - [`allocate`]: deterministic, sticky cluster IP allocation from the service CIDR.
 //! - [`error`]: `ConfigError`, the error that names the file, the document, the object and the field.
 

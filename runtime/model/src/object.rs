@@ -5,7 +5,7 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::error::{ConfigError, Origin};
 use crate::name::{NamespacedName, ObjectRef};
@@ -99,8 +99,9 @@ impl Object {
         }
     }
 
-    /// Fills in what the API server would default: a namespaced object without a namespace
-    /// lives in `default`.
+    /// Fills in what the API server would store: a namespaced object without a namespace
+    /// lives in `default`, and a Service's empty `selector: {}` does not survive storage (the
+    /// Service reads back selectorless, and no controller makes endpoints for it).
     pub fn normalize(&mut self) {
         if self.kind().namespaced() {
             let m = self.meta_mut();
@@ -108,6 +109,17 @@ impl Object {
                 m.namespace = Some("default".into());
             }
         }
+        if let Self::Service(s) = self
+            && let Some(spec) = s.spec.as_mut()
+            && spec.selector.as_ref().is_some_and(|m| m.is_empty())
+        {
+            spec.selector = None;
+        }
+    }
+
+    /// Sets `metadata.creationTimestamp`, which the API server gives every object it creates.
+    pub fn set_creation_timestamp(&mut self, t: Time) {
+        self.meta_mut().creation_timestamp = Some(t);
     }
 
     /// The object's key; a Node's namespace is empty.

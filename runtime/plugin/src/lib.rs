@@ -23,8 +23,9 @@ pub mod convert;
 pub mod engine;
 pub mod instance;
 pub mod planner;
-pub mod reexport;
 pub mod state;
+
+pub use wasp_reexport as reexport;
 
 pub use engine::{EngineConfig, PluginEngine};
 pub use planner::{PickHandle, PluginPlanner, PluginSource, PluginStats};

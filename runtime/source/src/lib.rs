@@ -17,4 +17,4 @@ pub mod kubernetes;
 
 pub use batch::{Batch, ErrorLog};
 pub use event::SourceEvent;
-pub use files::{FileSource, parse_manifests, watch};
+pub use files::{FileSource, Limits, WatchConfig, parse_manifests, watch};

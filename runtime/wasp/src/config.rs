@@ -11,6 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use serde_json::Value;
 
 /// The iptables section.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -46,6 +47,31 @@ pub struct ConntrackConfig {
     pub udp_stream_timeout: Option<String>,
     /// `nf_conntrack_tcp_be_liberal`.
     pub tcp_be_liberal: Option<bool>,
+}
+
+/// The limits section: what one manifest file may hold, and how much of the error list
+/// `/healthz` shows. Each limit is named in the error it causes.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest manifest file read, in bytes (default 64 MiB).
+    pub file_bytes: Option<u64>,
+    /// The most documents in one file (default 500,000).
+    pub documents_per_file: Option<usize>,
+    /// The longest string in a document, in bytes (default 1 MiB).
+    pub string_bytes: Option<usize>,
+    /// The deepest nesting of a document (default 64).
+    pub depth: Option<usize>,
+    /// The most config errors `/healthz` lists (default 100; the count is always complete).
+    pub errors_shown: Option<usize>,
+}
+
+/// kube-proxy's logging section; only the format applies.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingConfig {
+    /// `text` (the default) or `json`.
+    pub format: Option<String>,
 }
 
 /// kube-proxy's client connection section; only the kubeconfig applies.
@@ -96,6 +122,10 @@ pub struct FileConfig {
     pub service_proxy_name: Option<String>,
     /// Extra balancer plugins by name → .wasm path (wasp only; used by the plugin host).
     pub plugins: Option<BTreeMap<String, String>>,
+    /// Limits on manifest files and the error list (wasp only).
+    pub limits: Option<LimitsConfig>,
+    /// The log format.
+    pub logging: Option<LoggingConfig>,
 }
 
 const KUBE_PROXY_FIELDS: &[&str] = &[
@@ -112,36 +142,43 @@ const KUBE_PROXY_FIELDS: &[&str] = &[
     "clientConnection",
     "iptables",
     "conntrack",
+    "logging",
 ];
 
 impl FileConfig {
-    /// Reads a config file.
+    /// Reads a config file; returns it with the warnings to log once logging is set up.
     ///
     /// # Errors
     /// Fails with the file, the field and the problem.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path) -> anyhow::Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let v: serde_yaml::Value = serde_yaml::from_str(&text)
-            .with_context(|| format!("{}: not valid YAML", path.display()))?;
+        let mut opts = serde_saphyr::Options::default();
+        opts.with_snippet = false;
+        let v: Value = serde_saphyr::from_str_with_options(&text, opts)
+            .map_err(|e| anyhow::anyhow!("{}: not valid YAML: {e}", path.display()))?;
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let mut warnings = Vec::new();
         let v = match kind {
             "WaspConfiguration" => v,
             "KubeProxyConfiguration" => {
-                let mut m = v.as_mapping().cloned().unwrap_or_default();
+                let mut m = v.as_object().cloned().unwrap_or_default();
                 let skipped: Vec<String> = m
                     .keys()
-                    .filter_map(|k| k.as_str())
-                    .filter(|k| !KUBE_PROXY_FIELDS.contains(k))
-                    .map(str::to_string)
+                    .filter(|k| !KUBE_PROXY_FIELDS.contains(&k.as_str()))
+                    .cloned()
                     .collect();
                 for k in &skipped {
-                    m.remove(k.as_str());
+                    m.remove(k);
                 }
                 if !skipped.is_empty() {
-                    tracing::warn!(file = %path.display(), fields = ?skipped, "KubeProxyConfiguration fields that do not apply to wasp are ignored");
+                    warnings.push(format!(
+                        "{}: KubeProxyConfiguration fields that do not apply to wasp are ignored: {}",
+                        path.display(),
+                        skipped.join(", ")
+                    ));
                 }
-                serde_yaml::Value::Mapping(m)
+                Value::Object(m)
             }
             other => bail!(
                 "{}: kind: expected WaspConfiguration or KubeProxyConfiguration, got {other:?}",
@@ -150,7 +187,7 @@ impl FileConfig {
         };
         let cfg: FileConfig = serde_path_to_error::deserialize(v)
             .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner()))?;
-        Ok(cfg)
+        Ok((cfg, warnings))
     }
 }
 
@@ -162,7 +199,7 @@ mod tests {
         let d = tempfile::tempdir()?;
         let p = d.path().join("wasp.yaml");
         std::fs::write(&p, text)?;
-        FileConfig::load(&p)
+        Ok(FileConfig::load(&p)?.0)
     }
 
     #[test]

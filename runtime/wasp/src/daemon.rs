@@ -49,6 +49,27 @@ fn now_secs() -> f64 {
 /// # Errors
 /// Fails when the source cannot start or the HTTP addresses cannot be bound.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    // Everything that can fail on the host's state is checked before the kernel is touched.
+    let beside = s.service_proxy_name.is_some();
+    let healthz = http::bind(
+        s.healthz_addr,
+        "--healthz-bind-address, healthzBindAddress",
+        beside,
+    )
+    .await?;
+    let metrics_listener = if s.metrics_addr != s.healthz_addr {
+        Some(
+            http::bind(
+                s.metrics_addr,
+                "--metrics-bind-address, metricsBindAddress",
+                beside,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let mut rx = crate::source::start(&s).await?;
     if s.mode == wasp_dataplane::Mode::Nftables {
         wasp_dataplane::nftables::Nftables::probe().map_err(|e| {
             anyhow::anyhow!(
@@ -64,16 +85,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     for what in wasp_dataplane::leftovers::remove_other_modes(s.mode, &s.render_config()) {
         tracing::warn!("{what}");
     }
-    let health = Arc::new(Health::new(s.sync_period * 2));
+    let health = Arc::new(Health::new(s.sync_period * 2, s.errors_shown));
     let metrics = Arc::new(Metrics::default());
-    http::serve(s.healthz_addr, health.clone(), metrics.clone()).await?;
-    if s.metrics_addr != s.healthz_addr {
-        http::serve(s.metrics_addr, health.clone(), metrics.clone()).await?;
+    http::serve(healthz, health.clone(), metrics.clone());
+    if let Some(l) = metrics_listener {
+        http::serve(l, health.clone(), metrics.clone());
     }
     for w in wasp_dataplane::sysctl::apply(&s.conntrack) {
         tracing::warn!(warning = %w, "conntrack setting not applied");
     }
-    let mut rx = crate::source::start(&s).await?;
     let mut d = Daemon {
         store: s.store(),
         log: ErrorLog::default(),

@@ -1,6 +1,6 @@
 //! `wasp demo`: the article's walk-through in throw-away network namespaces.
 //!
-//! Two backend pods answer "Hello from <pod name>" on a container port named `http` (80);
+//! Two backend pods answer `Hello from <pod name>` on a container port named `http` (80);
 //! `tut-service` listens on 4000 with `targetPort: http`. The daemon runs in the node
 //! namespace; a client pod sends 20 requests to the cluster IP and the split is printed. Then
 //! the config is edited live: a third pod joins, and a selectorless Service with hand-written

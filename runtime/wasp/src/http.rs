@@ -22,7 +22,30 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Health {
     timeout: Duration,
+    /// The most detail lines shown; the rest are counted.
+    shown: usize,
     inner: Mutex<HealthState>,
+}
+
+/// The longest detail line shown, in characters: an error quotes user input.
+const DETAIL_CHARS: usize = 1024;
+
+/// The `/healthz` body.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    healthy: bool,
+    last_updated: f64,
+    current_time: f64,
+    pending_for_seconds: f64,
+    config_errors: usize,
+    detail: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    detail_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Default, Clone)]
@@ -31,13 +54,16 @@ struct HealthState {
     oldest_queued: Option<Instant>,
     config_errors: usize,
     detail: Vec<String>,
+    detail_omitted: usize,
 }
 
 impl Health {
-    /// A health tracker that turns unhealthy after `timeout` (2× the sync period).
-    pub fn new(timeout: Duration) -> Self {
+    /// A health tracker that turns unhealthy after `timeout` (2× the sync period) and shows at
+    /// most `shown` detail lines.
+    pub fn new(timeout: Duration, shown: usize) -> Self {
         Self {
             timeout,
+            shown,
             inner: Mutex::new(HealthState::default()),
         }
     }
@@ -60,11 +86,21 @@ impl Health {
         s.oldest_queued = None;
     }
 
-    /// Records the current configuration errors and degraded-state notes for the detail.
-    pub fn set_detail(&self, config_errors: usize, detail: Vec<String>) {
+    /// Records the current configuration errors and degraded-state notes for the detail:
+    /// the first `shown` of them, each cut to a bounded length; the rest are counted.
+    pub fn set_detail(&self, config_errors: usize, mut detail: Vec<String>) {
+        let omitted = detail.len().saturating_sub(self.shown);
+        detail.truncate(self.shown);
+        for d in &mut detail {
+            if let Some((cut, _)) = d.char_indices().nth(DETAIL_CHARS) {
+                d.truncate(cut);
+                d.push('…');
+            }
+        }
         let mut s = self.lock();
         s.config_errors = config_errors;
         s.detail = detail;
+        s.detail_omitted = omitted;
     }
 
     /// Whether the proxy is healthy, and the JSON body to report.
@@ -76,15 +112,16 @@ impl Health {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0)
         };
-        let detail: Vec<String> = s.detail.iter().map(|d| format!("{d:?}")).collect();
-        let body = format!(
-            "{{\"healthy\":{healthy},\"lastUpdated\":{},\"currentTime\":{},\"pendingForSeconds\":{},\"configErrors\":{},\"detail\":[{}]}}\n",
-            s.last_updated.map_or(0.0, secs),
-            secs(SystemTime::now()),
-            s.oldest_queued.map_or(0.0, |q| q.elapsed().as_secs_f64()),
-            s.config_errors,
-            detail.join(",")
-        );
+        let body = Body {
+            healthy,
+            last_updated: s.last_updated.map_or(0.0, secs),
+            current_time: secs(SystemTime::now()),
+            pending_for_seconds: s.oldest_queued.map_or(0.0, |q| q.elapsed().as_secs_f64()),
+            config_errors: s.config_errors,
+            detail: &s.detail,
+            detail_omitted: s.detail_omitted,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default() + "\n";
         (healthy, body)
     }
 }
@@ -98,17 +135,33 @@ fn respond(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes
     r
 }
 
-/// Serves `/healthz` and `/metrics` on `addr` until the process ends.
+/// Binds the listener `what` is served on; the error names the address and the setting.
 ///
 /// # Errors
-/// Fails when the address cannot be bound.
-pub async fn serve(
+/// Fails when the address cannot be bound, saying which flag and field set it and, beside
+/// kube-proxy (`service_proxy_name`), that kube-proxy's own `/healthz` is on 10256 too.
+pub async fn bind(
     addr: SocketAddr,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz and /metrics");
+    setting: &str,
+    beside_kube_proxy: bool,
+) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let mut msg = format!("cannot listen on {addr} ({setting}): {e}");
+        if beside_kube_proxy && e.kind() == std::io::ErrorKind::AddrInUse {
+            msg.push_str(
+                "; beside kube-proxy (--service-proxy-name) the ports are kube-proxy's too \
+                 (its /healthz is on 10256, its /metrics on 10249): give wasp its own",
+            );
+        }
+        anyhow::anyhow!(msg)
+    })
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until the process ends.
+pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /healthz and /metrics");
+    }
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -144,7 +197,6 @@ pub async fn serve(
             });
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]
@@ -152,8 +204,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_body_is_json_whatever_the_names_hold_and_its_size_is_bounded() {
+        let h = Health::new(Duration::from_secs(1), 3);
+        let hostile = [
+            "a\u{0}b",
+            "\u{1}\u{1f}\u{7f}",
+            "q\"uote\\",
+            "\u{a0}\u{200b}\u{feff}",
+            "\u{202e}x",
+        ];
+        let mut detail: Vec<String> = hostile
+            .iter()
+            .map(|s| format!("Service {s}: bad"))
+            .collect();
+        detail.push("x".repeat(100_000));
+        h.set_detail(detail.len(), detail);
+        let (_, body) = h.report();
+        let v: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(v["detail"][0], "Service a\u{0}b: bad");
+        assert_eq!(v["detail"].as_array().unwrap().len(), 3);
+        assert_eq!(v["detailOmitted"], 3);
+        assert_eq!(v["configErrors"], 6);
+        h.set_detail(1, vec!["y".repeat(100_000)]);
+        assert!(h.report().1.len() < 2 * DETAIL_CHARS + 200);
+    }
+
+    #[test]
     fn unhealthy_only_when_a_queued_change_waits_too_long() {
-        let h = Health::new(Duration::from_millis(50));
+        let h = Health::new(Duration::from_millis(50), 100);
         assert!(h.report().0, "nothing queued");
         h.queued();
         assert!(h.report().0, "queued, within the timeout");

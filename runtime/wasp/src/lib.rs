@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`config`]: the daemon config file (a `KubeProxyConfiguration`'s fields that apply).
 //! - [`options`]: flags merged over the config file: the `Settings` everything is built from.
+//! - [`duration`]: Go-style durations, parsed without panics.
+//! - [`logging`]: the log, as escaped text or JSON.
 //! - [`source`]: starting the files or the Kubernetes API source.
 //! - [`daemon`]: the sync loop: store, resolve, diff, plan, apply; full resync; health.
 //! - [`load`]: one-shot loading of a config dir, for `plan` and `validate`.
@@ -16,9 +18,11 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod duration;
 pub mod echo;
 pub mod http;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod options;
 pub mod source;

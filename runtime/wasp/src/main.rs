@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 use wasp::daemon;
-use wasp::options::{Flags, Settings, parse_duration};
+use wasp::options::{Flags, LogFormat, Settings, parse_duration};
 use wasp_dataplane::{Mode, SyncRequest};
 use wasp_model::{Planner, ProxyState};
 
@@ -17,6 +16,10 @@ use wasp_model::{Planner, ProxyState};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// The log format: text (control characters escaped) or json [default: the config
+    /// file's logging.format, else text].
+    #[arg(long, global = true, value_enum)]
+    logging_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,14 +83,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, cli.logging_format) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("wasp: {e:#}");
@@ -103,14 +100,30 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+/// The settings of `run`, `plan` and `validate`, with the log set up as they ask.
+fn settings(flags: &Flags, format: Option<LogFormat>) -> anyhow::Result<Settings> {
+    let s = Settings::new(flags)?;
+    wasp::logging::init(format.or(s.log_format).unwrap_or_default());
+    for w in &s.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(s)
+}
+
+fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
+    if !matches!(
+        cmd,
+        Command::Run { .. } | Command::Plan { .. } | Command::Validate { .. }
+    ) {
+        wasp::logging::init(format.unwrap_or_default());
+    }
     match cmd {
         Command::Run { flags } => {
-            let settings = Settings::new(&flags)?;
+            let settings = settings(&flags, format)?;
             runtime()?.block_on(daemon::run(settings))?;
         }
         Command::Plan { flags } => {
-            let settings = Settings::new(&flags)?;
+            let settings = settings(&flags, format)?;
             let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
             for e in &loaded.errors {
                 eprintln!("error: {e}");
@@ -139,7 +152,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             print!("{}", settings.dataplane().plan(req)?);
         }
         Command::Validate { flags } => {
-            let settings = Settings::new(&flags)?;
+            let settings = settings(&flags, format)?;
             let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
             for e in &loaded.errors {
                 println!("{e}");

@@ -1,12 +1,11 @@
 //! Starting the configured source: the watched directory or the Kubernetes API.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 use wasp_source::kubernetes::{self, KubeConfig};
-use wasp_source::{FileSource, SourceEvent};
+use wasp_source::{FileSource, SourceEvent, WatchConfig};
 
 use crate::options::{Settings, SourceKind};
 
@@ -17,9 +16,8 @@ use crate::options::{Settings, SourceKind};
 pub async fn start(s: &Settings) -> anyhow::Result<mpsc::Receiver<SourceEvent>> {
     match &s.source {
         SourceKind::Files(dir) => Ok(wasp_source::watch(
-            FileSource::new(dir),
-            Duration::from_millis(100),
-            s.sync_period,
+            FileSource::with_limits(dir, s.limits.clone()),
+            WatchConfig::new(s.sync_period),
         )?),
         SourceKind::Kubernetes(kubeconfig) => {
             let client = client(kubeconfig.as_deref()).await?;

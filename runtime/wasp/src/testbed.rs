@@ -315,10 +315,19 @@ impl Testbed {
 
     /// Sends SIGTERM to a child started here and waits for it.
     pub fn stop(&mut self, pid: u32) {
+        self.signal(pid, "-TERM");
+    }
+
+    /// Sends SIGKILL to a child started here (no chance to clean up) and waits for it.
+    pub fn kill(&mut self, pid: u32) {
+        self.signal(pid, "-KILL");
+    }
+
+    fn signal(&mut self, pid: u32, signal: &str) {
         if let Some(pos) = self.children.iter().position(|c| c.id() == pid) {
             let mut c = self.children.remove(pos);
             let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([signal, &pid.to_string()])
                 .status();
             let _ = c.wait();
         }

@@ -160,7 +160,7 @@ fn run_case(file: &str) {
         return;
     }
     let path = format!("{}/tests/cases/{file}.yaml", env!("CARGO_MANIFEST_DIR"));
-    let case: Case = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let case: Case = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (mode, backend) in MODES {
         let mut node = Node::new(file, mode, backend);
         let mut ips: Vec<(String, String)> = Vec::new();

@@ -132,3 +132,103 @@ fn run_says_when_nftables_cannot_be_used_and_names_the_fallback_flag() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_durations_are_errors_that_name_the_flag_not_panics() {
+    let d = dir_with(&[]);
+    for bad in ["-1", "NaN", "inf", "1e30", "0"] {
+        let out = Command::new(EXE)
+            .args(["validate", &format!("--sync-period={bad}"), "--config-dir"])
+            .arg(d.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(if bad == "0" { 1 } else { 2 }),
+            "{bad}: {err}"
+        );
+        assert!(err.contains("sync-period"), "{bad}: {err}");
+        assert!(!err.contains("panicked"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_reported_not_read() {
+    // A sparse 2 GiB file: reading it would take 2 GiB of memory.
+    let d = dir_with(&[(
+        "good.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+    )]);
+    let big = std::fs::File::create(d.path().join("huge.yaml")).unwrap();
+    big.set_len(2 << 30).unwrap();
+    let out = Command::new(EXE)
+        .args(["validate", "--config-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "huge.yaml: 2147483648 bytes, more than the limit of 67108864 (limits.fileBytes)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("1 objects, 1 service ports"), "{text}");
+}
+
+#[test]
+fn deep_nesting_is_refused_quickly() {
+    let d = dir_with(&[("deep.yaml", &format!("x: {}", "[".repeat(100_000)))]);
+    let out = Command::new(EXE)
+        .args(["validate", "--config-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("deep.yaml: document 0: not valid YAML"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreadable_subdirectory_is_reported_and_the_rest_is_read() {
+    // As nobody, so that the directory's mode applies (root reads through it).
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.path().join("good.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    std::fs::set_permissions(d.path().join("sub"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = if wasp::testbed::is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", EXE]);
+        c
+    } else {
+        Command::new(EXE)
+    };
+    let out = cmd
+        .args(["validate", "--config-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    std::fs::set_permissions(d.path().join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("sub: cannot read: Permission denied"),
+        "{text}"
+    );
+    assert!(text.contains("1 objects, 1 service ports"), "{text}");
+}

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use serde::Deserialize;
 use wasp::options::{Flags, Settings};
 use wasp_source::kubernetes::API_CALLS;
 
@@ -29,8 +28,8 @@ fn load() -> Manifests {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_yaml::Value::deserialize(doc).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for v in docs {
             let ctx = format!("{}: {:?}", path.display(), v.get("kind"));
             match v.get("kind").and_then(|k| k.as_str()) {
                 Some("DaemonSet") => m.daemonsets.push(parse(v, &ctx)),
@@ -45,8 +44,8 @@ fn load() -> Manifests {
     m
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: serde_yaml::Value, ctx: &str) -> T {
-    serde_yaml::from_value(v).unwrap_or_else(|e| panic!("{ctx}: {e}"))
+fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value, ctx: &str) -> T {
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("{ctx}: {e}"))
 }
 
 #[test]

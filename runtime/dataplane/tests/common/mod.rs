@@ -29,7 +29,7 @@ pub const CASES: &[&str] = &[
 
 fn state(path: &Path) -> ProxyState {
     let bytes = std::fs::read(path).unwrap();
-    let parsed = parse_manifests("config.yaml", &bytes);
+    let parsed = parse_manifests("config.yaml", &bytes, &wasp_source::Limits::default());
     assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
     let mut store = ObjectStore::new(ValidationConfig::default());
     for (o, origin) in parsed.objects {

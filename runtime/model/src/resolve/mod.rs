@@ -3,8 +3,8 @@
 //! The service side comes from each Service's spec (cluster IPs allocated when absent). The
 //! endpoint side comes from three places, merged and de-duplicated by address and port:
 //! EndpointSlices labelled with the Service's name; for a Service with a selector, its Pods
-//! (a local endpoints controller, see [`pods`]); for one without, its v1 Endpoints, mirrored as
-//! the API server's mirroring controller does (see [`mirror`]).
+//! (a local endpoints controller, see `pods`); for one without, its v1 Endpoints, mirrored as
+//! the API server's mirroring controller does (see `mirror`).
 
 mod mirror;
 mod pods;
@@ -172,6 +172,12 @@ fn allocate(
                 name: key(&s.object),
                 explicit,
                 families,
+                created: s
+                    .object
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_nanosecond()),
             }
         })
         .collect();

@@ -9,14 +9,14 @@ fn store(yaml: &str) -> ObjectStore {
     let mut store = ObjectStore::new(ValidationConfig {
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
     });
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    for (i, v) in docs.into_iter().enumerate() {
         let obj = match v["kind"].as_str().unwrap() {
-            "Service" => Object::Service(Box::new(serde_yaml::from_value(v).unwrap())),
-            "Endpoints" => Object::Endpoints(Box::new(serde_yaml::from_value(v).unwrap())),
-            "EndpointSlice" => Object::EndpointSlice(Box::new(serde_yaml::from_value(v).unwrap())),
-            "Pod" => Object::Pod(Box::new(serde_yaml::from_value(v).unwrap())),
-            "Node" => Object::Node(Box::new(serde_yaml::from_value(v).unwrap())),
+            "Service" => Object::Service(Box::new(serde_json::from_value(v).unwrap())),
+            "Endpoints" => Object::Endpoints(Box::new(serde_json::from_value(v).unwrap())),
+            "EndpointSlice" => Object::EndpointSlice(Box::new(serde_json::from_value(v).unwrap())),
+            "Pod" => Object::Pod(Box::new(serde_json::from_value(v).unwrap())),
+            "Node" => Object::Node(Box::new(serde_json::from_value(v).unwrap())),
             k => panic!("kind {k}"),
         };
         store.apply(obj, Origin::file("test.yaml", i)).unwrap();
@@ -289,6 +289,55 @@ spec: {type: ExternalName, externalName: example.org}
             .cluster_ips[0],
         ip,
         "stable across restarts"
+    );
+}
+
+#[test]
+fn an_empty_selector_is_no_selector() {
+    // The API server does not store `selector: {}`: the Service reads back selectorless, so
+    // no Pod becomes its endpoint, and its hand-written Endpoints are mirrored.
+    let (state, _) = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 10.96.0.30, selector: {}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, labels: {app: x}}
+status: {phase: Running, podIP: 10.244.1.2}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 10.244.9.9}], ports: [{port: 80}]}]
+"#);
+    assert_eq!(
+        eps(&state, &spn("web", "", Protocol::Tcp)),
+        ["10.244.9.9:80"]
+    );
+}
+
+#[test]
+fn the_older_service_keeps_a_contested_cluster_ip() {
+    // zeta is older (and sorts after alpha by name): it keeps the address, alpha is refused.
+    let (state, errors) = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: zeta, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alpha, creationTimestamp: "2026-06-01T00:00:00Z"}
+spec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}
+"#);
+    assert!(state.ports.contains_key(&spn("zeta", "", Protocol::Tcp)));
+    assert!(!state.ports.contains_key(&spn("alpha", "", Protocol::Tcp)));
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("Service default/alpha") && e.contains("(to Service default/zeta)"),
+        "{e}"
     );
 }
 

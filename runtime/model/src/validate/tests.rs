@@ -3,12 +3,12 @@
 use super::*;
 
 fn check(yaml: &str) -> Vec<String> {
-    let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
     let mut obj = match v["kind"].as_str().unwrap() {
-        "Service" => Object::Service(Box::new(serde_yaml::from_value(v).unwrap())),
-        "Endpoints" => Object::Endpoints(Box::new(serde_yaml::from_value(v).unwrap())),
-        "EndpointSlice" => Object::EndpointSlice(Box::new(serde_yaml::from_value(v).unwrap())),
-        "Pod" => Object::Pod(Box::new(serde_yaml::from_value(v).unwrap())),
+        "Service" => Object::Service(Box::new(serde_json::from_value(v).unwrap())),
+        "Endpoints" => Object::Endpoints(Box::new(serde_json::from_value(v).unwrap())),
+        "EndpointSlice" => Object::EndpointSlice(Box::new(serde_json::from_value(v).unwrap())),
+        "Pod" => Object::Pod(Box::new(serde_json::from_value(v).unwrap())),
         k => panic!("kind {k}"),
     };
     obj.normalize();

@@ -1,8 +1,18 @@
 //! Manifests → objects, with errors that name the file, the document, the object and the field.
+//!
+//! A document is read as the API server reads a request: its `apiVersion` and `kind` say what
+//! it is (a typo is an error, not a skip: see [`super::kind`]), its fields decode strictly
+//! (see [`super::strict`]), and a bad field keeps the object's last good version. A document
+//! that cannot even be identified — no kind, no name, broken YAML — could have been any of the
+//! file's objects, so the file then keeps every object it held ([`Parsed::keep_all`]).
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 use wasp_model::{ConfigError, NamespacedName, Object, ObjectKind, ObjectRef, Origin};
+
+use super::kind::{Kind, classify};
+use super::strict::unknown_fields;
+use super::yaml::{self, Limits};
 
 /// What one file holds.
 #[derive(Debug, Default)]
@@ -14,27 +24,65 @@ pub struct Parsed {
     pub kept: Vec<(ObjectKind, NamespacedName)>,
     /// Everything that went wrong.
     pub errors: Vec<ConfigError>,
-    /// The file is not valid YAML: every object it held keeps its last good version.
-    pub unreadable: bool,
+    /// Some document could not be identified: every object the file held keeps its last good
+    /// version until it can.
+    pub keep_all: bool,
+}
+
+impl Parsed {
+    fn fail(&mut self, origin: &Origin, object: Option<ObjectRef>, field: String, message: String) {
+        self.errors.push(ConfigError {
+            origin: origin.clone(),
+            object,
+            field,
+            message,
+        });
+    }
 }
 
 /// Parses a multi-document YAML or JSON file of Kubernetes objects.
-pub fn parse_manifests(path: &str, bytes: &[u8]) -> Parsed {
+pub fn parse_manifests(path: &str, bytes: &[u8], limits: &Limits) -> Parsed {
     let mut out = Parsed::default();
-    for (doc, de) in serde_yaml::Deserializer::from_slice(bytes).enumerate() {
-        let origin = Origin::file(path, doc);
-        match Value::deserialize(de) {
+    let whole = Origin {
+        source: path.to_string(),
+        document: None,
+    };
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        out.keep_all = true;
+        out.fail(&whole, None, String::new(), "not UTF-8 text".into());
+        return out;
+    };
+    let docs = yaml::documents(text);
+    if docs.len() > limits.documents {
+        out.keep_all = true;
+        let msg = format!(
+            "{} documents, more than the limit of {} (limits.documentsPerFile)",
+            docs.len(),
+            limits.documents
+        );
+        out.fail(&whole, None, String::new(), msg);
+        return out;
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        let origin = Origin::file(path, i);
+        match yaml::parse(doc, limits) {
             Ok(Value::Null) => {}
-            Ok(v) => document(&mut out, v, &origin, ""),
+            Ok(v) => {
+                if let Some(field) = yaml::long_string(&v, limits.string_bytes) {
+                    out.keep_all = true;
+                    let msg = format!(
+                        "a string longer than the limit of {} bytes (limits.stringBytes)",
+                        limits.string_bytes
+                    );
+                    out.fail(&origin, None, field, msg);
+                    continue;
+                }
+                document(&mut out, v, &origin, "");
+            }
             Err(e) => {
-                out.unreadable = true;
-                out.errors.push(ConfigError {
-                    origin,
-                    object: None,
-                    field: String::new(),
-                    message: format!("not valid YAML: {e}"),
-                });
-                break;
+                out.keep_all = true;
+                out.fail(&origin, None, String::new(), format!("not valid YAML: {e}"));
             }
         }
     }
@@ -42,186 +90,142 @@ pub fn parse_manifests(path: &str, bytes: &[u8]) -> Parsed {
 }
 
 fn document(out: &mut Parsed, v: Value, origin: &Origin, prefix: &str) {
-    let fail = |out: &mut Parsed, object: Option<ObjectRef>, field: &str, message: String| {
-        out.errors.push(ConfigError {
-            origin: origin.clone(),
-            object,
-            field: format!("{prefix}{field}"),
-            message,
-        });
-    };
+    let field = |f: &str| format!("{prefix}{f}");
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(api_version), Some(kind)) = (text("apiVersion"), text("kind")) else {
-        fail(
-            out,
-            None,
-            "kind",
-            "Required value: apiVersion and kind must be set".into(),
-        );
+        out.keep_all = true;
+        let missing = if text("apiVersion").is_none() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
+        let msg = "Required value: apiVersion and kind must be strings";
+        out.fail(origin, None, field(missing), msg.into());
         return;
     };
-    if api_version == "v1" && kind == "List" {
-        let items = v
-            .get("items")
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        for (i, item) in items.into_iter().enumerate() {
-            document(out, item, origin, &format!("{prefix}items[{i}]."));
+    let k = match classify(&api_version, &kind) {
+        Kind::Read(k) => k,
+        Kind::Skip => {
+            tracing::debug!(%origin, %api_version, %kind, "skipping a kind wasp does not read");
+            return;
         }
+        Kind::List => return list(out, &v, origin, prefix),
+        Kind::Unknown { field: f, message } => {
+            out.keep_all = true;
+            out.fail(origin, None, field(f), message);
+            return;
+        }
+    };
+    let Some(key) = identify(out, &v, k, origin, prefix) else {
+        out.keep_all = true;
         return;
-    }
-    let Some(k) = ObjectKind::from_type(&api_version, &kind) else {
-        tracing::debug!(%origin, %api_version, %kind, "skipping a kind wasp does not read");
-        return;
     };
-    let meta = |f: &str| {
-        v.get("metadata")
-            .and_then(|m| m.get(f))
-            .and_then(Value::as_str)
-    };
-    let namespace = if k.namespaced() {
-        meta("namespace").unwrap_or("default")
-    } else {
-        ""
-    };
-    let key = NamespacedName::new(namespace, meta("name").unwrap_or_default());
     let object = ObjectRef {
         kind: kind.clone(),
         name: key.clone(),
     };
     let decoded = match k {
-        ObjectKind::Service => decode(v).map(Object::Service),
-        ObjectKind::Endpoints => decode(v).map(Object::Endpoints),
-        ObjectKind::EndpointSlice => decode(v).map(Object::EndpointSlice),
-        ObjectKind::Pod => decode(v).map(Object::Pod),
-        ObjectKind::Node => decode(v).map(Object::Node),
+        ObjectKind::Service => decode(&v).map(Object::Service),
+        ObjectKind::Endpoints => decode(&v).map(Object::Endpoints),
+        ObjectKind::EndpointSlice => decode(&v).map(Object::EndpointSlice),
+        ObjectKind::Pod => decode(&v).map(Object::Pod),
+        ObjectKind::Node => decode(&v).map(Object::Node),
     };
     match decoded {
         Ok(mut obj) => {
             obj.normalize();
             out.objects.push((obj, origin.clone()));
         }
-        Err((field, message)) => {
-            fail(out, Some(object), &field, message);
+        Err(errors) => {
+            for (f, message) in errors {
+                let f = field(&f);
+                let message = message
+                    .unwrap_or_else(|| format!("strict decoding error: unknown field {f:?}"));
+                out.fail(origin, Some(object.clone()), f, message);
+            }
             out.kept.push((k, key));
         }
     }
 }
 
-/// Decodes into a k8s-openapi type; on failure returns the field path and the message.
-fn decode<T: for<'de> Deserialize<'de>>(v: Value) -> Result<Box<T>, (String, String)> {
-    serde_path_to_error::deserialize(v)
-        .map(Box::new)
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            (path, e.into_inner().to_string())
-        })
+/// The items of a v1 List, each a document of its own.
+fn list(out: &mut Parsed, v: &Value, origin: &Origin, prefix: &str) {
+    match v.get("items") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                document(out, item.clone(), origin, &format!("{prefix}items[{i}]."));
+            }
+        }
+        Some(_) => {
+            out.keep_all = true;
+            let msg = "Invalid value: must be a list of objects".into();
+            out.fail(origin, None, format!("{prefix}items"), msg);
+        }
+    }
+}
+
+/// The object's key, from `metadata.name` and `metadata.namespace`; `None` (with the error
+/// recorded) when they are missing or not strings, so the object cannot be known.
+fn identify(
+    out: &mut Parsed,
+    v: &Value,
+    k: ObjectKind,
+    origin: &Origin,
+    prefix: &str,
+) -> Option<NamespacedName> {
+    let fail = |out: &mut Parsed, f: &str, msg: &str| {
+        out.fail(origin, None, format!("{prefix}{f}"), msg.into());
+    };
+    let Some(meta) = v.get("metadata").and_then(Value::as_object) else {
+        fail(
+            out,
+            "metadata",
+            "Required value: metadata must be an object",
+        );
+        return None;
+    };
+    let name = match meta.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => n.clone(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            fail(out, "metadata.name", "Required value: name is required");
+            return None;
+        }
+        Some(_) => {
+            fail(out, "metadata.name", "Invalid value: must be a string");
+            return None;
+        }
+    };
+    let namespace = match (k.namespaced(), meta.get("namespace")) {
+        (false, _) => String::new(),
+        (true, None | Some(Value::Null)) => "default".into(),
+        (true, Some(Value::String(ns))) if ns.is_empty() => "default".into(),
+        (true, Some(Value::String(ns))) => ns.clone(),
+        (true, Some(_)) => {
+            fail(out, "metadata.namespace", "Invalid value: must be a string");
+            return None;
+        }
+    };
+    Some(NamespacedName::new(namespace, name))
+}
+
+/// Decodes into a k8s-openapi type, strictly; on failure returns each field path, with the
+/// decoder's message or, for a field the type does not have, none.
+fn decode<T>(v: &Value) -> Result<Box<T>, Vec<(String, Option<String>)>>
+where
+    T: for<'de> Deserialize<'de> + serde::Serialize,
+{
+    let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![(path, Some(e.into_inner().to_string()))]
+    })?;
+    let unknown = unknown_fields(v, &typed);
+    if !unknown.is_empty() {
+        return Err(unknown.into_iter().map(|f| (f, None)).collect());
+    }
+    Ok(Box::new(typed))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn errors(p: &Parsed) -> Vec<String> {
-        p.errors.iter().map(|e| e.to_string()).collect()
-    }
-
-    #[test]
-    fn multi_document_with_list_and_skipped_kinds() {
-        let p = parse_manifests(
-            "a.yaml",
-            br#"
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec: {ports: [{port: 80}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
----
----
-apiVersion: v1
-kind: List
-items:
-- apiVersion: v1
-  kind: Endpoints
-  metadata: {name: web, namespace: edge}
-- apiVersion: discovery.k8s.io/v1
-  kind: EndpointSlice
-  metadata: {name: web-1}
-  addressType: IPv4
-  endpoints: []
-"#,
-        );
-        assert!(p.errors.is_empty(), "{:?}", errors(&p));
-        let got: Vec<String> = p
-            .objects
-            .iter()
-            .map(|(o, origin)| format!("{} @{}", o.object_ref(), origin))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "Service default/web @a.yaml: document 0",
-                "Endpoints edge/web @a.yaml: document 3",
-                "EndpointSlice default/web-1 @a.yaml: document 3",
-            ]
-        );
-    }
-
-    #[test]
-    fn json_is_read_too() {
-        let p = parse_manifests(
-            "a.json",
-            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#,
-        );
-        assert_eq!(p.objects.len(), 1);
-    }
-
-    #[test]
-    fn a_bad_field_names_object_and_path_and_keeps_the_object() {
-        let p = parse_manifests(
-            "svc.yaml",
-            b"apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: prod}\nspec: {ports: [{port: eighty}]}\n",
-        );
-        assert_eq!(p.objects.len(), 1);
-        assert_eq!(
-            p.kept,
-            [(ObjectKind::Service, NamespacedName::new("prod", "db"))]
-        );
-        let e = errors(&p);
-        assert_eq!(e.len(), 1);
-        assert!(
-            e[0].starts_with(
-                "svc.yaml: document 1: Service prod/db: spec.ports[0].port: invalid type"
-            ),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn broken_yaml_makes_the_file_unreadable() {
-        let p = parse_manifests(
-            "x.yaml",
-            b"apiVersion: v1\nkind: Service\nmetadata: {name: web\n",
-        );
-        assert!(p.unreadable);
-        assert!(
-            errors(&p)[0].starts_with("x.yaml: document 0: not valid YAML"),
-            "{:?}",
-            errors(&p)
-        );
-    }
-
-    #[test]
-    fn missing_kind_is_an_error() {
-        let p = parse_manifests("x.yaml", b"metadata: {name: web}\n");
-        assert_eq!(
-            errors(&p),
-            ["x.yaml: document 0: kind: Required value: apiVersion and kind must be set"]
-        );
-    }
-}
+mod tests;

@@ -1,14 +1,27 @@
-//! `FileSource`: scans a directory and turns what changed into batches.
+//! `FileSource`: reads the directory and turns what changed into batches.
+//!
+//! A full [`FileSource::rescan`] walks the tree (at start and on the periodic resync); the
+//! watch asks for [`FileSource::refresh`] of just the paths that changed. Either way a file
+//! is re-read only when its bytes changed, and its objects are diffed against what it produced
+//! last time. A path that cannot be read is a config error of its own; the rest of the tree
+//! keeps working.
+
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::{Digest, Sha256};
-use wasp_model::{ConfigError, NamespacedName, ObjectKind, ObjectRef, Origin};
+use wasp_model::{ConfigError, NamespacedName, Object, ObjectKind, ObjectRef, Origin};
 
 use super::parse::parse_manifests;
+use super::yaml::Limits;
 use crate::batch::Batch;
+use walk::Walk;
+pub use walk::is_manifest;
 
 type Key = (ObjectKind, NamespacedName);
 
@@ -24,17 +37,55 @@ struct FileRecord {
 #[derive(Debug)]
 pub struct FileSource {
     dir: PathBuf,
+    limits: Limits,
     files: BTreeMap<PathBuf, FileRecord>,
     owners: HashMap<Key, PathBuf>,
+    /// The creation time given to each object that states none, kept while it exists.
+    created: HashMap<Key, Time>,
+    /// The directories of the last walk, for the watch.
+    dirs: BTreeSet<PathBuf>,
+    /// Paths that could not be read at the last walk; each is an error scope.
+    unreadable: BTreeSet<PathBuf>,
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn path_error(path: &Path, message: String) -> Batch {
+    let scope = display(path);
+    Batch {
+        errors: vec![ConfigError {
+            origin: Origin {
+                source: scope.clone(),
+                document: None,
+            },
+            object: None,
+            field: String::new(),
+            message,
+        }],
+        scope,
+        ..Batch::default()
+    }
 }
 
 impl FileSource {
-    /// A source over `dir`; nothing is read until [`FileSource::rescan`].
+    /// A source over `dir` with the default limits; nothing is read until
+    /// [`FileSource::rescan`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_limits(dir, Limits::default())
+    }
+
+    /// A source over `dir` whose files are held to `limits`.
+    pub fn with_limits(dir: impl Into<PathBuf>, limits: Limits) -> Self {
         Self {
             dir: dir.into(),
+            limits,
             files: BTreeMap::new(),
             owners: HashMap::new(),
+            created: HashMap::new(),
+            dirs: BTreeSet::new(),
+            unreadable: BTreeSet::new(),
         }
     }
 
@@ -43,46 +94,135 @@ impl FileSource {
         &self.dir
     }
 
-    /// Reads every file that changed since the last scan and returns one batch per file that
-    /// was added, changed or removed.
+    /// The directories the last walk went through (symlinked ones by the path that reached
+    /// them first), for the watch.
+    pub fn dirs(&self) -> &BTreeSet<PathBuf> {
+        &self.dirs
+    }
+
+    /// What a change at `path` asks to re-read: the path itself; the directory holding a
+    /// ConfigMap mount's `..data` or timestamped folder when the change is in one of those
+    /// (the visible links then point at new files); nothing for other hidden names (an
+    /// editor's swap or temporary file) or paths outside the directory.
+    pub fn target(&self, path: &Path) -> Option<PathBuf> {
+        let rel = path.strip_prefix(&self.dir).ok()?;
+        let mut at = self.dir.clone();
+        for c in rel.components() {
+            let name = c.as_os_str().to_str()?;
+            if name.starts_with("..") {
+                return Some(at);
+            }
+            if walk::hidden(name) {
+                return None;
+            }
+            at.push(name);
+        }
+        Some(at)
+    }
+
+    /// Walks the whole tree and returns one batch per file that was added, changed or
+    /// removed, and per path that became unreadable or readable again.
     ///
     /// # Errors
     /// Fails only when the directory itself cannot be listed.
     pub fn rescan(&mut self) -> io::Result<Vec<Batch>> {
-        let mut present = Vec::new();
-        list(&self.dir, &mut present)?;
-        present.sort();
+        let walk = Walk::run(&self.dir)?;
+        let mut batches = self.apply_walk(&walk, |_| true);
+        self.dirs = walk.dirs;
+        batches.extend(self.retry_conflicts(&batches));
+        Ok(batches)
+    }
+
+    /// Re-reads what changed at `paths` (files, or directories whose subtree is walked again),
+    /// without walking the rest of the tree.
+    pub fn refresh(&mut self, paths: &BTreeSet<PathBuf>) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        for path in paths {
+            if !path.starts_with(&self.dir) {
+                continue;
+            }
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => {
+                    let Ok(walk) = Walk::run(path) else {
+                        batches.push(path_error(path, "cannot read the directory".into()));
+                        continue;
+                    };
+                    batches.extend(self.apply_walk(&walk, |p| p.starts_with(path)));
+                    self.dirs
+                        .retain(|d| !d.starts_with(path) || walk.dirs.contains(d));
+                    self.dirs.extend(walk.dirs);
+                }
+                Ok(_) if is_manifest(path) && self.target(path).as_ref() == Some(path) => {
+                    batches.extend(self.read(path));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // Gone: the file, or every file below the directory.
+                    let gone: Vec<PathBuf> = self
+                        .files
+                        .keys()
+                        .filter(|p| p.starts_with(path))
+                        .cloned()
+                        .collect();
+                    for p in gone {
+                        batches.push(self.remove(&p));
+                    }
+                    self.dirs.retain(|d| !d.starts_with(path));
+                }
+            }
+        }
+        batches.extend(self.retry_conflicts(&batches));
+        batches
+    }
+
+    /// Applies a walk of the files for which `within` holds.
+    fn apply_walk(&mut self, walk: &Walk, within: impl Fn(&Path) -> bool) -> Vec<Batch> {
         let mut batches = Vec::new();
         let gone: Vec<PathBuf> = self
             .files
             .keys()
-            .filter(|p| present.binary_search(p).is_err())
+            .filter(|p| within(p) && !walk.files.contains(*p))
             .cloned()
             .collect();
         for path in gone {
             batches.push(self.remove(&path));
         }
-        for path in &present {
-            if let Some(b) = self.read(path) {
-                batches.push(b);
-            }
+        for path in &walk.files {
+            batches.extend(self.read(path));
         }
-        // An object another file gave up may be defined in a file that conflicted: re-read
-        // those now rather than at the next event.
-        if batches.iter().any(|b| !b.deletes.is_empty()) {
-            let conflicted: Vec<PathBuf> = self
-                .files
-                .iter()
-                .filter(|(_, r)| r.hash.is_none())
-                .map(|(p, _)| p.clone())
-                .collect();
-            for path in conflicted {
-                if let Some(b) = self.read(&path) {
-                    batches.push(b);
-                }
-            }
+        // Unreadable paths are errors of their own; one readable again clears its error.
+        let now: BTreeSet<PathBuf> = walk.unreadable.keys().cloned().collect();
+        for p in self
+            .unreadable
+            .iter()
+            .filter(|p| within(p) && !now.contains(*p))
+        {
+            batches.push(Batch {
+                scope: display(p),
+                ..Batch::default()
+            });
         }
-        Ok(batches)
+        for (p, e) in &walk.unreadable {
+            batches.push(path_error(p, format!("cannot read: {e}")));
+        }
+        self.unreadable.retain(|p| !within(p));
+        self.unreadable.extend(now);
+        batches
+    }
+
+    /// An object another file gave up may be defined in a file that conflicted: re-read those
+    /// now rather than at the next event.
+    fn retry_conflicts(&mut self, batches: &[Batch]) -> Vec<Batch> {
+        if batches.iter().all(|b| b.deletes.is_empty()) {
+            return Vec::new();
+        }
+        let conflicted: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, r)| r.hash.is_none())
+            .map(|(p, _)| p.clone())
+            .collect();
+        conflicted.iter().filter_map(|p| self.read(p)).collect()
     }
 
     fn remove(&mut self, path: &Path) -> Batch {
@@ -91,6 +231,7 @@ impl FileSource {
         for key in rec.objects {
             if self.owners.get(&key).map(PathBuf::as_path) == Some(path) {
                 self.owners.remove(&key);
+                self.created.remove(&key);
                 deletes.push(key);
             }
         }
@@ -101,47 +242,54 @@ impl FileSource {
         }
     }
 
-    fn read(&mut self, path: &Path) -> Option<Batch> {
-        let scope = display(path);
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                let message = format!("cannot read: {e}");
-                let error = ConfigError {
-                    origin: Origin {
-                        source: scope.clone(),
-                        document: None,
-                    },
-                    object: None,
-                    field: String::new(),
-                    message,
-                };
-                return Some(Batch {
-                    scope,
-                    errors: vec![error],
-                    ..Batch::default()
-                });
-            }
+    /// The file's bytes, at most the size limit.
+    fn bytes(&self, path: &Path) -> Result<(Vec<u8>, SystemTime), String> {
+        let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+        let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        let too_big = |n: u64| {
+            format!(
+                "{n} bytes, more than the limit of {} (limits.fileBytes)",
+                self.limits.file_bytes
+            )
         };
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if meta.len() > self.limits.file_bytes {
+            return Err(too_big(meta.len()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.take(self.limits.file_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if bytes.len() as u64 > self.limits.file_bytes {
+            return Err(too_big(bytes.len() as u64));
+        }
+        Ok((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    }
+
+    fn read(&mut self, path: &Path) -> Option<Batch> {
+        match self.bytes(path) {
+            Ok((bytes, modified)) => self.ingest(path, &bytes, modified),
+            // The file's objects keep their last good versions.
+            Err(message) => Some(path_error(path, message)),
+        }
+    }
+
+    /// Takes `bytes` as the new content of the file at `path` (modified at `modified`), as a
+    /// read of it would: the batch that brings the store from what the file held to what it
+    /// holds now, or `None` when the content did not change. The fuzz harness feeds it.
+    pub fn ingest(&mut self, path: &Path, bytes: &[u8], modified: SystemTime) -> Option<Batch> {
+        let scope = display(path);
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
         let rec = self.files.entry(path.to_path_buf()).or_default();
         if rec.hash == Some(hash) {
             return None;
         }
         rec.hash = Some(hash);
-        let parsed = parse_manifests(&scope, &bytes);
-        if parsed.unreadable {
-            return Some(Batch {
-                scope,
-                errors: parsed.errors,
-                ..Batch::default()
-            });
-        }
+        let parsed = parse_manifests(&scope, bytes, &self.limits);
         let mut errors = parsed.errors;
         let mut mine: BTreeSet<Key> = parsed.kept.into_iter().collect();
         let mut applies = Vec::new();
         let mut conflicted = false;
-        for (obj, origin) in parsed.objects {
+        for (mut obj, origin) in parsed.objects {
             let key = (obj.kind(), obj.key());
             let owner = self.owners.get(&key).filter(|o| o.as_path() != path);
             let duplicate = owner.cloned().map(|o| display(&o)).or_else(|| {
@@ -162,10 +310,15 @@ impl FileSource {
                 ));
                 continue;
             }
+            self.stamp(&key, &mut obj, modified);
             mine.insert(key);
             applies.push((obj, origin));
         }
         let rec = self.files.entry(path.to_path_buf()).or_default();
+        if parsed.keep_all {
+            // A document that could not be identified may be any of the file's objects.
+            mine.extend(rec.objects.iter().cloned());
+        }
         let old = std::mem::replace(&mut rec.objects, mine.clone());
         if conflicted {
             // Re-read on every scan, so the object is taken over once the other file lets go.
@@ -174,6 +327,7 @@ impl FileSource {
         let deletes: Vec<Key> = old.difference(&mine).cloned().collect();
         for key in &deletes {
             self.owners.remove(key);
+            self.created.remove(key);
         }
         for key in mine {
             self.owners.insert(key, path.to_path_buf());
@@ -185,42 +339,20 @@ impl FileSource {
             errors,
         })
     }
-}
 
-fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// Whether a name is one an editor or a ConfigMap mount uses for something that is not a
-/// manifest (swap files, backups, `..data`).
-fn hidden(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with('~') || name.starts_with('#')
-}
-
-fn list(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if hidden(name) {
-            continue;
+    /// Gives an object that states no `creationTimestamp` one, as the API server does at
+    /// creation: the file's modification time when it is first seen, the same ever after.
+    /// Conflicts over an explicit cluster IP go to the older Service (`wasp_model::allocate`),
+    /// so across a restart the Service whose file is older keeps the address.
+    fn stamp(&mut self, key: &Key, obj: &mut Object, modified: SystemTime) {
+        if obj.meta().creation_timestamp.is_some() {
+            return;
         }
-        let path = entry.path();
-        // Follow links: a ConfigMap mount's visible names are links into `..data`.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            list(&path, out)?;
-        } else if meta.is_file()
-            && [".yaml", ".yml", ".json"]
-                .iter()
-                .any(|ext| name.ends_with(ext))
-        {
-            out.push(path);
-        }
+        let t = self.created.entry(key.clone()).or_insert_with(|| {
+            Time(k8s_openapi::jiff::Timestamp::try_from(modified).unwrap_or_default())
+        });
+        obj.set_creation_timestamp(t.clone());
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -181,6 +181,13 @@ impl Node {
         }
     }
 
+    /// Kills the daemon with SIGKILL: no cleanup, wherever it was.
+    pub fn kill_9(&mut self) {
+        if let Some(pid) = self.daemon.take() {
+            self.tb.kill(pid);
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -1,9 +1,12 @@
+use std::collections::BTreeSet;
 use std::fs;
+use std::path::Path;
 
 use wasp_model::{ObjectStore, validate::ValidationConfig};
 
 use super::*;
 use crate::batch::ErrorLog;
+use crate::files::Limits;
 
 const WEB: &str =
     "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n";
@@ -163,4 +166,194 @@ fn configmap_style_links_are_followed() {
     std::os::unix::fs::symlink("..data/svc.yaml", f.dir.path().join("svc.yaml")).unwrap();
     f.scan();
     assert_eq!(f.services(), ["web"]);
+}
+
+#[test]
+fn a_document_that_cannot_be_identified_keeps_every_object_of_its_file() {
+    let mut f = Fixture::new();
+    f.write("a.yaml", &format!("{WEB}---\n{DB}"));
+    f.scan();
+    // The kind went missing, the name became a number: either could be web or db.
+    f.write(
+        "a.yaml",
+        &format!("{}---\n{DB}", WEB.replace("kind: Service\n", "")),
+    );
+    f.scan();
+    assert_eq!(f.services(), ["db", "web"]);
+    assert_eq!(f.log.len(), 1);
+    f.write(
+        "a.yaml",
+        &format!("{}---\n{DB}", WEB.replace("{name: web}", "{name: 5}")),
+    );
+    f.scan();
+    assert_eq!(f.services(), ["db", "web"]);
+    // A typo in the kind is a typo, not a kind to skip.
+    f.write(
+        "a.yaml",
+        &format!("{}---\n{DB}", WEB.replace("kind: Service", "kind: Servce")),
+    );
+    f.scan();
+    assert_eq!(f.services(), ["db", "web"]);
+    let e: Vec<String> = f.log.all().map(|e| e.to_string()).collect();
+    assert!(e[0].contains("no matches for kind \"Servce\""), "{e:?}");
+    // Once the file is readable again, what it no longer holds goes.
+    f.write("a.yaml", DB);
+    f.scan();
+    assert_eq!(f.services(), ["db"]);
+    assert!(f.log.is_empty());
+}
+
+#[test]
+fn a_file_over_the_size_limit_keeps_its_objects_and_says_which_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        file_bytes: 200,
+        ..Limits::default()
+    };
+    let mut src = FileSource::with_limits(dir.path(), limits);
+    let (mut store, mut log) = (
+        ObjectStore::new(ValidationConfig::default()),
+        ErrorLog::default(),
+    );
+    fs::write(dir.path().join("a.yaml"), WEB).unwrap();
+    for b in src.rescan().unwrap() {
+        b.apply_to(&mut store, &mut log);
+    }
+    fs::write(
+        dir.path().join("a.yaml"),
+        format!("{WEB}# {}\n", "x".repeat(300)),
+    )
+    .unwrap();
+    for b in src.rescan().unwrap() {
+        b.apply_to(&mut store, &mut log);
+    }
+    assert_eq!(store.services.len(), 1);
+    let e: Vec<String> = log.all().map(|e| e.to_string()).collect();
+    assert!(
+        e[0].contains("more than the limit of 200 (limits.fileBytes)"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_link_loop_is_followed_once() {
+    let mut f = Fixture::new();
+    f.write("a.yaml", WEB);
+    f.write("sub/b.yaml", DB);
+    std::os::unix::fs::symlink(".", f.dir.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", f.dir.path().join("sub/up")).unwrap();
+    f.scan();
+    assert_eq!(f.services(), ["db", "web"]);
+    assert!(f.log.is_empty(), "{:?}", f.log.all().collect::<Vec<_>>());
+}
+
+#[test]
+fn an_unreadable_subdirectory_is_an_error_and_the_rest_keeps_working() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = Fixture::new();
+    f.write("a.yaml", WEB);
+    f.write("sub/b.yaml", DB);
+    fs::set_permissions(f.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(f.dir.path().join("sub"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads through any mode: drop this thread's filesystem capabilities instead.
+    let root = nix::unistd::geteuid().is_root();
+    let fs_user = |uid: u32| {
+        if root {
+            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+        }
+    };
+    fs_user(65534);
+    f.scan();
+    fs_user(0);
+    f.write("c.yaml", &WEB.replace("web", "late"));
+    fs::set_permissions(
+        f.dir.path().join("c.yaml"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    fs_user(65534);
+    f.scan();
+    fs_user(0);
+    fs::set_permissions(f.dir.path().join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(f.services(), ["late", "web"], "files elsewhere are read");
+    let e: Vec<String> = f.log.all().map(|e| e.to_string()).collect();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("/sub: cannot read: Permission denied"),
+        "{e:?}"
+    );
+    f.scan();
+    assert_eq!(f.services(), ["db", "late", "web"], "readable again");
+    assert!(f.log.is_empty());
+}
+
+#[test]
+fn refresh_reads_only_the_paths_named() {
+    let mut f = Fixture::new();
+    f.write("a.yaml", WEB);
+    f.write("b.yaml", DB);
+    f.scan();
+    f.write("a.yaml", &WEB.replace("80", "81"));
+    f.write("b.yaml", &DB.replace("5432", "5433"));
+    let a = f.dir.path().join("a.yaml");
+    for b in f.src.refresh(&BTreeSet::from([a.clone()])) {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!((f.port("web"), f.port("db")), (81, 5432));
+    // A new directory is walked; a removed one removes its files.
+    f.write("sub/c.yaml", &WEB.replace("web", "c"));
+    for b in f.src.refresh(&BTreeSet::from([f.dir.path().join("sub")])) {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!(f.services(), ["c", "db", "web"]);
+    assert!(f.src.dirs().contains(&f.dir.path().join("sub")));
+    fs::remove_dir_all(f.dir.path().join("sub")).unwrap();
+    for b in f.src.refresh(&BTreeSet::from([f.dir.path().join("sub")])) {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!(f.services(), ["db", "web"]);
+    // What a change asks to re-read.
+    let d = f.dir.path();
+    assert_eq!(f.src.target(&a), Some(a.clone()));
+    assert_eq!(f.src.target(&d.join(".a.yaml.swp")), None);
+    assert_eq!(f.src.target(&d.join("..data")), Some(d.to_path_buf()));
+    assert_eq!(
+        f.src.target(&d.join("x/..2026_01_01/s.yaml")),
+        Some(d.join("x"))
+    );
+    assert_eq!(f.src.target(Path::new("/elsewhere/a.yaml")), None);
+}
+
+#[test]
+fn objects_without_a_creation_time_get_one_that_never_changes() {
+    let mut f = Fixture::new();
+    f.write("a.yaml", WEB);
+    f.scan();
+    let key = NamespacedName::new("default", "web");
+    let t0 = f.store.services[&key]
+        .object
+        .metadata
+        .creation_timestamp
+        .clone();
+    assert!(t0.is_some());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    f.write("a.yaml", &WEB.replace("80", "81"));
+    f.scan();
+    assert_eq!(
+        f.store.services[&key].object.metadata.creation_timestamp,
+        t0
+    );
+    let stated = WEB.replace(
+        "{name: web}",
+        "{name: web, creationTimestamp: \"2020-01-01T00:00:00Z\"}",
+    );
+    f.write("a.yaml", &stated);
+    f.scan();
+    let t = f.store.services[&key]
+        .object
+        .metadata
+        .creation_timestamp
+        .clone()
+        .unwrap();
+    assert_eq!(t.0.to_string(), "2020-01-01T00:00:00Z");
 }

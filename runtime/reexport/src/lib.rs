@@ -1,5 +1,8 @@
 //! Makes each call into a plugin cheaper by rewriting its component before it is compiled.
 //!
+//! A crate of its own: it is a pure transformation of untrusted bytes, which the plugin host
+//! uses and the fuzz harness feeds, without wasmtime.
+//!
 //! wasmtime 48 re-derives a lifted export's `VMFuncRef` on every call when the core function
 //! is *defined* in the core instance it is taken from: two binary searches over the compiled
 //! functions and a lookup in the store's code registry, about 50 ns of a 160 ns `pick`
@@ -419,52 +422,6 @@ pub fn lifts_reexported(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_builtin_lifts_through_a_reexport_after_the_rewrite() {
-        for (name, bytes) in crate::builtin::BUILTINS {
-            assert!(!lifts_reexported(bytes), "{name}: not rewritten yet");
-            let out = rewrite(bytes).unwrap_or_else(|| panic!("{name}: not rewritten"));
-            assert!(
-                lifts_reexported(&out),
-                "{name}: a lift still calls a defined function"
-            );
-            wasmtime::component::Component::new(&wasmtime::Engine::default(), &out)
-                .unwrap_or_else(|e| panic!("{name}: wasmtime refuses the rewrite: {e:#}"));
-            // Exactly one module and one instance more; the rest is unchanged.
-            assert!(
-                out.len() > bytes.len() && out.len() < bytes.len() + 1024,
-                "{name}"
-            );
-            // Nothing more to gain the second time.
-            assert_eq!(rewrite(&out), None, "{name}");
-        }
-    }
-
-    #[test]
-    fn damaged_components_never_panic() {
-        // Truncated at many points, and with bytes changed all through: the rewrite either
-        // declines or returns something the validator accepted; it never panics.
-        let (_, bytes) = crate::builtin::BUILTINS[0];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for cut in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
-            let _ = rewrite(&bytes[..cut]);
-        }
-        for _ in 0..300 {
-            let mut b = bytes.to_vec();
-            for _ in 0..4 {
-                let at = (next() % b.len() as u64) as usize;
-                b[at] = next() as u8;
-            }
-            let _ = rewrite(&b);
-        }
-    }
 
     #[test]
     fn anything_else_is_left_alone() {

@@ -1,0 +1,229 @@
+//! YAML text → one `serde_json::Value` per document, within limits.
+//!
+//! The stream is split at its document markers first and each document is parsed on its own,
+//! so a syntax error in one document leaves the others readable and every error names the
+//! right document. The split is exact: YAML forbids a line that starts with `---` or `...`
+//! followed by a blank inside any scalar (`c-forbidden`, YAML 1.2 §9.1.4), so such a line is
+//! always a marker. Parsing uses serde-saphyr, whose budgets bound nesting and node counts, so
+//! a hostile file costs time linear in its size.
+
+use serde_json::Value;
+
+/// What one file may hold; every limit is reported by name when exceeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest file read, in bytes (`limits.fileBytes`).
+    pub file_bytes: u64,
+    /// The most documents one file may hold (`limits.documentsPerFile`).
+    pub documents: usize,
+    /// The longest string (key or value) a document may hold, in bytes (`limits.stringBytes`).
+    pub string_bytes: usize,
+    /// The deepest nesting of mappings and sequences (`limits.depth`).
+    pub depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            file_bytes: 64 << 20,
+            documents: 500_000,
+            string_bytes: 1 << 20,
+            depth: 64,
+        }
+    }
+}
+
+/// One document of a stream: its text and the line it starts on (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Document<'a> {
+    /// The document's text, its `---` marker included.
+    pub text: &'a str,
+    /// The file line of its first line.
+    pub line: usize,
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+}
+
+/// Whether a chunk holds nothing but blank lines, comments and directives.
+fn is_preamble(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || l.starts_with('%')
+    })
+}
+
+/// Splits a YAML stream into its documents, as a YAML parser counts them: a preamble of
+/// comments and directives belongs to the document after it, and an empty document between
+/// two `---` markers counts.
+pub fn documents(text: &str) -> Vec<Document<'_>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut pos = 0;
+    // Whether the chunk from `start` was opened by a `---` marker (so it is a document even
+    // when empty).
+    let mut opened = false;
+    for (line_no, line) in (1..).zip(text.split_inclusive('\n')) {
+        let end = pos + line.len();
+        let body = line.trim_end_matches(['\n', '\r']);
+        if is_marker(body, "---") {
+            let chunk = &text[start..pos];
+            if opened || !is_preamble(chunk) {
+                out.push(Document {
+                    text: chunk,
+                    line: start_line,
+                });
+                start = pos;
+                start_line = line_no;
+            }
+            // A preamble stays with this marker's document.
+            opened = true;
+        } else if is_marker(body, "...") {
+            let chunk = &text[start..end];
+            if opened || !is_preamble(chunk) {
+                out.push(Document {
+                    text: chunk,
+                    line: start_line,
+                });
+            }
+            start = end;
+            start_line = line_no + 1;
+            opened = false;
+        }
+        pos = end;
+    }
+    let chunk = &text[start..];
+    if opened || !is_preamble(chunk) {
+        out.push(Document {
+            text: chunk,
+            line: start_line,
+        });
+    }
+    out
+}
+
+fn options(limits: &Limits) -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    let mut b = serde_saphyr::Budget::default();
+    b.max_depth = limits.depth;
+    b.flow_nesting_limit = limits.depth;
+    b.max_documents = 1;
+    o.budget = Some(b);
+    // YAML 1.2 booleans only (`true`/`false`), as Kubernetes' own YAML reader and JSON do;
+    // `yes` stays a string.
+    o.strict_booleans = true;
+    o.with_snippet = false;
+    o
+}
+
+/// Parses one document; an error carries the file line and column.
+///
+/// # Errors
+/// The parser's message, with the location translated to the file's lines.
+pub fn parse(doc: &Document<'_>, limits: &Limits) -> Result<Value, String> {
+    serde_saphyr::from_str_with_options::<Value>(doc.text, options(limits)).map_err(|e| {
+        let msg = e.to_string();
+        match e.location() {
+            Some(loc) => {
+                let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
+                let base = msg.strip_suffix(&suffix).unwrap_or(&msg);
+                let line = loc.line() as usize + doc.line - 1;
+                format!("{base} (line {line}, column {})", loc.column())
+            }
+            None => msg,
+        }
+    })
+}
+
+/// The path of the first string (key or value) longer than `max` bytes, if any.
+pub fn long_string(v: &Value, max: usize) -> Option<String> {
+    match v {
+        Value::String(s) if s.len() > max => Some(String::new()),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| long_string(x, max).map(|p| format!("[{i}]{}", dot(&p)))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if k.len() > max {
+                return Some(k.chars().take(32).collect::<String>() + "…");
+            }
+            long_string(x, max).map(|p| format!("{k}{}", dot(&p)))
+        }),
+        _ => None,
+    }
+}
+
+fn dot(p: &str) -> String {
+    if p.is_empty() || p.starts_with('[') {
+        p.to_string()
+    } else {
+        format!(".{p}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<(usize, &str)> {
+        documents(text).iter().map(|d| (d.line, d.text)).collect()
+    }
+
+    #[test]
+    fn documents_are_counted_as_a_parser_counts_them() {
+        assert_eq!(split("a: 1\n"), [(1, "a: 1\n")]);
+        assert_eq!(split("---\na: 1\n"), [(1, "---\na: 1\n")]);
+        assert_eq!(
+            split("# c\n%YAML 1.2\n---\na: 1\n"),
+            [(1, "# c\n%YAML 1.2\n---\na: 1\n")]
+        );
+        assert_eq!(
+            split("a: 1\n---\nb: 2\n---\n---\nc: 3\n"),
+            [
+                (1, "a: 1\n"),
+                (2, "---\nb: 2\n"),
+                (4, "---\n"),
+                (5, "---\nc: 3\n")
+            ]
+        );
+        assert_eq!(split("--- {a: 1}\n"), [(1, "--- {a: 1}\n")]);
+        assert_eq!(
+            split("a: 1\n...\nb: 2\n"),
+            [(1, "a: 1\n...\n"), (3, "b: 2\n")]
+        );
+        // Not markers: indented, or followed by more than a blank.
+        assert_eq!(
+            split("a: |\n  ---\nb: ---x\n"),
+            [(1, "a: |\n  ---\nb: ---x\n")]
+        );
+        assert_eq!(split(""), []);
+        assert_eq!(split("# only a comment\n"), []);
+    }
+
+    #[test]
+    fn errors_name_the_file_line() {
+        let docs = documents("a: 1\n---\nb: {c: d\n");
+        let e = parse(&docs[1], &Limits::default()).unwrap_err();
+        assert!(e.contains("(line 3, column 4)"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        let text = format!("x: {}", "[".repeat(100_000));
+        let start = std::time::Instant::now();
+        assert!(parse(&documents(&text)[0], &Limits::default()).is_err());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let ok = format!("x: {}{}", "[".repeat(60), "]".repeat(60));
+        assert!(parse(&documents(&ok)[0], &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn long_strings_are_found_by_path() {
+        let v: Value = serde_json::json!({"a": {"b": ["x", "yyyy"]}});
+        assert_eq!(long_string(&v, 3).as_deref(), Some("a.b[1]"));
+        assert_eq!(long_string(&v, 4), None);
+    }
+}
