@@ -91,3 +91,8 @@ fn dual_stack() {
 fn sctp() {
     check("sctp");
 }
+
+#[test]
+fn port_rename() {
+    check("port-rename");
+}

@@ -266,6 +266,10 @@ impl Nftables {
             updates.insert(f, changed);
             hairpin.insert(f, delta);
         }
+        // Element deletions first: a port renamed in place (or moved to another namespace)
+        // hands its VIP and port to a new name, and the kernel refuses a key that is added
+        // while it still exists. A deletion never needs anything the batch creates.
+        tx.sort_by_key(|(_, op)| !matches!(op, Op::DeleteElements { .. }));
         Planned {
             tx,
             full: false,

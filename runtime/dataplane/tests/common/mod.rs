@@ -25,6 +25,7 @@ pub const CASES: &[&str] = &[
     "partial-endpoint-change",
     "dual-stack",
     "sctp",
+    "port-rename",
 ];
 
 fn state(path: &Path) -> ProxyState {
