@@ -18,11 +18,12 @@ use std::time::SystemTime;
 
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use wasp_model::categorize::NodeTopology;
-use wasp_model::validate::ValidationConfig;
 use wasp_model::{
-    Allocator, Endpoint, HashKey, NamespacedName, ObjectStore, Protocol, ProxyState, ResolveConfig,
-    Selection, ServicePort, ServicePortName, ServicePortState, resolve,
+    Endpoint, HashKey, NamespacedName, Protocol, ProxyState, Selection, ServicePort,
+    ServicePortName, ServicePortState,
 };
+use wasp_resolve::validate::ValidationConfig;
+use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
 use wasp_source::{ErrorLog, FileSource};
 
 const GOOD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: good, creationTimestamp: \"2026-01-01T00:00:00Z\"}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: good}\nsubsets: [{addresses: [{ip: 10.244.0.5}], ports: [{port: 80}]}]\n";

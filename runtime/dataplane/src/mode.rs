@@ -72,11 +72,12 @@ pub trait Dataplane: Send {
     /// The mode.
     fn mode(&self) -> Mode;
 
-    /// Returns, as text, exactly what [`Dataplane::sync`] would apply, changing nothing.
+    /// Returns, as text, exactly what [`Dataplane::sync`] would apply, changing nothing (the
+    /// dry run behind `wasp plan`).
     ///
     /// # Errors
     /// Fails when the kernel's current state cannot be read.
-    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError>;
+    fn preview(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError>;
 
     /// Programs the kernel. On failure the previous rules stay in force.
     ///

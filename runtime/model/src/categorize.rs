@@ -20,7 +20,7 @@ pub struct Categorized {
 }
 
 /// Where this node is, for topology-aware routing.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeTopology {
     /// The node's name.
     pub name: String,

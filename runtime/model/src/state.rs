@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::categorize::NodeTopology;
 use crate::name::ServicePortName;
 use crate::service::{Endpoint, ServicePort};
 
@@ -21,11 +22,14 @@ pub struct ServicePortState {
     pub has_any_endpoints: bool,
 }
 
-/// The resolved model: every service port this node proxies.
+/// The resolved model: every service port this node proxies, and the node itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyState {
     /// The service ports, by name.
     pub ports: BTreeMap<ServicePortName, ServicePortState>,
+    /// This node as resolution saw it (its name, and its zone from the config or its Node),
+    /// for the planner and the plugins.
+    pub node: NodeTopology,
 }
 
 /// What changed between two states.

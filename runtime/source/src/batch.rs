@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use wasp_model::{ConfigError, NamespacedName, Object, ObjectKind, ObjectStore, Origin};
+use wasp_model::NamespacedName;
+use wasp_resolve::{ConfigError, Object, ObjectKind, ObjectStore, Origin};
 
 /// What one source unit (a file, a watch) changed, all at once.
 #[derive(Debug, Clone, Default)]

@@ -22,7 +22,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use wasp_model::{NamespacedName, Object, ObjectKind, Origin};
+use wasp_model::NamespacedName;
+use wasp_resolve::{Object, ObjectKind, Origin};
 
 use crate::batch::Batch;
 use crate::event::SourceEvent;

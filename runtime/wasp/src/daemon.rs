@@ -7,15 +7,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::signal::unix::{SignalKind, signal};
 use wasp_dataplane::{Dataplane, SyncRequest};
-use wasp_model::{
-    Allocator, ObjectStore, Planner, ProxyState, ResolveConfig, Selection, ServicePortName, resolve,
-};
-use wasp_plugin::PluginPlanner;
+use wasp_model::ProxyState;
+use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
 use wasp_source::{Batch, ErrorLog, SourceEvent};
 
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::options::Settings;
+use crate::planning::Planning;
 
 /// Everything the loop owns.
 struct Daemon {
@@ -23,15 +22,14 @@ struct Daemon {
     log: ErrorLog,
     alloc: Allocator,
     resolve: ResolveConfig,
-    planner: PluginPlanner,
-    selections: BTreeMap<ServicePortName, Selection>,
+    planning: Planning,
     dataplane: Box<dyn Dataplane>,
     synced: ProxyState,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     pending: i64,
     needs_full: bool,
-    resolve_errors: Vec<wasp_model::ConfigError>,
+    resolve_errors: Vec<wasp_resolve::ConfigError>,
     /// Sources that are failing, with what is wrong and since when.
     source_problems: BTreeMap<String, (String, SystemTime)>,
 }
@@ -99,8 +97,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         log: ErrorLog::default(),
         alloc: s.allocator(),
         resolve: s.resolve_config(),
-        planner: s.planner()?,
-        selections: BTreeMap::new(),
+        planning: Planning::new(s.planner()?),
         dataplane: s.dataplane(),
         synced: ProxyState::default(),
         health,
@@ -141,7 +138,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         };
         // A plugin due to be re-created (or a changed .wasm file) wakes the loop, so its
         // ports leave the fallback.
-        if let Some(t) = d.planner.next_retry() {
+        if let Some(t) = d.planning.planner().next_retry() {
             due = due.min(t.max(partial_due));
         }
         tokio::select! {
@@ -230,40 +227,17 @@ impl Daemon {
         );
         // Ports whose plugin came back, or whose .wasm changed, are planned (and so rewritten)
         // again even though the model did not change.
-        let replans: Vec<ServicePortName> = self
-            .planner
-            .replans()
-            .into_iter()
-            .filter(|n| state.ports.contains_key(n))
-            .collect();
-        diff.changed.extend(replans.iter().cloned());
+        self.planning.replans(&state, &mut diff);
         if !full && diff.is_empty() {
             self.done(&state);
             return true;
         }
-        for name in &diff.removed {
-            self.planner.forget(name);
-            self.selections.remove(name);
-        }
-        self.planner.set_node(wasp_model::resolve::node_topology(
-            &self.store,
-            &self.resolve,
-        ));
-        let unplanned: Vec<ServicePortName> = state
-            .ports
-            .keys()
-            .filter(|n| !self.selections.contains_key(*n) && !diff.changed.contains(*n))
-            .cloned()
-            .collect();
-        for name in diff.changed.iter().chain(&unplanned) {
-            let sel = self.planner.plan(name, &state.ports[name]);
-            self.selections.insert(name.clone(), sel);
-        }
+        self.planning.update(&state, &diff);
         self.report_plugins();
         let req = SyncRequest {
             state: &state,
             previous: &self.synced,
-            selections: &self.selections,
+            selections: self.planning.selections(),
             diff: if full { None } else { Some(&diff) },
         };
         match self.dataplane.sync(req) {
@@ -317,7 +291,7 @@ impl Daemon {
 
     /// Copies the plugin counters into the metrics and the plugin notes into /healthz.
     fn report_plugins(&self) {
-        let s = self.planner.stats();
+        let s = self.planning.planner().stats();
         let m = &self.metrics;
         m.plugin_failures
             .inc_by(s.failures.saturating_sub(m.plugin_failures.get()));
@@ -341,7 +315,7 @@ impl Daemon {
         self.metrics
             .sources_failing
             .set(self.source_problems.len() as i64);
-        detail.extend(self.planner.status());
+        detail.extend(self.planning.planner().status());
         for (source, (problem, since)) in &self.source_problems {
             let since = since
                 .duration_since(UNIX_EPOCH)

@@ -8,6 +8,7 @@
 //! - [`logging`]: the log, as escaped text or JSON.
 //! - [`source`]: starting the files or the Kubernetes API source.
 //! - [`daemon`]: the sync loop: store, resolve, diff, plan, apply; full resync; health.
+//! - [`planning`]: the one planning path of `run` and `plan`: what to plan, the selections.
 //! - [`load`]: one-shot loading of a config dir, for `plan` and `validate`.
 //! - [`metrics`]: Prometheus metrics, named as kube-proxy's with a `wasp_` prefix.
 //! - [`http`]: `/healthz` (kube-proxy's semantics) and `/metrics` over hyper.
@@ -25,5 +26,6 @@ pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod options;
+pub mod planning;
 pub mod source;
 pub mod testbed;

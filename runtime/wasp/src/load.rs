@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use wasp_model::{ConfigError, ObjectStore, ProxyState, resolve};
+use wasp_model::ProxyState;
+use wasp_resolve::{ConfigError, ObjectStore, resolve};
 use wasp_source::{ErrorLog, SourceEvent};
 
 use crate::options::Settings;

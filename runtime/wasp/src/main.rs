@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wasp::daemon;
 use wasp::options::{Flags, LogFormat, Settings, parse_duration};
+use wasp::planning::Planning;
 use wasp_dataplane::{Mode, SyncRequest};
-use wasp_model::{Planner, ProxyState};
+use wasp_model::ProxyState;
 
 /// wasp, the WebAssembly Service Proxy: Kubernetes Services on one node.
 #[derive(Debug, Parser)]
@@ -128,28 +129,21 @@ fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
             for e in &loaded.errors {
                 eprintln!("error: {e}");
             }
-            let mut planner = settings.planner()?;
-            planner.set_node(wasp_model::resolve::node_topology(
-                &loaded.store,
-                &settings.resolve_config(),
-            ));
-            let selections = loaded
-                .state
-                .ports
-                .iter()
-                .map(|(n, p)| (n.clone(), planner.plan(n, p)))
-                .collect();
-            for s in planner.status() {
+            // The daemon's planning path, from an empty node: everything is new.
+            let mut planning = Planning::new(settings.planner()?);
+            let previous = ProxyState::default();
+            let diff = previous.diff(&loaded.state);
+            planning.update(&loaded.state, &diff);
+            for s in planning.planner().status() {
                 eprintln!("warning: {s}");
             }
-            let previous = ProxyState::default();
             let req = SyncRequest {
                 state: &loaded.state,
                 previous: &previous,
-                selections: &selections,
+                selections: planning.selections(),
                 diff: None,
             };
-            print!("{}", settings.dataplane().plan(req)?);
+            print!("{}", settings.dataplane().preview(req)?);
         }
         Command::Validate { flags } => {
             let settings = settings(&flags, format)?;

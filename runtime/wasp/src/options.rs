@@ -16,8 +16,8 @@ use wasp_dataplane::Mode;
 use wasp_dataplane::iptables::{Backend, RenderConfig};
 use wasp_dataplane::sysctl::ConntrackSettings;
 use wasp_model::categorize::NodeTopology;
-use wasp_model::validate::ValidationConfig;
-use wasp_model::{Allocator, ObjectStore, ResolveConfig};
+use wasp_resolve::validate::ValidationConfig;
+use wasp_resolve::{Allocator, ObjectStore, ResolveConfig};
 use wasp_source::Limits;
 
 pub use crate::duration::parse_duration;

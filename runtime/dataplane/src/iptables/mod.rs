@@ -91,7 +91,7 @@ impl Dataplane for Iptables {
         Mode::Iptables
     }
 
-    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
+    fn preview(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
         let mut out = String::new();
         for f in &self.families {
             // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.

@@ -349,7 +349,7 @@ impl Dataplane for Nftables {
         Mode::Nftables
     }
 
-    fn plan(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
+    fn preview(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
         // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
         let existing = if self.needs_full(&req) {
             self.existing().unwrap_or_default()

@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use wasp_dataplane::SyncRequest;
 use wasp_dataplane::iptables::RenderConfig;
 use wasp_dataplane::nftables::{Existing, Nftables, Transaction};
-use wasp_model::validate::ValidationConfig;
-use wasp_model::{
-    Allocator, EqualWeights, HashKey, ObjectStore, Planner, ProxyState, ResolveConfig, Selection,
-    ServicePortName, resolve,
-};
+use wasp_model::{EqualWeights, HashKey, Planner, ProxyState, Selection, ServicePortName};
+use wasp_resolve::validate::ValidationConfig;
+use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
 use wasp_source::parse_manifests;
 
 /// The case names under `tests/golden/`.

@@ -7,7 +7,7 @@
 //! version "v1"`; so does wasp, for the API groups it reads (core and `discovery.k8s.io`),
 //! where every kind is known.
 
-use wasp_model::ObjectKind;
+use wasp_resolve::ObjectKind;
 
 /// What a document's `apiVersion` and `kind` say.
 #[derive(Debug, Clone, PartialEq, Eq)]

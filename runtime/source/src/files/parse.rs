@@ -8,7 +8,8 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use wasp_model::{ConfigError, NamespacedName, Object, ObjectKind, ObjectRef, Origin};
+use wasp_model::{NamespacedName, ObjectRef};
+use wasp_resolve::{ConfigError, Object, ObjectKind, Origin};
 
 use super::kind::{Kind, classify};
 use super::strict::unknown_fields;

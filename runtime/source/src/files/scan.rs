@@ -15,7 +15,8 @@ use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::{Digest, Sha256};
-use wasp_model::{ConfigError, NamespacedName, Object, ObjectKind, ObjectRef, Origin};
+use wasp_model::{NamespacedName, ObjectRef};
+use wasp_resolve::{ConfigError, Object, ObjectKind, Origin};
 
 use super::parse::parse_manifests;
 use super::yaml::Limits;
@@ -342,7 +343,7 @@ impl FileSource {
 
     /// Gives an object that states no `creationTimestamp` one, as the API server does at
     /// creation: the file's modification time when it is first seen, the same ever after.
-    /// Conflicts over an explicit cluster IP go to the older Service (`wasp_model::allocate`),
+    /// Conflicts over an explicit cluster IP go to the older Service (`wasp_resolve::allocate`),
     /// so across a restart the Service whose file is older keeps the address.
     fn stamp(&mut self, key: &Key, obj: &mut Object, modified: SystemTime) {
         if obj.meta().creation_timestamp.is_some() {

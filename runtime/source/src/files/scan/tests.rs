@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use wasp_model::{ObjectStore, validate::ValidationConfig};
+use wasp_resolve::{ObjectStore, validate::ValidationConfig};
 
 use super::*;
 use crate::batch::ErrorLog;

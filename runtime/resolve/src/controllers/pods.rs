@@ -16,10 +16,10 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort as K8sServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{merge, target_port};
-use crate::categorize::NodeTopology;
-use crate::name::Protocol;
 use crate::object::ObjectStore;
-use crate::service::Endpoint;
+use wasp_model::categorize::NodeTopology;
+use wasp_model::name::Protocol;
+use wasp_model::service::Endpoint;
 
 /// Pods by namespace.
 pub(super) type Index<'a> = HashMap<&'a str, Vec<&'a Pod>>;

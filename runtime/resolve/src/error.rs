@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::name::ObjectRef;
+use wasp_model::name::ObjectRef;
 
 /// Where an object came from: a file and the index of its document, or an API watch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

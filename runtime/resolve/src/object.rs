@@ -8,8 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::error::{ConfigError, Origin};
-use crate::name::{NamespacedName, ObjectRef};
 use crate::validate::{self, ValidationConfig};
+use wasp_model::name::{NamespacedName, ObjectRef};
 
 /// The kinds of object wasp reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

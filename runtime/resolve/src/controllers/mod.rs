@@ -17,12 +17,12 @@ use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::allocate::{Allocator, Refusal, Request};
-use crate::categorize::{NodeTopology, categorize};
 use crate::error::ConfigError;
-use crate::name::{NamespacedName, ObjectRef, Protocol, ServicePortName};
 use crate::object::{ObjectStore, Stored};
-use crate::service::{BalancerRef, Endpoint, ServicePort};
-use crate::state::{ProxyState, ServicePortState};
+use wasp_model::categorize::{NodeTopology, categorize};
+use wasp_model::name::{NamespacedName, ObjectRef, Protocol, ServicePortName};
+use wasp_model::service::{BalancerRef, Endpoint, ServicePort};
+use wasp_model::state::{ProxyState, ServicePortState};
 
 /// The annotation that names a Service's balancer plugin.
 pub const BALANCER_ANNOTATION: &str = "wasp.dev/balancer";
@@ -62,7 +62,10 @@ pub fn resolve(
     let ips = allocate(alloc, &services);
     let slices = slices::index(store);
     let pods = pods::index(store);
-    let mut state = ProxyState::default();
+    let mut state = ProxyState {
+        node: node.clone(),
+        ..ProxyState::default()
+    };
     let mut errors = Vec::new();
     for svc in services {
         let name = key(&svc.object);

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Endpoints;
 
 use super::merge;
-use crate::categorize::NodeTopology;
-use crate::name::{Protocol, ServicePortName};
-use crate::service::Endpoint;
+use wasp_model::categorize::NodeTopology;
+use wasp_model::name::{Protocol, ServicePortName};
+use wasp_model::service::Endpoint;
 
 /// The label that stops the mirroring controller.
 pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::name::NamespacedName;
+use wasp_model::name::NamespacedName;
 
 /// What one Service asks of the allocator.
 #[derive(Debug, Clone)]

@@ -3,13 +3,13 @@
 //! allocator was made O(n log n) this grew with the square of N (the reliability issue's
 //! probe: 84 ms at 5k, 1.05 s at 20k, 12.8 s at 50k Services for a one-port sync).
 //!
-//! `cargo bench -p wasp-model --bench resolve` (WASP_BENCH_RUNS, default 3).
+//! `cargo bench -p wasp-resolve --bench resolve` (WASP_BENCH_RUNS, default 3).
 
 use std::time::{Duration, Instant};
 
 use wasp_model::categorize::NodeTopology;
-use wasp_model::validate::ValidationConfig;
-use wasp_model::{Allocator, Object, ObjectStore, Origin, ResolveConfig, resolve};
+use wasp_resolve::validate::ValidationConfig;
+use wasp_resolve::{Allocator, Object, ObjectStore, Origin, ResolveConfig, resolve};
 
 fn store(n: usize) -> ObjectStore {
     let mut store = ObjectStore::new(ValidationConfig::default());

@@ -6,10 +6,10 @@ use std::net::IpAddr;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::merge;
-use crate::categorize::NodeTopology;
-use crate::name::{NamespacedName, Protocol, ServicePortName};
 use crate::object::ObjectStore;
-use crate::service::Endpoint;
+use wasp_model::categorize::NodeTopology;
+use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
+use wasp_model::service::Endpoint;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

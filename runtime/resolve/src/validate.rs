@@ -12,8 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::error::{ConfigError, Origin};
-use crate::name::{ObjectRef, Protocol};
 use crate::object::Object;
+use wasp_model::name::{ObjectRef, Protocol};
 
 /// The configuration validation needs: the service CIDRs cluster IPs must lie in.
 #[derive(Debug, Clone, Default)]
