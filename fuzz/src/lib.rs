@@ -9,7 +9,7 @@
 //! - [`manifests`]: bytes as a manifest file, through parsing, validation, the store and
 //!   resolution, beside a file that stays good.
 //! - [`netlink`]: bytes as a random model, rendered by both kernel modes and encoded as a
-//!   netlink batch that must be well formed.
+//!   netlink batch that must be well formed and read back into the transaction.
 //! - [`reexport`]: bytes as a plugin component, through the call-path rewrite.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -171,14 +171,14 @@ fn well_formed(b: &[u8], depth: usize) -> bool {
 /// A random model, rendered by both kernel modes, full and partial (from an empty model):
 /// nothing panics, and the netlink batch parses back message by message.
 pub fn netlink(data: &[u8]) {
-    use wasp_dataplane::nftables::{Existing, Nftables, netlink::encode};
-    use wasp_dataplane::{SyncRequest, iptables};
+    use wasp_dataplane::nftables::decode::{chunked, decode};
+    use wasp_dataplane::nftables::{Existing, Nftables, encode::encode};
+    use wasp_dataplane::{Family, RenderConfig, SyncRequest, iptables};
     let mut u = Unstructured::new(data);
     let Ok((state, selections)) = model(&mut u) else {
         return;
     };
-    let cfg = iptables::RenderConfig {
-        ipv4: true,
+    let cfg = RenderConfig {
         cluster_cidrs: vec!["10.244.0.0/16".parse().expect("a CIDR")],
         masquerade_all: false,
         masquerade_mark: 0x2000,
@@ -218,6 +218,7 @@ pub fn netlink(data: &[u8]) {
         &state,
         &selections,
         &cfg,
+        Family::V4,
         iptables::Scope::Full {
             existing: &existing,
         },

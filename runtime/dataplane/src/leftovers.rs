@@ -1,9 +1,10 @@
 //! What the other mode left behind. As kube-proxy cleans up other modes' rules at start, a
 //! node switched from one mode to the other must not keep serving Services with both.
 
-use crate::iptables::{Backend, Iptables, RenderConfig, Tables};
+use crate::core::{Family, RenderConfig};
+use crate::iptables::{Backend, Iptables, Tables};
 use crate::mode::{Dataplane, Mode};
-use crate::nftables::{Family, Nftables, netlink::Socket};
+use crate::nftables::{Nftables, socket::Socket};
 
 /// Removes the rules of the mode(s) other than `mode`; returns what was removed. Failures are
 /// reported in the list too: they never stop the daemon.
@@ -12,8 +13,8 @@ pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
     match mode {
         Mode::Nftables => {
             for backend in [Backend::Nft, Backend::Legacy] {
-                let ours = [true, false].into_iter().any(|ipv4| {
-                    let t = Tables { backend, ipv4 };
+                let ours = Family::ALL.into_iter().any(|family| {
+                    let t = Tables { backend, family };
                     t.available()
                         && ["nat", "filter"]
                             .iter()
@@ -29,7 +30,7 @@ pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
         }
         Mode::Iptables => {
             let ours = Socket::open().is_ok_and(|mut s| {
-                [Family::V4, Family::V6]
+                Family::ALL
                     .into_iter()
                     .any(|f| s.names(f, false).is_ok_and(|c| !c.is_empty()))
             });

@@ -6,7 +6,10 @@
 //! types or plugins.
 //!
 //! # Layout
-//! - [`mode`]: `Mode`, the `--mode` values, and `Dataplane`, the interface every mode offers.
+//! - [`mode`]: `Mode`, the `--mode` values; `Dataplane`, the interface every mode offers; and
+//!   [`build`], the factory, so the binary knows no mode's types.
+//! - [`core`]: what every mode shares: the render config, the address family, the spread of
+//!   a Selection, masquerade decisions, endpoint filtering, names and hashes.
 //! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
 //! - [`nftables`]: the nftables mode (the default): wasp's own tables over netlink batches.
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
@@ -15,6 +18,7 @@
 //! - [`sysctl`]: conntrack kernel settings from the config file.
 
 pub mod conntrack;
+pub mod core;
 pub mod exec;
 pub mod iptables;
 pub mod leftovers;
@@ -22,5 +26,6 @@ pub mod mode;
 pub mod nftables;
 pub mod sysctl;
 
+pub use core::{Family, RenderConfig};
 pub use exec::ExecError;
-pub use mode::{Dataplane, Mode, SyncReport, SyncRequest};
+pub use mode::{BackendChoice, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest, build};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use wasp_model::{ProxyState, Selection, ServicePortName, StateDiff};
 
+use crate::core::{Family, RenderConfig};
 use crate::exec::ExecError;
 
 /// A dataplane mode, named as kube-proxy's `--proxy-mode` values.
@@ -72,6 +73,14 @@ pub trait Dataplane: Send {
     /// The mode.
     fn mode(&self) -> Mode;
 
+    /// Checks that this host's kernel can run the mode, before anything is programmed.
+    ///
+    /// # Errors
+    /// Names what the kernel refused, for the caller to suggest another mode.
+    fn probe(&mut self) -> Result<(), ExecError> {
+        Ok(())
+    }
+
     /// Returns, as text, exactly what [`Dataplane::sync`] would apply, changing nothing (the
     /// dry run behind `wasp plan`).
     ///
@@ -90,4 +99,43 @@ pub trait Dataplane: Send {
     /// # Errors
     /// Fails when the kernel tool fails.
     fn cleanup(&mut self) -> Result<(), ExecError>;
+}
+
+/// The iptables backend to use: detected as kube-proxy does, or given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The one wasp already programmed, else the one kubelet uses, else the one with more
+    /// rules, else nft.
+    #[default]
+    Detect,
+    /// iptables-nft.
+    Nft,
+    /// iptables-legacy.
+    Legacy,
+}
+
+/// What building a mode needs.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// The render configuration every mode uses.
+    pub render: RenderConfig,
+    /// The iptables backend, where the mode uses iptables.
+    pub iptables_backend: BackendChoice,
+}
+
+/// Builds the dataplane for `mode`: the one place that knows every mode's type.
+pub fn build(mode: Mode, cfg: &DataplaneConfig) -> Box<dyn Dataplane> {
+    use crate::iptables::{Backend, Iptables, backend};
+    match mode {
+        Mode::Nftables => Box::new(crate::nftables::Nftables::new(cfg.render.clone())),
+        Mode::Iptables => {
+            let backend = match cfg.iptables_backend {
+                BackendChoice::Detect => backend::detect(Family::V4),
+                BackendChoice::Nft => Backend::Nft,
+                BackendChoice::Legacy => Backend::Legacy,
+            };
+            tracing::info!(%backend, "iptables backend");
+            Box::new(Iptables::new(backend, cfg.render.clone()))
+        }
+    }
 }

@@ -3,15 +3,18 @@
 //! Each case under `tests/golden/<case>/` holds `config.yaml` (and, for a partial sync,
 //! `after.yaml`): the manifests are resolved through the model exactly as the daemon does, and
 //! the iptables-restore input must equal `iptables.txt` and the nftables transactions
-//! `nftables.nft`.
+//! `nftables.nft`; and each nftables transaction's netlink batch must read back into it.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::{Case, config};
+use wasp_dataplane::Family;
 use wasp_dataplane::iptables::{Scope, render};
-use wasp_dataplane::nftables::ops::text;
+use wasp_dataplane::nftables::decode::{chunked, decode};
+use wasp_dataplane::nftables::encode::encode;
+use wasp_dataplane::nftables::text::text;
 
 fn check(case: &str) {
     let c = Case::load(case);
@@ -20,6 +23,7 @@ fn check(case: &str) {
         &c.before,
         &c.selections(&c.before),
         &config(),
+        Family::V4,
         Scope::Full {
             existing: &existing,
         },
@@ -31,6 +35,7 @@ fn check(case: &str) {
             after,
             &c.selections(after),
             &config(),
+            Family::V4,
             Scope::Partial {
                 previous: &full.programmed,
                 diff: &diff,
@@ -45,11 +50,31 @@ fn check(case: &str) {
 
     // The nftables mode's transactions, as `wasp plan` prints them.
     let (full, partial) = c.nftables_transactions();
+    for tx in std::iter::once(&full).chain(partial.as_ref()) {
+        round_trip(case, tx);
+    }
     let mut got = format!("# full sync of config.yaml\n{}", text(&full));
     if let Some(partial) = partial {
         got.push_str(&format!("# partial sync to after.yaml\n{}", text(&partial)));
     }
     c.compare("nftables.nft", &got);
+}
+
+/// The netlink batch of `tx` reads back into `tx` (element lists cut per message), and
+/// encoding what was read gives the same bytes: `parse(raw) == msg`, `emit(parse(raw)) == raw`.
+fn round_trip(case: &str, tx: &[(Family, wasp_dataplane::nftables::Op)]) {
+    let raw = encode(tx, 7).bytes;
+    let back = decode(&raw).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let want = chunked(tx);
+    for (i, (got, want)) in back.iter().zip(&want).enumerate() {
+        assert_eq!(got, want, "{case}: operation {i}");
+    }
+    assert_eq!(back.len(), want.len(), "{case}");
+    assert_eq!(
+        encode(&back, 7).bytes,
+        raw,
+        "{case}: re-encoded bytes differ"
+    );
 }
 
 #[test]

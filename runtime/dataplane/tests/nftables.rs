@@ -12,7 +12,7 @@ use std::process::Command;
 use common::{CASES, Case, config};
 use wasp_dataplane::nftables::Existing;
 use wasp_dataplane::nftables::Nftables;
-use wasp_dataplane::nftables::ops::text;
+use wasp_dataplane::nftables::text::text;
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
 

@@ -90,78 +90,16 @@ impl Allocator {
                 &b.name,
             ))
         });
-        let holds = |r: &Request| {
-            let old = self.sticky.get(&r.name);
-            !r.explicit.is_empty()
-                && r.explicit
-                    .iter()
-                    .all(|ip| old.is_some_and(|o| o.contains(ip)))
-        };
-        let mut claims: Vec<&Request> = order
-            .iter()
-            .copied()
-            .filter(|r| !r.explicit.is_empty())
-            .collect();
-        claims.sort_by_key(|r| !holds(r));
-        let mut used: HashMap<IpAddr, &NamespacedName> = HashMap::new();
-        let mut out: HashMap<&NamespacedName, Result<Vec<IpAddr>, Refusal>> = HashMap::new();
-        for r in claims {
-            if let Some(&ip) = r.explicit.iter().find(|ip| used.contains_key(ip)) {
-                let holder = used[&ip].clone();
-                out.insert(&r.name, Err(Refusal::Taken { ip, holder }));
-                continue;
-            }
-            for ip in &r.explicit {
-                used.insert(*ip, &r.name);
-            }
-        }
-        // Sticky addresses next, so a new Service never moves an existing one.
-        let mut pending = Vec::new();
-        for r in &order {
-            if out.contains_key(&r.name) {
-                continue;
-            }
-            let mut ips = r.explicit.clone();
-            let old = self
-                .sticky
-                .get(&r.name)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            for &v4 in &r.families {
-                match old
-                    .iter()
-                    .find(|ip| ip.is_ipv4() == v4 && !used.contains_key(ip))
-                {
-                    Some(&ip) => {
-                        used.insert(ip, &r.name);
-                        ips.push(ip);
-                    }
-                    None => pending.push((*r, v4)),
-                }
-            }
-            out.insert(&r.name, Ok(ips));
-        }
+        let mut a = Assignment::default();
+        self.claim_explicit(&order, &mut a);
+        let pending = self.keep_sticky(&order, &mut a);
         for (r, v4) in pending {
-            let result = match self.cidrs.iter().find(|c| c.addr().is_ipv4() == v4) {
-                Some(cidr) => probe(cidr, &r.name, &used).ok_or(Refusal::Exhausted { ipv4: v4 }),
-                None => Err(Refusal::Exhausted { ipv4: v4 }),
-            };
-            match result {
-                Ok(ip) => {
-                    used.insert(ip, &r.name);
-                    if let Some(Ok(ips)) = out.get_mut(&r.name) {
-                        ips.push(ip);
-                    }
-                }
-                Err(e) => {
-                    out.insert(&r.name, Err(e));
-                }
-            }
+            self.allocate(r, v4, &mut a);
         }
         let primary_v4 = self.primary_ipv4();
         let mut result = BTreeMap::new();
         for r in requests {
-            let Some(mut res) = out.remove(&r.name) else {
+            let Some(mut res) = a.out.remove(&r.name) else {
                 continue;
             };
             if let Ok(ips) = &mut res
@@ -178,6 +116,93 @@ impl Allocator {
             .collect();
         result
     }
+
+    /// Explicit addresses: those who hold theirs first, then in `order`.
+    fn claim_explicit<'a>(&self, order: &[&'a Request], a: &mut Assignment<'a>) {
+        let holds = |r: &Request| {
+            let old = self.sticky.get(&r.name);
+            r.explicit
+                .iter()
+                .all(|ip| old.is_some_and(|o| o.contains(ip)))
+        };
+        let mut claims: Vec<&Request> = order
+            .iter()
+            .copied()
+            .filter(|r| !r.explicit.is_empty())
+            .collect();
+        claims.sort_by_key(|r| !holds(r));
+        for r in claims {
+            if let Some(&ip) = r.explicit.iter().find(|ip| a.used.contains_key(ip)) {
+                let holder = a.used[&ip].clone();
+                a.out.insert(&r.name, Err(Refusal::Taken { ip, holder }));
+                continue;
+            }
+            for ip in &r.explicit {
+                a.used.insert(*ip, &r.name);
+            }
+        }
+    }
+
+    /// Sticky addresses next, so a new Service never moves an existing one; returns the
+    /// (request, family) pairs that still need an address.
+    fn keep_sticky<'a>(
+        &self,
+        order: &[&'a Request],
+        a: &mut Assignment<'a>,
+    ) -> Vec<(&'a Request, bool)> {
+        let mut pending = Vec::new();
+        for r in order {
+            if a.out.contains_key(&r.name) {
+                continue;
+            }
+            let mut ips = r.explicit.clone();
+            let old = self
+                .sticky
+                .get(&r.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for &v4 in &r.families {
+                match old
+                    .iter()
+                    .find(|ip| ip.is_ipv4() == v4 && !a.used.contains_key(ip))
+                {
+                    Some(&ip) => {
+                        a.used.insert(ip, &r.name);
+                        ips.push(ip);
+                    }
+                    None => pending.push((*r, v4)),
+                }
+            }
+            a.out.insert(&r.name, Ok(ips));
+        }
+        pending
+    }
+
+    /// A fresh address of the family for `r`, from the hash of its name.
+    fn allocate<'a>(&self, r: &'a Request, v4: bool, a: &mut Assignment<'a>) {
+        let result = match self.cidrs.iter().find(|c| c.addr().is_ipv4() == v4) {
+            Some(cidr) => probe(cidr, &r.name, &a.used).ok_or(Refusal::Exhausted { ipv4: v4 }),
+            None => Err(Refusal::Exhausted { ipv4: v4 }),
+        };
+        match result {
+            Ok(ip) => {
+                a.used.insert(ip, &r.name);
+                if let Some(Ok(ips)) = a.out.get_mut(&r.name) {
+                    ips.push(ip);
+                }
+            }
+            Err(e) => {
+                a.out.insert(&r.name, Err(e));
+            }
+        }
+    }
+}
+
+/// One assignment in progress: the addresses taken, and each Service's result so far.
+#[derive(Default)]
+struct Assignment<'a> {
+    used: HashMap<IpAddr, &'a NamespacedName>,
+    out: HashMap<&'a NamespacedName, Result<Vec<IpAddr>, Refusal>>,
 }
 
 /// The first free address at or after the hashed offset, skipping the network address, the

@@ -133,74 +133,50 @@ impl Watch {
     {
         let source = format!("kubernetes/{kind}");
         let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-        let mut known: BTreeSet<NamespacedName> = BTreeSet::new();
-        let mut listing: Option<Vec<Object>> = None;
+        let mut objects = Known {
+            kind,
+            known: BTreeSet::new(),
+            listing: None,
+        };
         let mut first = true;
         let mut healthy = true;
         while let Some(ev) = stream.next().await {
-            let mut list_done = false;
-            let batches = match ev {
+            let ev = match ev {
+                Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!(%source, error = %e, "watch failed; backing off, the last state stays programmed");
                     if healthy {
                         healthy = false;
                         let problem = Some(format!("watch failing: {e}"));
-                        if !self
-                            .send(SourceEvent::Health {
-                                source: source.clone(),
-                                problem,
-                            })
-                            .await
-                        {
+                        let health = SourceEvent::Health {
+                            source: source.clone(),
+                            problem,
+                        };
+                        if !self.send(health).await {
                             return;
                         }
                     }
                     continue;
                 }
-                Ok(Event::Init) => {
-                    listing = Some(Vec::new());
-                    continue;
-                }
-                Ok(Event::InitApply(o)) => {
-                    if let Some(l) = listing.as_mut() {
-                        l.push(object(o));
-                    }
-                    continue;
-                }
-                Ok(Event::InitDone) => {
-                    let objs = listing.take().unwrap_or_default();
-                    let listed: BTreeSet<NamespacedName> = objs.iter().map(normal_key).collect();
-                    let mut b: Vec<Batch> = known
-                        .difference(&listed)
-                        .map(|k| delete(kind, k.clone()))
-                        .collect();
-                    b.extend(objs.into_iter().map(|o| apply(kind, o)));
-                    tracing::debug!(%source, objects = listed.len(), "list complete");
-                    known = listed;
-                    list_done = true;
-                    b
-                }
-                Ok(Event::Apply(o)) => {
-                    let obj = object(o);
-                    known.insert(normal_key(&obj));
-                    vec![apply(kind, obj)]
-                }
-                Ok(Event::Delete(o)) => {
-                    let key = normal_key(&object(o));
-                    known.remove(&key);
-                    vec![delete(kind, key)]
-                }
+            };
+            let ev = match ev {
+                Event::Init => Event::Init,
+                Event::InitApply(o) => Event::InitApply(object(o)),
+                Event::InitDone => Event::InitDone,
+                Event::Apply(o) => Event::Apply(object(o)),
+                Event::Delete(o) => Event::Delete(object(o)),
+            };
+            let Some((batches, list_done)) = objects.on(ev) else {
+                continue;
             };
             if !healthy {
                 healthy = true;
                 tracing::info!(%source, "watch recovered");
-                if !self
-                    .send(SourceEvent::Health {
-                        source: source.clone(),
-                        problem: None,
-                    })
-                    .await
-                {
+                let health = SourceEvent::Health {
+                    source: source.clone(),
+                    problem: None,
+                };
+                if !self.send(health).await {
                     return;
                 }
             }
@@ -214,6 +190,56 @@ impl Watch {
                 {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// One kind's objects as the watch has reported them.
+struct Known {
+    kind: ObjectKind,
+    known: BTreeSet<NamespacedName>,
+    /// Objects of a (re-)list in progress.
+    listing: Option<Vec<Object>>,
+}
+
+impl Known {
+    /// The batches an event makes, and whether it completed a list; `None` while a list is
+    /// still arriving. A completed list deletes what vanished meanwhile.
+    fn on(&mut self, ev: Event<Object>) -> Option<(Vec<Batch>, bool)> {
+        let kind = self.kind;
+        match ev {
+            Event::Init => {
+                self.listing = Some(Vec::new());
+                None
+            }
+            Event::InitApply(o) => {
+                if let Some(l) = self.listing.as_mut() {
+                    l.push(o);
+                }
+                None
+            }
+            Event::InitDone => {
+                let objs = self.listing.take().unwrap_or_default();
+                let listed: BTreeSet<NamespacedName> = objs.iter().map(normal_key).collect();
+                let mut b: Vec<Batch> = self
+                    .known
+                    .difference(&listed)
+                    .map(|k| delete(kind, k.clone()))
+                    .collect();
+                b.extend(objs.into_iter().map(|o| apply(kind, o)));
+                tracing::debug!(%kind, objects = listed.len(), "list complete");
+                self.known = listed;
+                Some((b, true))
+            }
+            Event::Apply(o) => {
+                self.known.insert(normal_key(&o));
+                Some((vec![apply(kind, o)], false))
+            }
+            Event::Delete(o) => {
+                let key = normal_key(&o);
+                self.known.remove(&key);
+                Some((vec![delete(kind, key)], false))
             }
         }
     }

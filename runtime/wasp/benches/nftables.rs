@@ -20,14 +20,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fmt, median, selections, state, vip};
-use wasp_dataplane::iptables::{Backend, Iptables, RenderConfig};
-use wasp_dataplane::nftables::{Existing, Nftables, ops::text};
+use wasp_dataplane::RenderConfig;
+use wasp_dataplane::iptables::{Backend, Iptables};
+use wasp_dataplane::nftables::{Existing, Nftables, text::text};
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
 
 fn cfg() -> RenderConfig {
     RenderConfig {
-        ipv4: true,
         cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
         masquerade_all: false,
         masquerade_mark: 0x2000,

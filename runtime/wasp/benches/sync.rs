@@ -12,13 +12,13 @@ mod common;
 use std::time::Instant;
 
 use common::{fmt, median, selections, state};
-use wasp_dataplane::iptables::{Backend, Iptables, RenderConfig, Scope, Tables, render};
+use wasp_dataplane::iptables::{Backend, Iptables, Scope, Tables, render};
 use wasp_dataplane::{Dataplane, SyncRequest};
+use wasp_dataplane::{Family, RenderConfig};
 use wasp_model::ProxyState;
 
 fn bench(n: usize, runs: usize, backend: Backend) {
     let cfg = RenderConfig {
-        ipv4: true,
         cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
         masquerade_all: false,
         masquerade_mark: 0x2000,
@@ -28,7 +28,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
     let empty = ProxyState::default();
     let tables = Tables {
         backend,
-        ipv4: true,
+        family: Family::V4,
     };
     let (mut render_t, mut full_t, mut delta_t, mut floor_t, mut delta_floor_t) =
         (vec![], vec![], vec![], vec![], vec![]);
@@ -42,6 +42,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
             &s0,
             &sel0,
             &cfg,
+            Family::V4,
             Scope::Full {
                 existing: &existing,
             },
@@ -81,6 +82,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
             &s1,
             &sel1,
             &cfg,
+            Family::V4,
             Scope::Full {
                 existing: &existing,
             },
@@ -91,6 +93,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
             &s0,
             &sel0,
             &cfg,
+            Family::V4,
             Scope::Partial {
                 previous: &previous,
                 diff: &back,

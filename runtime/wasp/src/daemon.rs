@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
 use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
@@ -45,48 +46,16 @@ fn now_secs() -> f64 {
 /// flows across a restart; the next start reconciles instead of flushing.
 ///
 /// # Errors
-/// Fails when the source cannot start or the HTTP addresses cannot be bound.
+/// Fails when the source cannot start, the HTTP addresses cannot be bound, or the mode cannot
+/// run on this kernel; each before anything touches the kernel.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
-    // Everything that can fail on the host's state is checked before the kernel is touched.
-    let beside = s.service_proxy_name.is_some();
-    let healthz = http::bind(
-        s.healthz_addr,
-        "--healthz-bind-address, healthzBindAddress",
-        beside,
-    )
-    .await?;
-    let metrics_listener = if s.metrics_addr != s.healthz_addr {
-        Some(
-            http::bind(
-                s.metrics_addr,
-                "--metrics-bind-address, metricsBindAddress",
-                beside,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
-    let mut rx = crate::source::start(&s).await?;
-    if s.mode == wasp_dataplane::Mode::Nftables {
-        wasp_dataplane::nftables::Nftables::probe().map_err(|e| {
-            anyhow::anyhow!(
-                "the nftables mode cannot run on this host ({}); start with --mode iptables",
-                anyhow::Error::from(e)
-                    .chain()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            )
-        })?;
-    }
+    let (listeners, mut rx, dataplane) = prepare(&s).await?;
     for what in wasp_dataplane::leftovers::remove_other_modes(s.mode, &s.render_config()) {
         tracing::warn!("{what}");
     }
     let health = Arc::new(Health::new(s.sync_period * 2, s.errors_shown));
     let metrics = Arc::new(Metrics::default());
-    http::serve(healthz, health.clone(), metrics.clone());
-    if let Some(l) = metrics_listener {
+    for l in listeners {
         http::serve(l, health.clone(), metrics.clone());
     }
     for w in wasp_dataplane::sysctl::apply(&s.conntrack) {
@@ -98,7 +67,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         alloc: s.allocator(),
         resolve: s.resolve_config(),
         planning: Planning::new(s.planner()?),
-        dataplane: s.dataplane(),
+        dataplane,
         synced: ProxyState::default(),
         health,
         metrics,
@@ -108,13 +77,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         source_problems: BTreeMap::new(),
     };
     tracing::info!(mode = %s.mode, source = ?s.source, node = %d.resolve.node.name, "wasp starting");
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut stop = Stop::new()?;
     // No rules until the initial lists are in, as kube-proxy waits for its informers.
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = stop.requested() => return Ok(()),
             ev = rx.recv() => match ev {
                 Some(SourceEvent::Synced) => break,
                 Some(ev) => d.event(ev),
@@ -122,49 +89,116 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             },
         }
     }
-    // Syncs block (kernel tools, plugin calls; wasmtime-wasi drives its own futures), so
-    // they run with the worker handed over to blocking.
-    tokio::task::block_in_place(|| d.sync(true));
-    let mut last_sync = Instant::now();
-    let mut last_full = Instant::now();
-    let mut retry = s.min_sync_period;
-    loop {
-        let full_due = last_full + s.sync_period;
-        let partial_due = last_sync + retry;
-        let mut due = if d.pending > 0 || d.needs_full {
-            partial_due.min(full_due)
-        } else {
-            full_due
-        };
-        // A plugin due to be re-created (or a changed .wasm file) wakes the loop, so its
-        // ports leave the fallback.
-        if let Some(t) = d.planning.planner().next_retry() {
-            due = due.min(t.max(partial_due));
-        }
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            ev = rx.recv() => match ev {
-                Some(ev) => d.event(ev),
-                None => anyhow::bail!("the source ended"),
-            },
-            _ = tokio::time::sleep_until(due.into()) => {
-                let full = d.needs_full || Instant::now() >= full_due;
-                let ok = tokio::task::block_in_place(|| d.sync(full));
-                last_sync = Instant::now();
-                if full && ok {
-                    last_full = last_sync;
-                }
-                // Back off on failure, up to the sync period.
-                retry = if ok { s.min_sync_period } else { (retry * 2).min(s.sync_period) };
-            }
-        }
-    }
+    d.serve(&s, &mut rx, &mut stop).await?;
     tracing::info!("wasp stopping; the rules stay in place");
     Ok(())
 }
 
+/// What must work before the kernel is touched: the listeners, the source, the mode's probe.
+async fn prepare(
+    s: &Settings,
+) -> anyhow::Result<(
+    Vec<tokio::net::TcpListener>,
+    mpsc::Receiver<SourceEvent>,
+    Box<dyn Dataplane>,
+)> {
+    let beside = s.service_proxy_name.is_some();
+    let healthz = "--healthz-bind-address, healthzBindAddress";
+    let mut listeners = vec![http::bind(s.healthz_addr, healthz, beside).await?];
+    if s.metrics_addr != s.healthz_addr {
+        let metrics = "--metrics-bind-address, metricsBindAddress";
+        listeners.push(http::bind(s.metrics_addr, metrics, beside).await?);
+    }
+    let rx = crate::source::start(s).await?;
+    let mut dataplane = s.dataplane();
+    dataplane.probe().map_err(|e| {
+        let other = match s.mode {
+            wasp_dataplane::Mode::Nftables => "; start with --mode iptables",
+            _ => "",
+        };
+        let why: Vec<String> = anyhow::Error::from(e)
+            .chain()
+            .map(ToString::to_string)
+            .collect();
+        anyhow::anyhow!(
+            "the {} mode cannot run on this host ({}){other}",
+            s.mode,
+            why.join(": ")
+        )
+    })?;
+    Ok((listeners, rx, dataplane))
+}
+
+/// SIGTERM or SIGINT.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
+}
+
 impl Daemon {
+    /// The sync loop: a partial sync at most every `min-sync-period` once something changed
+    /// (at once after a quiet period), a full one every `sync-period`; failures back off.
+    async fn serve(
+        &mut self,
+        s: &Settings,
+        rx: &mut mpsc::Receiver<SourceEvent>,
+        stop: &mut Stop,
+    ) -> anyhow::Result<()> {
+        // Syncs block (kernel tools, plugin calls; wasmtime-wasi drives its own futures), so
+        // they run with the worker handed over to blocking.
+        tokio::task::block_in_place(|| self.sync(true));
+        let mut last_sync = Instant::now();
+        let mut last_full = Instant::now();
+        let mut retry = s.min_sync_period;
+        loop {
+            let full_due = last_full + s.sync_period;
+            let partial_due = last_sync + retry;
+            let mut due = if self.pending > 0 || self.needs_full {
+                partial_due.min(full_due)
+            } else {
+                full_due
+            };
+            // A plugin due to be re-created (or a changed .wasm file) wakes the loop, so its
+            // ports leave the fallback.
+            if let Some(t) = self.planning.planner().next_retry() {
+                due = due.min(t.max(partial_due));
+            }
+            tokio::select! {
+                _ = stop.requested() => return Ok(()),
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.event(ev),
+                    None => anyhow::bail!("the source ended"),
+                },
+                _ = tokio::time::sleep_until(due.into()) => {
+                    let full = self.needs_full || Instant::now() >= full_due;
+                    let ok = tokio::task::block_in_place(|| self.sync(full));
+                    last_sync = Instant::now();
+                    if full && ok {
+                        last_full = last_sync;
+                    }
+                    // Back off on failure, up to the sync period.
+                    retry = if ok { s.min_sync_period } else { (retry * 2).min(s.sync_period) };
+                }
+            }
+        }
+    }
+
     fn event(&mut self, ev: SourceEvent) {
         match ev {
             SourceEvent::Batches(b) => self.receive(b),

@@ -123,45 +123,8 @@ fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
             let settings = settings(&flags, format)?;
             runtime()?.block_on(daemon::run(settings))?;
         }
-        Command::Plan { flags } => {
-            let settings = settings(&flags, format)?;
-            let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
-            for e in &loaded.errors {
-                eprintln!("error: {e}");
-            }
-            // The daemon's planning path, from an empty node: everything is new.
-            let mut planning = Planning::new(settings.planner()?);
-            let previous = ProxyState::default();
-            let diff = previous.diff(&loaded.state);
-            planning.update(&loaded.state, &diff);
-            for s in planning.planner().status() {
-                eprintln!("warning: {s}");
-            }
-            let req = SyncRequest {
-                state: &loaded.state,
-                previous: &previous,
-                selections: planning.selections(),
-                diff: None,
-            };
-            print!("{}", settings.dataplane().preview(req)?);
-        }
-        Command::Validate { flags } => {
-            let settings = settings(&flags, format)?;
-            let loaded = runtime()?.block_on(wasp::load::load(&settings))?;
-            for e in &loaded.errors {
-                println!("{e}");
-            }
-            println!(
-                "{} objects, {} service ports, {} endpoints, {} errors",
-                loaded.store.len(),
-                loaded.state.ports.len(),
-                loaded.state.endpoint_count(),
-                loaded.errors.len()
-            );
-            if !loaded.errors.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        Command::Plan { flags } => plan(&settings(&flags, format)?)?,
+        Command::Validate { flags } => return validate(&settings(&flags, format)?),
         Command::Cleanup {
             mode,
             iptables_backend,
@@ -205,4 +168,47 @@ fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wasp plan`: the daemon's planning path from an empty node (everything is new), and the
+/// dataplane's dry run of the full sync.
+fn plan(settings: &Settings) -> anyhow::Result<()> {
+    let loaded = runtime()?.block_on(wasp::load::load(settings))?;
+    for e in &loaded.errors {
+        eprintln!("error: {e}");
+    }
+    let mut planning = Planning::new(settings.planner()?);
+    let previous = ProxyState::default();
+    planning.update(&loaded.state, &previous.diff(&loaded.state));
+    for s in planning.planner().status() {
+        eprintln!("warning: {s}");
+    }
+    let req = SyncRequest {
+        state: &loaded.state,
+        previous: &previous,
+        selections: planning.selections(),
+        diff: None,
+    };
+    print!("{}", settings.dataplane().preview(req)?);
+    Ok(())
+}
+
+/// `wasp validate`: every error, a summary, and a failing exit status if there is an error.
+fn validate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let loaded = runtime()?.block_on(wasp::load::load(settings))?;
+    for e in &loaded.errors {
+        println!("{e}");
+    }
+    println!(
+        "{} objects, {} service ports, {} endpoints, {} errors",
+        loaded.store.len(),
+        loaded.state.ports.len(),
+        loaded.state.endpoint_count(),
+        loaded.errors.len()
+    );
+    Ok(if loaded.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -55,121 +55,137 @@ fn sync_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// Registers `metric` as `name` and hands it back.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
+    // One registration per metric, in the order /metrics lists them: long, and flat on purpose.
     fn default() -> Self {
-        let mut m = Self {
+        let mut r = Registry::default();
+        let r = &mut r;
+        let m = Self {
+            sync_duration: reg(
+                r,
+                "wasp_sync_proxy_rules_duration_seconds",
+                "SyncProxyRules latency in seconds",
+                sync_buckets(),
+            ),
+            full_sync_duration: reg(
+                r,
+                "wasp_sync_full_proxy_rules_duration_seconds",
+                "Full SyncProxyRules latency in seconds",
+                sync_buckets(),
+            ),
+            partial_sync_duration: reg(
+                r,
+                "wasp_sync_partial_proxy_rules_duration_seconds",
+                "Partial SyncProxyRules latency in seconds",
+                sync_buckets(),
+            ),
+            last_sync_timestamp: reg(
+                r,
+                "wasp_sync_proxy_rules_last_timestamp_seconds",
+                "The last time proxy rules were successfully synced",
+                Gauge::default(),
+            ),
+            last_queued_timestamp: reg(
+                r,
+                "wasp_sync_proxy_rules_last_queued_timestamp_seconds",
+                "The time of the oldest change not yet synced (0 when none)",
+                Gauge::default(),
+            ),
+            changes_pending: reg(
+                r,
+                "wasp_sync_proxy_rules_changes_pending",
+                "Object changes received and not yet synced",
+                Gauge::default(),
+            ),
+            sync_failures: reg(
+                r,
+                "wasp_sync_proxy_rules_failures",
+                "Syncs the dataplane rejected",
+                Counter::default(),
+            ),
+            service_ports: reg(
+                r,
+                "wasp_programmed_service_ports",
+                "Service ports programmed",
+                Gauge::default(),
+            ),
+            endpoints: reg(
+                r,
+                "wasp_programmed_endpoints",
+                "Endpoints programmed",
+                Gauge::default(),
+            ),
+            rules_written: reg(
+                r,
+                "wasp_sync_proxy_rules_rules_written",
+                "Rules written by the last sync",
+                Gauge::default(),
+            ),
+            config_errors: reg(
+                r,
+                "wasp_config_errors",
+                "Objects or files currently rejected",
+                Gauge::default(),
+            ),
+            sources_failing: reg(
+                r,
+                "wasp_sources_failing",
+                "Sources whose watch is failing",
+                Gauge::default(),
+            ),
+            plugin_failures: reg(
+                r,
+                "wasp_plugin_failures",
+                "Plugin traps and timeouts",
+                Counter::default(),
+            ),
+            plugin_rejected: reg(
+                r,
+                "wasp_plugin_rejected",
+                "Plugin errors and invalid selections",
+                Counter::default(),
+            ),
+            plugin_ports_on_fallback: reg(
+                r,
+                "wasp_plugin_ports_on_fallback",
+                "Service ports on the default selection because their plugin failed",
+                Gauge::default(),
+            ),
+            plugins_disabled: reg(
+                r,
+                "wasp_plugins_disabled",
+                "Plugins disabled after repeated failures",
+                Gauge::default(),
+            ),
+            service_changes: reg(
+                r,
+                "wasp_sync_proxy_rules_service_changes",
+                "Service ports added, removed or changed",
+                Counter::default(),
+            ),
+            endpoint_changes: reg(
+                r,
+                "wasp_sync_proxy_rules_endpoint_changes",
+                "Service ports whose endpoints changed",
+                Counter::default(),
+            ),
             registry: Registry::default(),
-            sync_duration: sync_buckets(),
-            full_sync_duration: sync_buckets(),
-            partial_sync_duration: sync_buckets(),
-            last_sync_timestamp: Gauge::default(),
-            last_queued_timestamp: Gauge::default(),
-            changes_pending: Gauge::default(),
-            sync_failures: Counter::default(),
-            service_ports: Gauge::default(),
-            endpoints: Gauge::default(),
-            rules_written: Gauge::default(),
-            config_errors: Gauge::default(),
-            sources_failing: Gauge::default(),
-            service_changes: Counter::default(),
-            endpoint_changes: Counter::default(),
-            plugin_failures: Counter::default(),
-            plugin_rejected: Counter::default(),
-            plugin_ports_on_fallback: Gauge::default(),
-            plugins_disabled: Gauge::default(),
         };
-        let r = &mut m.registry;
-        r.register(
-            "wasp_sync_proxy_rules_duration_seconds",
-            "SyncProxyRules latency in seconds",
-            m.sync_duration.clone(),
-        );
-        r.register(
-            "wasp_sync_full_proxy_rules_duration_seconds",
-            "Full SyncProxyRules latency in seconds",
-            m.full_sync_duration.clone(),
-        );
-        r.register(
-            "wasp_sync_partial_proxy_rules_duration_seconds",
-            "Partial SyncProxyRules latency in seconds",
-            m.partial_sync_duration.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_last_timestamp_seconds",
-            "The last time proxy rules were successfully synced",
-            m.last_sync_timestamp.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_last_queued_timestamp_seconds",
-            "The time of the oldest change not yet synced (0 when none)",
-            m.last_queued_timestamp.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_changes_pending",
-            "Object changes received and not yet synced",
-            m.changes_pending.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_failures",
-            "Syncs the dataplane rejected",
-            m.sync_failures.clone(),
-        );
-        r.register(
-            "wasp_programmed_service_ports",
-            "Service ports programmed",
-            m.service_ports.clone(),
-        );
-        r.register(
-            "wasp_programmed_endpoints",
-            "Endpoints programmed",
-            m.endpoints.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_rules_written",
-            "Rules written by the last sync",
-            m.rules_written.clone(),
-        );
-        r.register(
-            "wasp_config_errors",
-            "Objects or files currently rejected",
-            m.config_errors.clone(),
-        );
-        r.register(
-            "wasp_sources_failing",
-            "Sources whose watch is failing",
-            m.sources_failing.clone(),
-        );
-        r.register(
-            "wasp_plugin_failures",
-            "Plugin traps and timeouts",
-            m.plugin_failures.clone(),
-        );
-        r.register(
-            "wasp_plugin_rejected",
-            "Plugin errors and invalid selections",
-            m.plugin_rejected.clone(),
-        );
-        r.register(
-            "wasp_plugin_ports_on_fallback",
-            "Service ports on the default selection because their plugin failed",
-            m.plugin_ports_on_fallback.clone(),
-        );
-        r.register(
-            "wasp_plugins_disabled",
-            "Plugins disabled after repeated failures",
-            m.plugins_disabled.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_service_changes",
-            "Service ports added, removed or changed",
-            m.service_changes.clone(),
-        );
-        r.register(
-            "wasp_sync_proxy_rules_endpoint_changes",
-            "Service ports whose endpoints changed",
-            m.endpoint_changes.clone(),
-        );
-        m
+        Self {
+            registry: std::mem::take(r),
+            ..m
+        }
     }
 }
 

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use clap::Args;
 use ipnet::IpNet;
-use wasp_dataplane::Mode;
-use wasp_dataplane::iptables::{Backend, RenderConfig};
 use wasp_dataplane::sysctl::ConntrackSettings;
+use wasp_dataplane::{BackendChoice, DataplaneConfig, Mode, RenderConfig};
 use wasp_model::categorize::NodeTopology;
 use wasp_resolve::validate::ValidationConfig;
 use wasp_resolve::{Allocator, ObjectStore, ResolveConfig};
@@ -227,29 +226,24 @@ impl Settings {
 
     /// The dataplane for the mode.
     pub fn dataplane(&self) -> Box<dyn wasp_dataplane::Dataplane> {
-        match self.mode {
-            Mode::Nftables => Box::new(wasp_dataplane::nftables::Nftables::new(
-                self.render_config(),
-            )),
-            Mode::Iptables => {
-                let backend = match self.iptables_backend {
-                    BackendFlag::Auto => wasp_dataplane::iptables::backend::detect(true),
-                    BackendFlag::Nft => Backend::Nft,
-                    BackendFlag::Legacy => Backend::Legacy,
-                };
-                tracing::info!(%backend, "iptables backend");
-                Box::new(wasp_dataplane::iptables::Iptables::new(
-                    backend,
-                    self.render_config(),
-                ))
-            }
+        wasp_dataplane::build(self.mode, &self.dataplane_config())
+    }
+
+    /// What the dataplane is built from.
+    pub fn dataplane_config(&self) -> DataplaneConfig {
+        DataplaneConfig {
+            render: self.render_config(),
+            iptables_backend: match self.iptables_backend {
+                BackendFlag::Auto => BackendChoice::Detect,
+                BackendFlag::Nft => BackendChoice::Nft,
+                BackendFlag::Legacy => BackendChoice::Legacy,
+            },
         }
     }
 
-    /// The render configuration both modes use.
+    /// The render configuration every mode uses.
     pub fn render_config(&self) -> RenderConfig {
         RenderConfig {
-            ipv4: true,
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
             masquerade_mark: 1 << self.masquerade_bit,

@@ -1,6 +1,6 @@
-//! The daemon's lifecycle on the real kernel: the watch follows edits, renames, deletes and
-//! corruption; a full resync repairs drift; a restart keeps traffic flowing and reconciles;
-//! cleanup removes wasp's rules and nothing else; plan prints what run applies.
+//! The daemon's lifecycle on the real kernel, in every mode: the watch follows edits, renames,
+//! deletes and corruption; a full resync repairs drift; a restart keeps traffic flowing and
+//! reconciles; cleanup removes wasp's rules and nothing else; plan prints what run applies.
 
 mod common;
 
@@ -24,11 +24,6 @@ fn node(tag: &str, mode: &str, backend: &str) -> Node {
     n.pod("b", "10.244.7.3", &[80], &[]);
     n.tb.add_pod("client", "10.244.2.10").unwrap();
     n
-}
-
-/// The iptables backends the behaviour cases run against.
-fn iptables_backends() -> impl Iterator<Item = &'static str> {
-    MODES.iter().filter(|m| m.0 == "iptables").map(|m| m.1)
 }
 
 fn nft_ok(n: &Node, args: &[&str]) {
@@ -66,7 +61,13 @@ fn watch_follows_edits_renames_deletes_and_corruption() {
     if !root_or_skip("watch") {
         return;
     }
-    let mut n = node("watch", "iptables", "nft");
+    for (mode, backend) in MODES {
+        watch_case(mode, backend);
+    }
+}
+
+fn watch_case(mode: &str, backend: &str) {
+    let mut n = node("watch", mode, backend);
     n.write("web.yaml", &service(&["10.244.7.2"]));
     n.start();
     n.eventually("initial", "client", "tcp", VIP, is(&["a"]));
@@ -148,58 +149,86 @@ fn watch_follows_edits_renames_deletes_and_corruption() {
     );
 }
 
+/// Breaks wasp's rules by hand, as an operator or another program might: removes the
+/// dispatch (and, in iptables, the hook into it) and adds a rule wasp did not write.
+fn break_rules(n: &Node) {
+    match n.mode.as_str() {
+        "nftables" => {
+            nft_ok(n, &["flush", "chain", "ip", "wasp", "services"]);
+            nft_ok(
+                n,
+                &["add", "rule", "ip", "wasp", "nat-postrouting", "counter"],
+            );
+        }
+        _ => {
+            let out = n.iptables(&with_hook("-D"));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                n.iptables(&["-t", "nat", "-F", "WASP-SERVICES"])
+                    .status
+                    .success()
+            );
+            assert!(
+                n.iptables(&["-t", "nat", "-A", "WASP-SERVICES", "-j", "RETURN"])
+                    .status
+                    .success()
+            );
+        }
+    }
+}
+
+/// The iptables hook from PREROUTING into wasp's dispatch chain, for `op` (-C, -D).
+fn with_hook(op: &'static str) -> Vec<&'static str> {
+    vec![
+        "-t",
+        "nat",
+        op,
+        "PREROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        "wasp service portals",
+        "-j",
+        "WASP-SERVICES",
+    ]
+}
+
+/// Whether the rules are as wasp writes them again.
+fn repaired(n: &Node) -> bool {
+    let t = n.rules();
+    match n.mode.as_str() {
+        "nftables" => {
+            t.contains("ip daddr . meta l4proto . th dport vmap @service-ips")
+                && !t.contains("counter")
+        }
+        _ => {
+            n.iptables(&with_hook("-C")).status.success()
+                && t.contains("-A WASP-SERVICES -d 10.96.0.70/32")
+                && !t.contains("-A WASP-SERVICES -j RETURN")
+        }
+    }
+}
+
 #[test]
-fn full_resync_repairs_rules_someone_deleted() {
+fn a_full_resync_repairs_rules_someone_deleted_or_added() {
     if !root_or_skip("resync") {
         return;
     }
-    for backend in iptables_backends() {
-        let mut n = node("resync", "iptables", backend);
+    for (mode, backend) in MODES {
+        let mut n = node("resync", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.start();
         n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
-        let hook = [
-            "PREROUTING",
-            "-m",
-            "comment",
-            "--comment",
-            "wasp service portals",
-            "-j",
-            "WASP-SERVICES",
-        ];
-        let with = |op: &'static str| [&["-t", "nat", op][..], &hook[..]].concat();
-        let out = n.iptables(&with("-D"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        break_rules(&n);
+        assert!(!repaired(&n), "[{mode}/{backend}] the rules are broken");
+        wait_until(
+            &format!("[{mode}/{backend}] the full resync (2 s) repairs them"),
+            || repaired(&n),
         );
-        assert!(
-            !n.iptables(&with("-C")).status.success(),
-            "the hook is gone"
-        );
-        wait_until("the full resync (2 s) re-inserts the hook", || {
-            n.iptables(&with("-C")).status.success()
-        });
-        n.eventually(
-            "traffic after the repair",
-            "client",
-            "tcp",
-            VIP,
-            is(&["a", "b"]),
-        );
-        assert!(
-            n.iptables(&["-t", "nat", "-F", "WASP-SERVICES"])
-                .status
-                .success()
-        );
-        assert!(
-            !n.iptables_save().contains("-A WASP-SERVICES"),
-            "the dispatch chain is empty"
-        );
-        wait_until("the full resync rewrites the dispatch chain", || {
-            n.iptables_save().contains("-A WASP-SERVICES")
-        });
         n.eventually(
             "traffic after the repair",
             "client",
@@ -260,23 +289,79 @@ fn restart_keeps_traffic_and_reconciles() {
     }
 }
 
+/// Somebody else's rules, in the place the mode works in: a table of its own for nftables
+/// (and an iptables-nft chain), a chain with a hook for iptables.
+fn add_foreign(n: &Node) {
+    match n.mode.as_str() {
+        "nftables" => {
+            nft_ok(n, &["add", "table", "ip", "foreign"]);
+            nft_ok(
+                n,
+                &[
+                    "add",
+                    "chain",
+                    "ip",
+                    "foreign",
+                    "pre",
+                    "{ type nat hook prerouting priority 0; }",
+                ],
+            );
+            let out =
+                n.tb.exec_in(
+                    &n.tb.node(),
+                    &["iptables-nft", "-t", "nat", "-N", "FOREIGN"],
+                )
+                .unwrap();
+            assert!(out.status.success());
+        }
+        _ => {
+            assert!(n.iptables(&["-t", "nat", "-N", "FOREIGN"]).status.success());
+            assert!(
+                n.iptables(&["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"])
+                    .status
+                    .success()
+            );
+        }
+    }
+}
+
+/// wasp's rules are gone and the foreign ones are intact.
+fn only_foreign_left(n: &Node) {
+    match n.mode.as_str() {
+        "nftables" => {
+            let tables = String::from_utf8_lossy(&n.nft(&["list", "tables"]).stdout).into_owned();
+            assert!(
+                !tables.contains("wasp") && tables.contains("table ip foreign"),
+                "{tables}"
+            );
+            let out =
+                n.tb.exec_in(&n.tb.node(), &["iptables-nft", "-t", "nat", "-S"])
+                    .unwrap();
+            let save = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(save.contains("-N FOREIGN"), "{save}");
+        }
+        _ => {
+            let save = n.iptables_save();
+            assert!(!save.contains("WASP"), "{save}");
+            assert!(
+                save.contains(":FOREIGN") && save.contains("-A PREROUTING -j FOREIGN"),
+                "{save}"
+            );
+        }
+    }
+}
+
 #[test]
 fn cleanup_removes_wasp_rules_and_nothing_else() {
     if !root_or_skip("cleanup") {
         return;
     }
-    for backend in iptables_backends() {
-        let mut n = node("cleanup", "iptables", backend);
-        assert!(n.iptables(&["-t", "nat", "-N", "FOREIGN"]).status.success());
-        assert!(
-            n.iptables(&["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"])
-                .status
-                .success()
-        );
+    for (mode, backend) in MODES {
+        let mut n = node("cleanup", mode, backend);
+        add_foreign(&n);
         n.write("web.yaml", &service(&["10.244.7.2"]));
         n.start();
         n.stop();
-        assert!(n.iptables_save().contains(":WASP-SERVICES"));
         let out =
             n.tb.exec_in(
                 &n.tb.node(),
@@ -284,7 +369,7 @@ fn cleanup_removes_wasp_rules_and_nothing_else() {
                     EXE,
                     "cleanup",
                     "--mode",
-                    "iptables",
+                    mode,
                     "--iptables-backend",
                     backend,
                 ],
@@ -295,67 +380,9 @@ fn cleanup_removes_wasp_rules_and_nothing_else() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let save = n.iptables_save();
-        assert!(!save.contains("WASP"), "{save}");
-        assert!(
-            save.contains(":FOREIGN") && save.contains("-A PREROUTING -j FOREIGN"),
-            "{save}"
-        );
+        only_foreign_left(&n);
         n.eventually("no service rules remain", "client", "tcp", VIP, dropped);
     }
-}
-
-#[test]
-fn plan_prints_exactly_what_run_applies() {
-    if !root_or_skip("plan") {
-        return;
-    }
-    let mut n = node("plan", "iptables", "nft");
-    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-    let plan = plan(
-        &n,
-        &[
-            "--mode",
-            "iptables",
-            "--iptables-backend",
-            "nft",
-            "--cluster-cidr",
-            "10.244.0.0/16",
-        ],
-    );
-    assert!(
-        n.iptables_save().lines().all(|l| !l.contains("WASP")),
-        "plan changed nothing"
-    );
-    n.start();
-    let save = n.iptables_save();
-    // Every rule the plan declares is in the kernel, and every WASP rule in the kernel was planned
-    // (iptables-save orders match options its own way, so compare as word sets per rule).
-    let norm = |l: &str| {
-        let mut w: Vec<String> = l
-            .replace('"', "")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        w.sort();
-        w.join(" ")
-    };
-    let planned: std::collections::BTreeSet<String> = plan
-        .lines()
-        .filter(|l| l.starts_with("-A ") && l.contains("WASP"))
-        .map(|l| norm(&l.replace("0.5000000000", "0.50000000000")))
-        .collect();
-    let applied: std::collections::BTreeSet<String> = save
-        .lines()
-        .filter(|l| l.starts_with("-A WASP"))
-        .map(|l| norm(&l.replace(" --mask 255.255.255.255 --rsource", "")))
-        .collect();
-    let only_plan: Vec<&String> = planned.difference(&applied).collect();
-    let only_kernel: Vec<&String> = applied.difference(&planned).collect();
-    assert!(
-        only_plan.is_empty() && only_kernel.is_empty(),
-        "only planned: {only_plan:#?}\nonly in the kernel: {only_kernel:#?}"
-    );
 }
 
 #[test]
@@ -426,113 +453,85 @@ fn config_file_conntrack_settings_reach_the_kernel() {
     );
 }
 
-#[test]
-fn nftables_full_resync_repairs_rules_someone_deleted_or_added() {
-    if !root_or_skip("nftresync") {
+/// The plan's rules equal the kernel's once the daemon ran: nftables loads the plan with the
+/// nft tool and compares `nft list` of both; iptables compares rules as word sets (save
+/// orders match options its own way).
+fn assert_plan_applied(n: &mut Node, plan: &str) {
+    if n.mode == "nftables" {
+        let path = n.dir.path().join("plan.nft");
+        std::fs::write(&path, plan).unwrap();
+        nft_ok(n, &["-f", &path.display().to_string()]);
+        let planned = n.rules();
+        n.start();
+        let applied = n.rules();
+        assert!(applied.contains("10.96.0.70 . tcp . 80"), "{applied}");
+        assert_eq!(planned, applied);
         return;
     }
-    let mut n = node("nftresync", "nftables", "auto");
-    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
     n.start();
-    n.eventually("initial", "client", "tcp", VIP, is(&["a", "b"]));
-    nft_ok(&n, &["flush", "chain", "ip", "wasp", "services"]);
-    nft_ok(
-        &n,
-        &["add", "rule", "ip", "wasp", "nat-postrouting", "counter"],
-    );
-    wait_until("the full resync (2 s) restores the dispatch rule", || {
-        let t = n.rules();
-        t.contains("ip daddr . meta l4proto . th dport vmap @service-ips") && !t.contains("counter")
-    });
-    n.eventually(
-        "traffic after the repair",
-        "client",
-        "tcp",
-        VIP,
-        is(&["a", "b"]),
-    );
-}
-
-#[test]
-fn nftables_cleanup_removes_wasp_tables_and_nothing_else() {
-    if !root_or_skip("nftcleanup") {
-        return;
-    }
-    let mut n = node("nftcleanup", "nftables", "auto");
-    nft_ok(&n, &["add", "table", "ip", "foreign"]);
-    nft_ok(
-        &n,
-        &[
-            "add",
-            "chain",
-            "ip",
-            "foreign",
-            "pre",
-            "{ type nat hook prerouting priority 0; }",
-        ],
-    );
-    let iptables_nft = |n: &Node, args: &[&str]| {
-        let mut full = vec!["iptables-nft"];
-        full.extend_from_slice(args);
-        n.tb.exec_in(&n.tb.node(), &full).unwrap()
+    let save = n.iptables_save();
+    let norm = |l: &str| {
+        let mut w: Vec<String> = l
+            .replace('"', "")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        w.sort();
+        w.join(" ")
     };
+    let planned: std::collections::BTreeSet<String> = plan
+        .lines()
+        .filter(|l| l.starts_with("-A ") && l.contains("WASP"))
+        .map(|l| norm(&l.replace("0.5000000000", "0.50000000000")))
+        .collect();
+    let applied: std::collections::BTreeSet<String> = save
+        .lines()
+        .filter(|l| l.starts_with("-A WASP"))
+        .map(|l| norm(&l.replace(" --mask 255.255.255.255 --rsource", "")))
+        .collect();
+    let only_plan: Vec<&String> = planned.difference(&applied).collect();
+    let only_kernel: Vec<&String> = applied.difference(&planned).collect();
     assert!(
-        iptables_nft(&n, &["-t", "nat", "-N", "FOREIGN"])
-            .status
-            .success()
+        only_plan.is_empty() && only_kernel.is_empty(),
+        "only planned: {only_plan:#?}\nonly in the kernel: {only_kernel:#?}"
     );
-    n.write("web.yaml", &service(&["10.244.7.2"]));
-    n.start();
-    n.stop();
-    let out =
-        n.tb.exec_in(&n.tb.node(), &[EXE, "cleanup", "--mode", "nftables"])
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tables = String::from_utf8_lossy(&n.nft(&["list", "tables"]).stdout).into_owned();
-    assert!(!tables.contains("wasp"), "{tables}");
-    assert!(tables.contains("table ip foreign"), "{tables}");
-    let save = String::from_utf8_lossy(&iptables_nft(&n, &["-t", "nat", "-S"]).stdout).into_owned();
-    assert!(save.contains("-N FOREIGN"), "{save}");
-    n.eventually("no service rules remain", "client", "tcp", VIP, dropped);
 }
 
 #[test]
-fn nftables_plan_prints_exactly_what_run_applies() {
-    if !root_or_skip("nftplan") {
+fn plan_prints_exactly_what_run_applies() {
+    if !root_or_skip("plan") {
         return;
     }
-    let mut n = node("nftplan", "nftables", "auto");
-    n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-    let plan = plan(
-        &n,
-        &[
-            "--cluster-cidr",
-            "10.244.0.0/16",
-            "--cluster-cidr",
-            "fd00:244::/64",
-        ],
-    );
-    assert!(
-        plan.starts_with("# nft -f -\n"),
-        "nftables is the default mode:\n{plan}"
-    );
-    assert!(
-        !n.nft(&["list", "table", "ip", "wasp"]).status.success(),
-        "plan changed nothing"
-    );
-    // What nft makes of the plan equals what the daemon programs over netlink.
-    let path = n.dir.path().join("plan.nft");
-    std::fs::write(&path, &plan).unwrap();
-    nft_ok(&n, &["-f", &path.display().to_string()]);
-    let planned = n.rules();
-    n.start();
-    let applied = n.rules();
-    assert!(applied.contains("10.96.0.70 . tcp . 80"), "{applied}");
-    assert_eq!(planned, applied);
+    for (mode, backend) in MODES {
+        let mut n = node("plan", mode, backend);
+        n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
+        let plan = plan(
+            &n,
+            &[
+                "--mode",
+                mode,
+                "--iptables-backend",
+                backend,
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--cluster-cidr",
+                "fd00:244::/64",
+            ],
+        );
+        let header = if *mode == "nftables" {
+            "# nft -f -\n"
+        } else {
+            "# iptables-restore --noflush\n"
+        };
+        assert!(plan.starts_with(header), "[{mode}]\n{plan}");
+        assert!(
+            n.rules()
+                .lines()
+                .all(|l| !l.contains("WASP") && !l.contains("table ip wasp")),
+            "plan changed nothing"
+        );
+        assert_plan_applied(&mut n, &plan);
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::chain;
+use crate::core::Family;
 use crate::exec::{self, ExecError};
 
 /// The iptables flavour the host uses.
@@ -96,13 +97,16 @@ pub struct Snapshot {
 pub struct Tables {
     /// The backend.
     pub backend: Backend,
-    /// IPv4 or IPv6.
-    pub ipv4: bool,
+    /// IPv4 (`iptables`) or IPv6 (`ip6tables`).
+    pub family: Family,
 }
 
 impl Tables {
     fn tool(&self, suffix: &str) -> String {
-        let base = if self.ipv4 { "iptables" } else { "ip6tables" };
+        let base = match self.family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
         format!("{base}-{}{suffix}", self.backend)
     }
 
@@ -202,14 +206,14 @@ impl Tables {
 
 /// Chooses the backend as kube-proxy's iptables wrapper does, preferring the one wasp already
 /// programmed, then the one kubelet uses, then the one with more rules; nft when in doubt.
-pub fn detect(ipv4: bool) -> Backend {
+pub fn detect(family: Family) -> Backend {
     let nft = Tables {
         backend: Backend::Nft,
-        ipv4,
+        family,
     };
     let legacy = Tables {
         backend: Backend::Legacy,
-        ipv4,
+        family,
     };
     if !legacy.available() {
         return Backend::Nft;

@@ -18,43 +18,41 @@ pub mod render;
 use std::collections::BTreeSet;
 
 pub use backend::{Backend, Snapshot, Tables};
-pub use render::{Programmed, RenderConfig, Rendered, Scope, render};
+pub use render::{Programmed, Rendered, Scope, render};
 
 use crate::conntrack;
+use crate::core::{Family, RenderConfig};
 use crate::exec::ExecError;
 use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
 
 /// One IP family's tables and what the last sync programmed there.
 #[derive(Debug)]
-struct Family {
+struct FamilyTables {
     tables: Tables,
-    cfg: RenderConfig,
     programmed: Option<Programmed>,
 }
 
 /// The iptables mode.
 #[derive(Debug)]
 pub struct Iptables {
-    families: Vec<Family>,
+    cfg: RenderConfig,
+    families: Vec<FamilyTables>,
     stale_flows: conntrack::StaleFlows,
 }
 
 impl Iptables {
     /// The mode over `backend`, for IPv4 and, when ip6tables is installed, IPv6.
     pub fn new(backend: Backend, cfg: RenderConfig) -> Self {
-        let families = [true, false]
+        let families = Family::ALL
             .into_iter()
-            .map(|ipv4| Family {
-                tables: Tables { backend, ipv4 },
-                cfg: RenderConfig {
-                    ipv4,
-                    ..cfg.clone()
-                },
+            .map(|family| FamilyTables {
+                tables: Tables { backend, family },
                 programmed: None,
             })
-            .filter(|f| f.tables.ipv4 || f.tables.available())
+            .filter(|f| f.tables.family == Family::V4 || f.tables.available())
             .collect();
         Self {
+            cfg,
             families,
             stale_flows: conntrack::StaleFlows::default(),
         }
@@ -62,7 +60,12 @@ impl Iptables {
 
     /// Renders one family's sync: partial when a diff is given and the family was synced;
     /// a full one also re-inserts the hooks `snap` did not see.
-    fn render(f: &Family, req: &SyncRequest<'_>, snap: Option<&Snapshot>) -> Rendered {
+    fn render(
+        cfg: &RenderConfig,
+        f: &FamilyTables,
+        req: &SyncRequest<'_>,
+        snap: Option<&Snapshot>,
+    ) -> Rendered {
         let none = BTreeSet::new();
         let scope = match (req.diff, &f.programmed, snap) {
             (Some(diff), Some(previous), None) => Scope::Partial { previous, diff },
@@ -70,7 +73,7 @@ impl Iptables {
                 existing: snap.map_or(&none, |s| &s.nat_chains),
             },
         };
-        let mut r = render(req.state, req.selections, &f.cfg, scope);
+        let mut r = render(req.state, req.selections, cfg, f.tables.family, scope);
         if let Some(snap) = snap {
             r.text = backend::with_missing_hooks(&r.text, snap);
         }
@@ -78,7 +81,7 @@ impl Iptables {
     }
 
     /// What a full sync must read first; a partial sync reads nothing.
-    fn snapshot(f: &Family, req: &SyncRequest<'_>) -> Result<Option<Snapshot>, ExecError> {
+    fn snapshot(f: &FamilyTables, req: &SyncRequest<'_>) -> Result<Option<Snapshot>, ExecError> {
         if req.diff.is_some() && f.programmed.is_some() {
             return Ok(None);
         }
@@ -96,12 +99,11 @@ impl Dataplane for Iptables {
         for f in &self.families {
             // Planning may run unprivileged: with the tables unreadable, plan as for an empty host.
             let snap = Self::snapshot(f, &req).unwrap_or(Some(Snapshot::default()));
-            out.push_str(if f.tables.ipv4 {
-                "# iptables-restore --noflush\n"
-            } else {
-                "# ip6tables-restore --noflush\n"
+            out.push_str(match f.tables.family {
+                Family::V4 => "# iptables-restore --noflush\n",
+                Family::V6 => "# ip6tables-restore --noflush\n",
             });
-            out.push_str(&Self::render(f, &req, snap.as_ref()).text);
+            out.push_str(&Self::render(&self.cfg, f, &req, snap.as_ref()).text);
         }
         Ok(out)
     }
@@ -113,8 +115,8 @@ impl Dataplane for Iptables {
         };
         for f in &mut self.families {
             let snap = Self::snapshot(f, &req)?;
-            let r = Self::render(f, &req, snap.as_ref());
-            tracing::trace!(ipv4 = f.tables.ipv4, rules = %r.text, "iptables-restore input");
+            let r = Self::render(&self.cfg, f, &req, snap.as_ref());
+            tracing::trace!(family = ?f.tables.family, rules = %r.text, "iptables-restore input");
             if let Err(e) = f.tables.restore(&r.text) {
                 // The kernel kept the old rules, but our record may no longer match it.
                 f.programmed = None;

@@ -8,25 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
 use wasp_model::{
     Endpoint, HashKey, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff,
 };
 
 use super::chain;
-
-/// What the render needs besides the model.
-#[derive(Debug, Clone)]
-pub struct RenderConfig {
-    /// IPv4 (`iptables`) or IPv6 (`ip6tables`).
-    pub ipv4: bool,
-    /// Traffic from outside these CIDRs to a cluster IP is masqueraded.
-    pub cluster_cidrs: Vec<IpNet>,
-    /// Masquerade all traffic to cluster IPs.
-    pub masquerade_all: bool,
-    /// The packet-mark bit that asks for masquerade.
-    pub masquerade_mark: u32,
-}
+use crate::core::masquerade::{self, Masquerade};
+use crate::core::names::HASH_SEED;
+use crate::core::spread::{self, chances};
+use crate::core::{Family, RenderConfig, endpoints};
 
 /// What is programmed after a sync: the chains each service port owns, and the dispatch rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,11 +55,13 @@ pub enum Scope<'a> {
     },
 }
 
-/// Renders one sync for one IP family.
+/// Renders one sync for one IP family: the pure entry point of the iptables mode, where a
+/// Service becomes rules.
 pub fn render(
     state: &ProxyState,
     selections: &BTreeMap<ServicePortName, Selection>,
     cfg: &RenderConfig,
+    f: Family,
     scope: Scope<'_>,
 ) -> Rendered {
     let mut nat = Table::default();
@@ -86,7 +78,7 @@ pub fn render(
     let dispatch: Vec<String> = state
         .ports
         .iter()
-        .filter_map(|(name, port)| dispatch_rule(name, port, cfg))
+        .filter_map(|(name, port)| dispatch_rule(name, port, f))
         .collect();
     if full || dispatch != programmed.dispatch {
         nat.chain(chain::SERVICES);
@@ -96,7 +88,7 @@ pub fn render(
     }
     programmed.dispatch = dispatch;
     for (name, port) in &state.ports {
-        reject_rule(name, port, cfg, &mut filter);
+        reject_rule(name, port, f, &mut filter);
     }
     let write: Vec<&ServicePortName> = match scope {
         Scope::Full { .. } => state.ports.keys().collect(),
@@ -106,9 +98,8 @@ pub fn render(
         let Some(port) = state.ports.get(name) else {
             continue;
         };
-        let eq = Selection::equal(port.endpoints.len());
-        let sel = selections.get(name).unwrap_or(&eq);
-        let chains = service_chains(name, port, sel, cfg, &mut nat);
+        let sel = spread::or_equal(selections.get(name), port.endpoints.len());
+        let chains = service_chains(name, port, &sel, cfg, f, &mut nat);
         programmed.chains.insert(name.clone(), chains);
     }
     let stale = stale_chains(state, scope, &mut programmed);
@@ -194,12 +185,8 @@ fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
     ));
 }
 
-fn family_ips<'a>(ips: &'a [IpAddr], cfg: &RenderConfig) -> impl Iterator<Item = &'a IpAddr> {
-    ips.iter().filter(move |ip| ip.is_ipv4() == cfg.ipv4)
-}
-
 fn host(ip: &IpAddr) -> String {
-    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+    format!("{ip}/{}", Family::of(ip).host_prefix())
 }
 
 /// `-d VIP -p proto -m proto --dport P`, the match every per-VIP rule starts with.
@@ -214,32 +201,23 @@ fn vip_match(ip: &IpAddr, port: &ServicePortState) -> String {
 
 /// The nat dispatch rule: jump to the service chain. It is kept even with no endpoints (the
 /// chain is then empty and filter rejects), so endpoint changes never rewrite `WASP-SERVICES`.
-fn dispatch_rule(
-    name: &ServicePortName,
-    port: &ServicePortState,
-    cfg: &RenderConfig,
-) -> Option<String> {
-    let ip = family_ips(&port.service.cluster_ips, cfg).next()?;
+fn dispatch_rule(name: &ServicePortName, port: &ServicePortState, f: Family) -> Option<String> {
+    let ip = endpoints::vip(port, f)?;
     Some(format!(
         "-A {} -m comment --comment \"{name} cluster IP\" {} -j {}",
         chain::SERVICES,
-        vip_match(ip, port),
+        vip_match(&ip, port),
         chain::service(name)
     ))
 }
 
 /// REJECT when there is no endpoint; DROP when endpoints exist but none this traffic may use
 /// (traffic policy Local), as kube-proxy does.
-fn reject_rule(
-    name: &ServicePortName,
-    port: &ServicePortState,
-    cfg: &RenderConfig,
-    filter: &mut Table,
-) {
-    if !family_endpoints(port, cfg).is_empty() {
+fn reject_rule(name: &ServicePortName, port: &ServicePortState, f: Family, filter: &mut Table) {
+    if !endpoints::of_family(port, f).is_empty() {
         return;
     }
-    let Some(ip) = family_ips(&port.service.cluster_ips, cfg).next() else {
+    let Some(ip) = endpoints::vip(port, f) else {
         return;
     };
     let (why, verdict) = if port.has_any_endpoints {
@@ -250,19 +228,8 @@ fn reject_rule(
     filter.rule(format!(
         "-A {} -m comment --comment \"{name} {why}\" {} -j {verdict}",
         chain::SERVICES,
-        vip_match(ip, port)
+        vip_match(&ip, port)
     ));
-}
-
-fn family_endpoints<'a>(
-    port: &'a ServicePortState,
-    cfg: &RenderConfig,
-) -> Vec<(usize, &'a Endpoint)> {
-    port.endpoints
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.ip.is_ipv4() == cfg.ipv4)
-        .collect()
 }
 
 /// Writes the service chain and its endpoint chains; returns their names.
@@ -271,15 +238,16 @@ fn service_chains(
     port: &ServicePortState,
     sel: &Selection,
     cfg: &RenderConfig,
+    f: Family,
     nat: &mut Table,
 ) -> Vec<String> {
     let svc = chain::service(name);
     nat.chain(&svc);
     let mut chains = vec![svc.clone()];
-    let Some(vip) = family_ips(&port.service.cluster_ips, cfg).next() else {
+    let Some(vip) = endpoints::vip(port, f) else {
         return chains;
     };
-    let eps = family_endpoints(port, cfg);
+    let eps = endpoints::of_family(port, f);
     if eps.is_empty() {
         return chains;
     }
@@ -291,34 +259,25 @@ fn service_chains(
     if let Some((key, table)) = hashed {
         hmark_rule(name, &svc, key, table.len(), nat);
     }
-    masquerade_rule(name, vip, port, cfg, &svc, nat);
-    // Per-connection selections use their fallback weights; a hashed table that cannot be
-    // realised here uses its slot counts.
-    let weights = sel.weights(port.endpoints.len());
-    let targets: Vec<(&Endpoint, u32, String)> = eps
-        .iter()
-        .map(|&(i, e)| {
-            (
-                e,
-                weights.get(i).copied().unwrap_or(1),
-                chain::endpoint(name, e),
-            )
-        })
-        .collect();
+    masquerade_rule(name, &vip, port, cfg, f, &svc, nat);
     if let Some(timeout) = port.service.session_affinity_seconds {
-        for (e, _, sep) in &targets {
+        for (_, e) in &eps {
+            let sep = chain::endpoint(name, e);
             nat.rule(format!(
                 "-A {svc} -m comment --comment \"{name} -> {e}\" -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}"
             ));
         }
     }
     if let Some((_, table)) = hashed {
-        slot_rules(name, &svc, port, table, cfg, nat);
+        slot_rules(name, &svc, port, table, f, nat);
     }
-    spread_rules(name, &svc, &targets, nat);
-    for (e, _, sep) in &targets {
-        endpoint_chain(name, port, e, sep, nat);
-        chains.push(sep.clone());
+    // Per-connection selections use their fallback weights; a hashed table that cannot be
+    // realised here uses its slot counts.
+    spread_rules(name, &svc, &eps, &sel.weights(port.endpoints.len()), nat);
+    for (_, e) in &eps {
+        let sep = chain::endpoint(name, e);
+        endpoint_chain(name, port, e, &sep, nat);
+        chains.push(sep);
     }
     chains
 }
@@ -329,24 +288,22 @@ fn masquerade_rule(
     vip: &IpAddr,
     port: &ServicePortState,
     cfg: &RenderConfig,
+    f: Family,
     svc: &str,
     nat: &mut Table,
 ) {
     let m = vip_match(vip, port);
     let comment = format!("-m comment --comment \"{name} cluster IP\"");
-    if cfg.masquerade_all {
-        nat.rule(format!("-A {svc} {comment} {m} -j {}", chain::MARK_MASQ));
-        return;
-    }
-    for cidr in cfg
-        .cluster_cidrs
-        .iter()
-        .filter(|c| c.addr().is_ipv4() == cfg.ipv4)
-    {
-        nat.rule(format!(
-            "-A {svc} {comment} {m} ! -s {cidr} -j {}",
-            chain::MARK_MASQ
-        ));
+    match masquerade::decision(cfg, f) {
+        Masquerade::All => nat.rule(format!("-A {svc} {comment} {m} -j {}", chain::MARK_MASQ)),
+        Masquerade::NotFrom(cidrs) => {
+            for cidr in cidrs {
+                nat.rule(format!(
+                    "-A {svc} {comment} {m} ! -s {cidr} -j {}",
+                    chain::MARK_MASQ
+                ));
+            }
+        }
     }
 }
 
@@ -354,19 +311,10 @@ fn masquerade_rule(
 pub const HMARK_SLOTS: usize = 256;
 /// The mark bits the slot number is written to.
 const SLOT_MASK: u32 = 0xfff;
-/// HMARK's hash seed ("wasp"): fixed, so a restart hashes clients to the same slots.
-const HMARK_RND: u32 = 0x7761_7370;
 
 /// Whether hashed tables can be realised: the slot bits must not overlap the masquerade mark.
 fn hashed_realisable(cfg: &RenderConfig) -> bool {
     cfg.masquerade_mark & SLOT_MASK == 0
-}
-
-/// The number of slots a table of `m` is realised with: at most [`HMARK_SLOTS`], sampled
-/// evenly, which keeps the table's consistency (each sampled slot moves only if its original
-/// slot moved).
-fn realised_slots(m: usize) -> usize {
-    m.min(HMARK_SLOTS)
 }
 
 /// `HMARK` writes `hash(key) mod M + 1` into the packet mark (the slot).
@@ -377,30 +325,30 @@ fn hmark_rule(name: &ServicePortName, svc: &str, key: HashKey, m: usize, nat: &m
         HashKey::FiveTuple => "src,dst,sport,dport,proto",
     };
     nat.rule(format!(
-        "-A {svc} -m comment --comment \"{name} hash\" -j HMARK --hmark-tuple {tuple} --hmark-mod {} --hmark-offset 1 --hmark-rnd {HMARK_RND:#x}",
-        realised_slots(m)
+        "-A {svc} -m comment --comment \"{name} hash\" -j HMARK --hmark-tuple {tuple} --hmark-mod {} --hmark-offset 1 --hmark-rnd {HASH_SEED:#x}",
+        m.min(HMARK_SLOTS)
     ));
 }
 
-/// One rule per slot: the slot's mark → the endpoint the table names. Slots naming an endpoint
-/// of the other family fall through to the weighted rules after them.
+/// One rule per slot (the table sampled to at most [`HMARK_SLOTS`]): the slot's mark → the
+/// endpoint the table names. Slots naming an endpoint of the other family fall through to
+/// the weighted rules after them.
 fn slot_rules(
     name: &ServicePortName,
     svc: &str,
     port: &ServicePortState,
     table: &[u32],
-    cfg: &RenderConfig,
+    f: Family,
     nat: &mut Table,
 ) {
-    let n = realised_slots(table.len());
-    for s in 0..n {
+    for (s, original) in spread::sampled(table.len(), HMARK_SLOTS).enumerate() {
         let Some(e) = table
-            .get(s * table.len() / n)
+            .get(original)
             .and_then(|&i| port.endpoints.get(i as usize))
         else {
             continue;
         };
-        if e.ip.is_ipv4() != cfg.ipv4 {
+        if !f.holds(&e.ip) {
             continue;
         }
         nat.rule(format!(
@@ -411,27 +359,26 @@ fn slot_rules(
     }
 }
 
-/// A weighted pick with `statistic`: endpoint i is taken with probability wᵢ / Σⱼ≥ᵢ wⱼ, so each
-/// endpoint's overall share is wᵢ / Σ w. Weight 0 means never.
+/// A weighted pick with `statistic` (`core::spread::chances`); weight 0 means never.
 fn spread_rules(
     name: &ServicePortName,
     svc: &str,
-    targets: &[(&Endpoint, u32, String)],
+    eps: &[(usize, &Endpoint)],
+    weights: &[u32],
     nat: &mut Table,
 ) {
-    let live: Vec<&(&Endpoint, u32, String)> = targets.iter().filter(|t| t.1 > 0).collect();
-    let mut rest: u64 = live.iter().map(|t| u64::from(t.1)).sum();
-    for (i, (e, w, sep)) in live.iter().map(|t| (t.0, t.1, &t.2)).enumerate() {
+    for c in chances(eps, weights) {
+        let (e, sep) = (c.endpoint, chain::endpoint(name, c.endpoint));
         let comment = format!("-m comment --comment \"{name} -> {e}\"");
-        if i + 1 == live.len() {
-            nat.rule(format!("-A {svc} {comment} -j {sep}"));
-        } else {
-            let p = f64::from(w) / rest as f64;
-            nat.rule(format!(
-                "-A {svc} {comment} -m statistic --mode random --probability {p:.10} -j {sep}"
-            ));
+        match c.odds {
+            None => nat.rule(format!("-A {svc} {comment} -j {sep}")),
+            Some((w, rest)) => {
+                let p = f64::from(w) / rest as f64;
+                nat.rule(format!(
+                    "-A {svc} {comment} -m statistic --mode random --probability {p:.10} -j {sep}"
+                ));
+            }
         }
-        rest -= u64::from(w);
     }
 }
 

@@ -8,31 +8,31 @@ use wasp_model::HashKey;
 use super::ops::{Family, Pick, Rule, proto_number};
 use super::wire::Writer;
 
-const LIST_ELEM: u16 = 1;
-const REG_VERDICT: u32 = 0;
-const REG_1: u32 = 1;
-const REG_2: u32 = 2;
+pub(super) const LIST_ELEM: u16 = 1;
+pub(super) const REG_VERDICT: u32 = 0;
+pub(super) const REG_1: u32 = 1;
+pub(super) const REG_2: u32 = 2;
 
 /// The 32-bit register `i` (`NFT_REG32_00 + i`).
-const fn reg32(i: u32) -> u32 {
+pub(super) const fn reg32(i: u32) -> u32 {
     8 + i
 }
 
-const BASE_NETWORK: u32 = 1;
-const BASE_TRANSPORT: u32 = 2;
-const META_MARK: u32 = 3;
-const META_L4PROTO: u32 = 16;
-const CMP_EQ: u32 = 0;
-const CMP_NEQ: u32 = 1;
-const CMP_LT: u32 = 2;
-const CT_STATE: u32 = 0;
-const CT_STATUS: u32 = 2;
+pub(super) const BASE_NETWORK: u32 = 1;
+pub(super) const BASE_TRANSPORT: u32 = 2;
+pub(super) const META_MARK: u32 = 3;
+pub(super) const META_L4PROTO: u32 = 16;
+pub(super) const CMP_EQ: u32 = 0;
+pub(super) const CMP_NEQ: u32 = 1;
+pub(super) const CMP_LT: u32 = 2;
+pub(super) const CT_STATE: u32 = 0;
+pub(super) const CT_STATUS: u32 = 2;
 /// `IP_CT_NEW`'s bit in `ct state`.
-const CT_STATE_NEW: u32 = 1 << 3;
+pub(super) const CT_STATE_NEW: u32 = 1 << 3;
 /// `IPS_DST_NAT` in `ct status`.
-const CT_STATUS_DNAT: u32 = 1 << 5;
+pub(super) const CT_STATUS_DNAT: u32 = 1 << 5;
 /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY`.
-const NAT_RANDOM_FULLY: u32 = 0x10;
+pub(super) const NAT_RANDOM_FULLY: u32 = 0x10;
 
 /// Verdict codes (`NF_DROP`, `NFT_JUMP`, ...).
 pub mod verdict {
@@ -46,7 +46,8 @@ pub mod verdict {
     pub const RETURN: u32 = -5i32 as u32;
 }
 
-/// Writes `rule`'s `NFTA_RULE_EXPRESSIONS` payload.
+/// Writes `rule`'s `NFTA_RULE_EXPRESSIONS` payload. Long: one arm per rule, each the
+/// expressions nft would emit for its text.
 pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
     let mut e = Exprs { w, f };
     match rule {

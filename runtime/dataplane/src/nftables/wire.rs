@@ -133,7 +133,10 @@ impl<'a> Attr<'a> {
 
     /// The payload as a big-endian u32.
     pub fn be32(&self) -> u32 {
-        u32::from_be_bytes(self.data[..4].try_into().unwrap_or_default())
+        self.data
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_be_bytes)
     }
 
     /// The payload as a string, without its NUL.

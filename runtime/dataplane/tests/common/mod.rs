@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use wasp_dataplane::RenderConfig;
 use wasp_dataplane::SyncRequest;
-use wasp_dataplane::iptables::RenderConfig;
 use wasp_dataplane::nftables::{Existing, Nftables, Transaction};
 use wasp_model::{EqualWeights, HashKey, Planner, ProxyState, Selection, ServicePortName};
 use wasp_resolve::validate::ValidationConfig;
@@ -48,7 +48,6 @@ fn state(path: &Path) -> ProxyState {
 /// The render configuration every case uses.
 pub fn config() -> RenderConfig {
     RenderConfig {
-        ipv4: true,
         cluster_cidrs: vec![
             "10.244.0.0/16".parse().unwrap(),
             "fd00:244::/48".parse().unwrap(),

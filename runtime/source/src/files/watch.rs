@@ -218,44 +218,79 @@ pub fn watch(
         {
             return;
         }
-        let mut next_resync = Instant::now() + cfg.resync;
+        let mut w = Watching {
+            source,
+            watches,
+            inbox,
+            kick,
+            cfg,
+            dir,
+        };
+        w.run(tx).await;
+    });
+    Ok(rx)
+}
+
+/// The watch task's state.
+struct Watching {
+    source: FileSource,
+    watches: Watches,
+    inbox: Arc<Mutex<Inbox>>,
+    kick: Arc<Notify>,
+    cfg: WatchConfig,
+    dir: String,
+}
+
+impl Watching {
+    /// Reads what changed, when it is due, until the receiver goes away.
+    async fn run(&mut self, tx: mpsc::Sender<SourceEvent>) {
+        let mut next_resync = Instant::now() + self.cfg.resync;
         let mut next_due: Option<Instant> = None;
         loop {
             let wake = next_due.map_or(next_resync, |d| d.min(next_resync));
-            let _ = tokio::time::timeout_at(wake, kick.notified()).await;
+            let _ = tokio::time::timeout_at(wake, self.kick.notified()).await;
             let now = Instant::now();
             let (paths, rescan) = {
-                let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
-                let (paths, next) = inbox.take_due(&cfg, now);
+                let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                let (paths, next) = inbox.take_due(&self.cfg, now);
                 next_due = next;
                 (
                     paths,
                     std::mem::take(&mut inbox.rescan) || now >= next_resync,
                 )
             };
-            let batches = if rescan {
-                next_resync = now + cfg.resync;
-                match source.rescan() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(%dir, error = %e, "cannot rescan config dir; keeping the last good state");
-                        continue;
-                    }
-                }
-            } else if paths.is_empty() {
+            if rescan {
+                next_resync = now + self.cfg.resync;
+            }
+            let Some(batches) = self.read(rescan, &paths) else {
                 continue;
-            } else {
-                let targets: BTreeSet<PathBuf> =
-                    paths.iter().filter_map(|p| source.target(p)).collect();
-                source.refresh(&targets)
             };
-            watches.sync(source.dirs());
+            self.watches.sync(self.source.dirs());
             if !batches.is_empty() && tx.send(SourceEvent::Batches(batches)).await.is_err() {
                 return;
             }
         }
-    });
-    Ok(rx)
+    }
+
+    /// A full rescan, or a refresh of what `paths` name; `None` when there is nothing to do.
+    fn read(&mut self, rescan: bool, paths: &BTreeSet<PathBuf>) -> Option<Vec<crate::Batch>> {
+        if rescan {
+            return match self.source.rescan() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let dir = &self.dir;
+                    tracing::warn!(%dir, error = %e, "cannot rescan config dir; keeping the last good state");
+                    None
+                }
+            };
+        }
+        if paths.is_empty() {
+            return None;
+        }
+        let targets: BTreeSet<PathBuf> =
+            paths.iter().filter_map(|p| self.source.target(p)).collect();
+        Some(self.source.refresh(&targets))
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,13 @@
-//! A transaction as one nfnetlink batch, and the socket that sends it.
+//! A transaction as one nfnetlink batch: pure encoding, no I/O ([`super::socket`] sends it).
 //!
 //! The batch is built from [`Op`]s directly and never reads the ruleset back, which is what
 //! makes a delta cost what it changes rather than what the table holds (the `nft` tool
-//! re-reads the whole table for every transaction).
-
-use std::io;
+//! re-reads the whole table for every transaction). [`super::decode`] reads a batch back into
+//! the same operations, for the round-trip tests.
 
 use super::expr::{self, addr_bytes};
 use super::ops::{Elem, Family, Op, Set, SetKind, TABLE, Verdict, proto_number};
-use super::wire::{
-    self, F_ACK, F_APPEND, F_CREATE, F_DUMP, F_REQUEST, SUBSYS_NFTABLES, Writer, msg,
-};
+use super::wire::{self, F_ACK, F_APPEND, F_CREATE, F_REQUEST, SUBSYS_NFTABLES, Writer, msg};
 
 /// nft's datatype numbers, for `nft list` to print wasp's sets.
 mod datatype {
@@ -26,9 +23,9 @@ mod datatype {
 }
 
 /// `NFT_MSG_GETCHAIN`.
-const GETCHAIN: u16 = 4;
+pub const GETCHAIN: u16 = 4;
 /// `NFT_MSG_GETSET`.
-const GETSET: u16 = 10;
+pub const GETSET: u16 = 10;
 const SET_MAP: u32 = 0x8;
 const SET_TIMEOUT: u32 = 0x10;
 const SET_EVAL: u32 = 0x20;
@@ -47,11 +44,9 @@ pub struct Batch {
     pub op_of: Vec<usize>,
 }
 
-fn nfproto(f: Family) -> u8 {
-    match f {
-        Family::V4 => 2,
-        Family::V6 => 10,
-    }
+/// `NFPROTO_*` of a family.
+pub fn nfproto(f: Family) -> u8 {
+    f.af()
 }
 
 /// Encodes a transaction as `BATCH_BEGIN`, one message per operation (element lists split to
@@ -96,8 +91,9 @@ pub fn encode(tx: &[(Family, Op)], seq: u32) -> Batch {
 }
 
 /// Elements per `NEWSETELEM` message: about 40 bytes each keeps a message near 40 KiB.
-const ELEMS_PER_MESSAGE: usize = 1000;
+pub const ELEMS_PER_MESSAGE: usize = 1000;
 
+// Long: one arm per operation, each the attributes of its message type.
 fn message(w: &mut Writer, f: Family, op: &Op, elems: &[Elem], seq: u32, set_id: u32) {
     let fam = nfproto(f);
     let begin = |w: &mut Writer, m: u16, flags: u16| {
@@ -238,7 +234,7 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
 /// (without it, nft cannot size the slot and aborts). The format is libnftnl's `udata` TLVs;
 /// the numbers are nft's expression kinds (concat 13, payload 7, numgen 23) and protocol
 /// header templates (ip 12 with daddr 12, ip6 13 with daddr 9; tcp 8, udp 6, sctp 10, dport 2).
-fn typeof_userdata(f: Family, p: wasp_model::Protocol) -> Vec<u8> {
+pub fn typeof_userdata(f: Family, p: wasp_model::Protocol) -> Vec<u8> {
     fn tlv(t: u8, v: &[u8]) -> Vec<u8> {
         let mut out = vec![t, v.len() as u8];
         out.extend_from_slice(v);
@@ -344,233 +340,6 @@ fn elem(w: &mut Writer, e: &Elem, values: bool) {
             padded(&mut t, &target.to_be_bytes());
             let data = |w: &mut Writer| w.bytes(1, &t);
             one(w, &key, values.then_some(&data as &dyn Fn(&mut Writer)));
-        }
-    }
-}
-
-/// A netlink socket on `NETLINK_NETFILTER`, in the calling thread's network namespace.
-#[derive(Debug)]
-pub struct Socket {
-    fd: std::os::fd::OwnedFd,
-    seq: u32,
-}
-
-/// A batch the kernel rejected.
-#[derive(Debug)]
-pub struct Rejected {
-    /// The index of the failing operation in the transaction; `None` when the batch as a
-    /// whole was refused.
-    pub op: Option<usize>,
-    /// The kernel's error.
-    pub error: io::Error,
-}
-
-// The socket calls are this crate's only FFI; each `unsafe` block says why it is sound.
-#[allow(unsafe_code)]
-impl Socket {
-    /// Opens the socket.
-    ///
-    /// # Errors
-    /// Fails when netlink is unavailable (for example without `CAP_NET_ADMIN`, at send).
-    pub fn open() -> io::Result<Self> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain socket(2); the descriptor is owned from here on.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let s = Self {
-            fd,
-            seq: (std::process::id() & 0xffff) << 12,
-        };
-        s.setopt(libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1);
-        s.setopt(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
-        s.setopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
-        let tv = libc::timeval {
-            tv_sec: 60,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid timeval of the right size for SO_RCVTIMEO.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&s.fd),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as u32,
-            );
-        }
-        Ok(s)
-    }
-
-    fn setopt(&self, level: i32, name: i32, value: i32) {
-        // SAFETY: an int option on our own socket; failure only loses an optimisation.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                level,
-                name,
-                (&raw const value).cast(),
-                size_of::<i32>() as u32,
-            );
-        }
-    }
-
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
-        // SAFETY: zeroed sockaddr_nl addresses the kernel (pid 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: the buffer and address outlive the call.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(&buf[..n as usize])
-    }
-
-    /// Sends a transaction as one batch and waits for the kernel's verdict on all of it.
-    ///
-    /// # Errors
-    /// `Err(Ok(rejected))` when the kernel rejected the batch (nothing was applied);
-    /// `Err(Err(io))` when the socket failed.
-    pub fn apply(&mut self, tx: &[(Family, Op)]) -> Result<usize, Result<Rejected, io::Error>> {
-        if tx.is_empty() {
-            return Ok(0);
-        }
-        if self.seq > 1 << 31 {
-            // Far from wrapping, whatever the batch size: sequence numbers only need to differ
-            // from the last few batches'.
-            self.seq = 1;
-        }
-        let batch = encode(tx, self.seq);
-        self.seq = batch.last_seq.wrapping_add(2);
-        self.setopt(
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (batch.bytes.len() + 4096).min(i32::MAX as usize) as i32,
-        );
-        self.send(&batch.bytes).map_err(Err)?;
-        let mut first: Option<Rejected> = None;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            for m in wire::messages(self.recv(&mut buf).map_err(Err)?) {
-                // Only answers to this batch count (a stale answer to an earlier one is skipped).
-                let (begin, end) = (batch.first_seq - 1, batch.last_seq + 1);
-                if m.kind != wire::MSG_ERROR
-                    || m.payload.len() < 4
-                    || !(begin..=end).contains(&m.seq)
-                {
-                    continue;
-                }
-                let code = i32::from_ne_bytes(m.payload[..4].try_into().unwrap_or_default());
-                if code != 0 && (m.seq == begin || m.seq == end) {
-                    // The batch as a whole was refused (no CAP_NET_ADMIN, no memory): nothing
-                    // else will answer.
-                    return Err(Ok(Rejected {
-                        op: None,
-                        error: io::Error::from_raw_os_error(-code),
-                    }));
-                }
-                if code != 0 && first.is_none() {
-                    let op = m
-                        .seq
-                        .checked_sub(batch.first_seq)
-                        .and_then(|i| batch.op_of.get(i as usize).copied());
-                    first = Some(Rejected {
-                        op,
-                        error: io::Error::from_raw_os_error(-code),
-                    });
-                }
-                if m.seq == batch.last_seq {
-                    return match first {
-                        None => Ok(batch.op_of.len()),
-                        Some(r) => Err(Ok(r)),
-                    };
-                }
-            }
-        }
-    }
-
-    /// The names of the chains (or, with `sets`, the sets) in wasp's table of family `f`;
-    /// empty when the table does not exist. Reads names only, never rules or elements.
-    ///
-    /// # Errors
-    /// Fails when the socket fails or the kernel refuses the dump.
-    pub fn names(&mut self, f: Family, sets: bool) -> io::Result<Vec<String>> {
-        let (m, name_attr) = if sets { (GETSET, 2) } else { (GETCHAIN, 3) };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut w = Writer::default();
-        w.begin(
-            SUBSYS_NFTABLES << 8 | m,
-            F_REQUEST | F_DUMP,
-            seq,
-            nfproto(f),
-            0,
-        );
-        w.str(1, TABLE);
-        w.end();
-        self.send(&w.buf)?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            for msg in wire::messages(self.recv(&mut buf)?) {
-                if msg.seq != seq {
-                    continue;
-                }
-                match msg.kind {
-                    wire::MSG_DONE => return Ok(out),
-                    wire::MSG_ERROR => {
-                        let code = i32::from_ne_bytes(
-                            msg.payload
-                                .get(..4)
-                                .and_then(|b| b.try_into().ok())
-                                .unwrap_or_default(),
-                        );
-                        if code == 0 || -code == libc::ENOENT {
-                            return Ok(out);
-                        }
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    _ => {
-                        let attrs = msg.attrs();
-                        let in_table = attrs.iter().any(|a| a.ty == 1 && a.string() == TABLE);
-                        if let Some(n) = attrs.iter().find(|a| a.ty == name_attr)
-                            && in_table
-                        {
-                            out.push(n.string());
-                        }
-                    }
-                }
-            }
         }
     }
 }

@@ -1,0 +1,346 @@
+//! A rule's expressions read back into the [`Rule`] they encode: the inverse of
+//! [`super::super::expr::encode`], pattern by pattern.
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::nftables::expr::{
+    BASE_NETWORK, BASE_TRANSPORT, CMP_EQ, CMP_LT, CMP_NEQ, CT_STATE, CT_STATUS, META_L4PROTO,
+    META_MARK,
+};
+
+/// One kernel expression, as much of it as wasp writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expr {
+    Payload { base: u32, offset: u32, len: u32 },
+    MetaLoad { key: u32 },
+    MetaSet { key: u32 },
+    Cmp { op: u32, data: Vec<u8> },
+    Bitwise { mask: Vec<u8>, xor: Vec<u8> },
+    Ct { key: u32 },
+    Lookup { set: String, dreg: Option<u32> },
+    Verdict { code: u32, chain: Option<String> },
+    Immediate { data: Vec<u8> },
+    Numgen { modulus: u32 },
+    Hash { modulus: u32, seed: u32 },
+    Byteorder,
+    Nat,
+    Masq,
+    Reject,
+    Dynset { set: String },
+}
+
+fn u(a: &[Attr<'_>], ty: u16) -> Result<u32, String> {
+    Ok(attr(a, ty)?.be32())
+}
+
+fn data(a: &[Attr<'_>], ty: u16) -> Result<Vec<u8>, String> {
+    Ok(attr(&attr(a, ty)?.nested(), 1)?.data.to_vec())
+}
+
+fn expr(e: &[Attr<'_>]) -> Result<Expr, String> {
+    let name = attr(e, 1)?.string();
+    let d = attr(e, 2)?.nested();
+    Ok(match name.as_str() {
+        "payload" => Expr::Payload {
+            base: u(&d, 2)?,
+            offset: u(&d, 3)?,
+            len: u(&d, 4)?,
+        },
+        "meta" if d.iter().any(|a| a.ty == 1) => Expr::MetaLoad { key: u(&d, 2)? },
+        "meta" => Expr::MetaSet { key: u(&d, 2)? },
+        "cmp" => Expr::Cmp {
+            op: u(&d, 2)?,
+            data: data(&d, 3)?,
+        },
+        "bitwise" => Expr::Bitwise {
+            mask: data(&d, 4)?,
+            xor: data(&d, 5)?,
+        },
+        "ct" => Expr::Ct { key: u(&d, 2)? },
+        "lookup" => Expr::Lookup {
+            set: attr(&d, 1)?.string(),
+            dreg: d.iter().find(|a| a.ty == 3).map(Attr::be32),
+        },
+        "immediate" if u(&d, 1)? == 0 => {
+            let v = attr(&attr(&d, 2)?.nested(), 2)?.nested();
+            Expr::Verdict {
+                code: u(&v, 1)?,
+                chain: v.iter().find(|a| a.ty == 2).map(Attr::string),
+            }
+        }
+        "immediate" => Expr::Immediate { data: data(&d, 2)? },
+        "numgen" => Expr::Numgen { modulus: u(&d, 2)? },
+        "hash" => Expr::Hash {
+            modulus: u(&d, 4)?,
+            seed: u(&d, 5)?,
+        },
+        "byteorder" => Expr::Byteorder,
+        "nat" => Expr::Nat,
+        "masq" => Expr::Masq,
+        "reject" => Expr::Reject,
+        "dynset" => Expr::Dynset {
+            set: attr(&d, 1)?.string(),
+        },
+        other => return Err(format!("expression {other}")),
+    })
+}
+
+/// The static chain and set names rules refer to.
+fn known(name: &str) -> Result<&'static str, String> {
+    [
+        names::SERVICES,
+        names::CHECK,
+        names::REJECT,
+        names::SERVICE_IPS,
+        names::NO_ENDPOINTS,
+        names::HAIRPIN,
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .ok_or_else(|| format!("unknown name {name}"))
+}
+
+/// A cursor over a rule's expressions.
+struct Cur {
+    e: Vec<Expr>,
+    at: usize,
+}
+
+impl Cur {
+    fn next(&mut self) -> Result<Expr, String> {
+        let e = self.e.get(self.at).cloned().ok_or("the rule ends early")?;
+        self.at += 1;
+        Ok(e)
+    }
+
+    fn peek(&self) -> Option<&Expr> {
+        self.e.get(self.at)
+    }
+
+    fn done(&self) -> bool {
+        self.at == self.e.len()
+    }
+
+    fn is_payload(&self, base: u32, offset: u32) -> bool {
+        matches!(self.peek(), Some(Expr::Payload { base: b, offset: o, .. }) if *b == base && *o == offset)
+    }
+
+    fn proto(&mut self) -> Result<Protocol, String> {
+        match (self.next()?, self.next()?) {
+            (Expr::MetaLoad { key: META_L4PROTO }, Expr::Cmp { op: CMP_EQ, data }) => {
+                match data.as_slice() {
+                    [6] => Ok(Protocol::Tcp),
+                    [17] => Ok(Protocol::Udp),
+                    [132] => Ok(Protocol::Sctp),
+                    other => Err(format!("protocol {other:?}")),
+                }
+            }
+            other => Err(format!("not a protocol match: {other:?}")),
+        }
+    }
+}
+
+fn mark(b: &[u8]) -> Result<u32, String> {
+    b.try_into()
+        .map(u32::from_ne_bytes)
+        .map_err(|_| "a mark of 4 bytes".to_string())
+}
+
+/// The expressions of `NFTA_RULE_EXPRESSIONS` read back into the rule. Long: one arm per
+/// rule shape, in the order `expr::encode` writes them.
+pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
+    let e = list
+        .iter()
+        .map(|x| expr(&x.nested()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let r = match e.as_slice() {
+        [
+            Expr::Verdict {
+                code: verdict::JUMP,
+                chain: Some(c),
+            },
+        ] => Rule::Jump(known(c)?),
+        [
+            Expr::Ct { key: CT_STATE },
+            Expr::Bitwise { .. },
+            Expr::Cmp { op: CMP_NEQ, .. },
+            Expr::Verdict {
+                code: verdict::JUMP,
+                chain: Some(c),
+            },
+        ] => Rule::JumpIfNew(known(c)?),
+        [
+            Expr::Payload { .. },
+            Expr::MetaLoad { key: META_L4PROTO },
+            Expr::Payload { .. },
+            Expr::Lookup { set, dreg: Some(0) },
+        ] => Rule::Dispatch(known(set)?),
+        [Expr::Reject] => Rule::Reject,
+        [Expr::Masq] => Rule::Masquerade,
+        [
+            Expr::Ct { key: CT_STATUS },
+            Expr::Bitwise { .. },
+            Expr::Cmp { .. },
+            Expr::Payload { .. },
+            Expr::Payload { .. },
+            Expr::Lookup { set, dreg: None },
+            Expr::Masq,
+        ] => Rule::Hairpin(known(set)?),
+        [
+            Expr::MetaLoad { key: META_MARK },
+            Expr::Bitwise { mask, .. },
+            Expr::Cmp { op: CMP_EQ, .. },
+            Expr::Verdict {
+                code: verdict::RETURN,
+                ..
+            },
+        ] => Rule::ReturnUnmarked(mark(mask)?),
+        [
+            Expr::MetaLoad { key: META_MARK },
+            Expr::Bitwise { mask, xor },
+            Expr::MetaSet { key: META_MARK },
+        ] if mark(mask)? == u32::MAX => Rule::ClearMark(mark(xor)?),
+        [
+            Expr::MetaLoad { key: META_MARK },
+            Expr::Bitwise { xor, .. },
+            Expr::MetaSet { key: META_MARK },
+        ] => Rule::MarkMasquerade {
+            outside: None,
+            mark: mark(xor)?,
+        },
+        [
+            Expr::Payload {
+                base: BASE_NETWORK, ..
+            },
+            Expr::Bitwise { mask, .. },
+            Expr::Cmp {
+                op: CMP_NEQ,
+                data: net,
+            },
+            Expr::MetaLoad { key: META_MARK },
+            Expr::Bitwise { xor, .. },
+            Expr::MetaSet { key: META_MARK },
+        ] => {
+            let (net, prefix) = (
+                ip(f, net)?,
+                mask.iter().map(|b| b.count_ones()).sum::<u32>(),
+            );
+            let cidr = IpNet::new(net, prefix as u8).map_err(|e| e.to_string())?;
+            Rule::MarkMasquerade {
+                outside: Some(cidr),
+                mark: mark(xor)?,
+            }
+        }
+        _ => return nat_rule(f, Cur { e, at: 0 }),
+    };
+    Ok(r)
+}
+
+/// The DNAT and affinity rules, which begin with a protocol match.
+fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
+    let proto = c.proto()?;
+    let (saddr, daddr) = match f {
+        Family::V4 => (12, 16),
+        Family::V6 => (8, 24),
+    };
+    if matches!(c.e.last(), Some(Expr::Nat)) && c.e.iter().any(|x| matches!(x, Expr::Dynset { .. }))
+    {
+        return sticky(f, proto, c, saddr);
+    }
+    // Dnat: [hash fields, hash] daddr dport [numgen] lookup nat.
+    let mut fields = 0;
+    // The hash fields: everything up to the hash (none before a random pick's daddr).
+    let at_end = |c: &Cur, fields: usize| {
+        c.done()
+            || matches!(c.peek(), Some(Expr::Hash { .. }))
+            || (fields == 0 && c.is_payload(BASE_NETWORK, daddr))
+    };
+    while !at_end(&c, fields) {
+        c.next()?;
+        fields += 1;
+    }
+    let hash = match c.peek() {
+        Some(Expr::Hash { modulus, seed }) => {
+            let key = match fields {
+                1 => HashKey::SourceIp,
+                2 => HashKey::SourceIpPort,
+                5 => HashKey::FiveTuple,
+                n => return Err(format!("a hash over {n} fields")),
+            };
+            let pick = Pick::Hash {
+                key,
+                modulus: *modulus,
+                seed: *seed,
+            };
+            c.next()?;
+            Some(pick)
+        }
+        _ => None,
+    };
+    let (
+        Expr::Payload { .. },
+        Expr::Payload {
+            base: BASE_TRANSPORT,
+            ..
+        },
+    ) = (c.next()?, c.next()?)
+    else {
+        return Err("a DNAT without daddr . dport".into());
+    };
+    let pick = match hash {
+        Some(p) => p,
+        None => match c.next()? {
+            Expr::Numgen { modulus } => Pick::Random { modulus },
+            other => return Err(format!("a DNAT without a pick: {other:?}")),
+        },
+    };
+    let (Expr::Lookup { set: map, .. }, Expr::Nat) = (c.next()?, c.next()?) else {
+        return Err("a DNAT without its map".into());
+    };
+    if !c.done() {
+        return Err("expressions after the DNAT".into());
+    }
+    Ok(Rule::Dnat { proto, pick, map })
+}
+
+fn sticky(f: Family, proto: Protocol, mut c: Cur, saddr: u32) -> Result<Rule, String> {
+    let mut known = false;
+    if c.is_payload(BASE_NETWORK, saddr)
+        && matches!(c.e.get(c.at + 1), Some(Expr::Lookup { dreg: None, .. }))
+    {
+        c.next()?;
+        c.next()?;
+        known = true;
+    }
+    let mut chance = None;
+    if let Some(Expr::Numgen { modulus }) = c.peek().cloned() {
+        c.next()?;
+        let (Expr::Byteorder, Expr::Cmp { op: CMP_LT, data }) = (c.next()?, c.next()?) else {
+            return Err("a chance without its comparison".into());
+        };
+        let w = data
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .map_err(|_| "a weight of 4 bytes")?;
+        chance = Some((modulus, w));
+    }
+    let (Expr::Payload { .. }, Expr::Dynset { set }) = (c.next()?, c.next()?) else {
+        return Err("an affinity rule without its update".into());
+    };
+    let (Expr::Immediate { data: a }, Expr::Immediate { data: p }, Expr::Nat) =
+        (c.next()?, c.next()?, c.next()?)
+    else {
+        return Err("an affinity rule without its DNAT".into());
+    };
+    let addr: IpAddr = ip(f, &a)?;
+    Ok(Rule::Sticky {
+        proto,
+        chance,
+        known,
+        set,
+        addr,
+        port: port(&p, 0)?,
+    })
+}
