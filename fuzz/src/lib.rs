@@ -45,7 +45,7 @@ pub fn manifests(data: &[u8]) {
             name: "node-a".into(),
             zone: None,
         },
-        service_proxy_name: None,
+        ..ResolveConfig::default()
     };
     let t = SystemTime::UNIX_EPOCH;
     for (path, bytes) in [
@@ -139,9 +139,8 @@ fn model(
         state.ports.insert(
             name,
             ServicePortState {
-                service,
-                endpoints,
                 has_any_endpoints,
+                ..ServicePortState::new(service, endpoints)
             },
         );
     }
@@ -169,7 +168,8 @@ fn well_formed(b: &[u8], depth: usize) -> bool {
 }
 
 /// A random model, rendered by both kernel modes, full and partial (from an empty model):
-/// nothing panics, and the netlink batch parses back message by message.
+/// nothing panics, and the netlink batch parses back message by message and decodes into
+/// the operations it was made from.
 pub fn netlink(data: &[u8]) {
     use wasp_dataplane::nftables::decode::{chunked, decode};
     use wasp_dataplane::nftables::{Existing, Nftables, encode::encode};
@@ -182,6 +182,7 @@ pub fn netlink(data: &[u8]) {
         cluster_cidrs: vec!["10.244.0.0/16".parse().expect("a CIDR")],
         masquerade_all: false,
         masquerade_mark: 0x2000,
+        service_cidrs: Vec::new(),
     };
     let empty = ProxyState::default();
     let diff = empty.diff(&state);
@@ -212,6 +213,9 @@ pub fn netlink(data: &[u8]) {
             seqs.windows(2).all(|w| w[1] == w[0] + 1),
             "sequence numbers follow"
         );
+        let back = decode(&batch.bytes).expect("the batch decodes");
+        assert_eq!(back, chunked(&planned.tx), "the batch reads back");
+        assert_eq!(encode(&back, 7).bytes, batch.bytes, "re-encoding is exact");
     }
     let existing = std::collections::BTreeSet::new();
     let _ = iptables::render(

@@ -3,35 +3,48 @@
 //! UDP has no connection teardown, so conntrack keeps steering a client's datagrams to an
 //! endpoint that is gone until the entry times out. kube-proxy deletes those entries after each
 //! sync (`pkg/proxy/conntrack/cleanup.go`), and so does wasp: flows to a removed endpoint, and
-//! flows to a VIP that had no endpoints (they were never NATed) once it gets one.
+//! flows to a destination that had no endpoints (they were never NATed) once it gets one. The
+//! destinations are every address the port is reached at (cluster IPs, external IPs,
+//! LoadBalancer IPs) and its node port, whatever the address.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use wasp_model::{Protocol, ProxyState, StateDiff};
+use wasp_model::{Protocol, ProxyState, ServicePort, StateDiff};
 
 use crate::exec::{self, ExecError};
 use crate::mode::SyncRequest;
 
-/// One conntrack deletion.
+/// Where the flows went.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Flush {
-    /// Flows to `vip:port` NATed to `endpoint`.
-    Nat {
-        /// The service VIP.
-        vip: IpAddr,
-        /// The service port.
-        port: u16,
-        /// The endpoint address that went away.
-        endpoint: IpAddr,
-    },
-    /// Every flow to `vip:port`.
-    Vip {
-        /// The service VIP.
-        vip: IpAddr,
-        /// The service port.
-        port: u16,
-    },
+pub enum Dest {
+    /// `addr:port`.
+    Addr(IpAddr, u16),
+    /// A node port, on any of the node's addresses of the family (`true` for IPv6).
+    NodePort(u16, bool),
+}
+
+/// One conntrack deletion: the flows to `dest`, only those NATed to `endpoint` when given.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Flush {
+    /// Where the flows went.
+    pub dest: Dest,
+    /// The endpoint that went away; `None` for every flow to `dest`.
+    pub endpoint: Option<IpAddr>,
+}
+
+/// Every destination of a port, for flows of `ip`'s family.
+fn dests(svc: &ServicePort, v6: bool) -> Vec<Dest> {
+    let mut out: Vec<Dest> = svc
+        .cluster_ips
+        .iter()
+        .chain(&svc.external_ips)
+        .chain(&svc.load_balancer_ips)
+        .filter(|ip| ip.is_ipv6() == v6)
+        .map(|ip| Dest::Addr(*ip, svc.port))
+        .collect();
+    out.extend(svc.node_port.map(|np| Dest::NodePort(np, v6)));
+    out
 }
 
 /// The deletions that a change from `previous` to `state` calls for.
@@ -47,27 +60,54 @@ pub fn stale(previous: &ProxyState, state: &ProxyState, diff: &StateDiff) -> BTr
             .flat_map(|p| &p.endpoints)
             .map(|e| (e.ip, e.port))
             .collect();
-        for vip in &old.service.cluster_ips {
-            for e in old
-                .endpoints
-                .iter()
-                .filter(|e| !new_eps.contains(&(e.ip, e.port)))
-            {
-                out.insert(Flush::Nat {
-                    vip: *vip,
-                    port: old.service.port,
-                    endpoint: e.ip,
+        for e in old
+            .endpoints
+            .iter()
+            .filter(|e| !new_eps.contains(&(e.ip, e.port)))
+        {
+            for dest in dests(&old.service, e.ip.is_ipv6()) {
+                out.insert(Flush {
+                    dest,
+                    endpoint: Some(e.ip),
                 });
             }
-            if old.endpoints.is_empty() && new.is_some_and(|n| !n.endpoints.is_empty()) {
-                out.insert(Flush::Vip {
-                    vip: *vip,
-                    port: old.service.port,
-                });
+        }
+        if let Some(new) = new.filter(|n| old.endpoints.is_empty() && !n.endpoints.is_empty()) {
+            for v6 in [false, true] {
+                for dest in dests(&new.service, v6) {
+                    out.insert(Flush {
+                        dest,
+                        endpoint: None,
+                    });
+                }
             }
         }
     }
     out
+}
+
+/// The `conntrack -D` arguments of one deletion.
+fn args(f: &Flush) -> Vec<String> {
+    let v6 = match f.dest {
+        Dest::Addr(ip, _) => ip.is_ipv6(),
+        Dest::NodePort(_, v6) => v6,
+    };
+    let mut a: Vec<String> = ["-D", "-f", if v6 { "ipv6" } else { "ipv4" }, "-p", "udp"]
+        .map(String::from)
+        .to_vec();
+    match f.dest {
+        Dest::Addr(ip, port) => a.extend([
+            "--orig-dst".into(),
+            ip.to_string(),
+            "--orig-port-dst".into(),
+            port.to_string(),
+        ]),
+        Dest::NodePort(port, _) => a.extend(["--orig-port-dst".into(), port.to_string()]),
+    }
+    if let Some(ep) = f.endpoint {
+        a.extend(["--dst-nat".into(), ep.to_string()]);
+    }
+    a
 }
 
 /// Deletes the flows; a missing conntrack tool is reported once by the caller.
@@ -76,31 +116,9 @@ pub fn stale(previous: &ProxyState, state: &ProxyState, diff: &StateDiff) -> BTr
 /// Fails when the conntrack tool cannot be run.
 pub fn flush(flows: &BTreeSet<Flush>) -> Result<(), ExecError> {
     for f in flows {
-        let (vip, port, nat) = match f {
-            Flush::Nat {
-                vip,
-                port,
-                endpoint,
-            } => (vip, port, Some(endpoint.to_string())),
-            Flush::Vip { vip, port } => (vip, port, None),
-        };
-        let (vip, port) = (vip.to_string(), port.to_string());
-        let family = if vip.contains(':') { "ipv6" } else { "ipv4" };
-        let mut args = vec![
-            "-D",
-            "-f",
-            family,
-            "-p",
-            "udp",
-            "--orig-dst",
-            &vip,
-            "--orig-port-dst",
-            &port,
-        ];
-        if let Some(ep) = &nat {
-            args.extend(["--dst-nat", ep]);
-        }
-        match exec::run("conntrack", &args, None) {
+        let a = args(f);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        match exec::run("conntrack", &a, None) {
             // conntrack exits 1 when no entry matched: nothing to delete is not a failure.
             Ok(_) | Err(ExecError::Failed { .. }) => {}
             Err(e) => return Err(e),
@@ -136,5 +154,62 @@ impl StaleFlows {
             }
             self.warned = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasp_model::{Endpoint, NamespacedName, ServicePortName, ServicePortState};
+
+    fn state(eps: &[&str]) -> ProxyState {
+        let mut svc = ServicePort::new("10.96.0.10".parse().unwrap(), 53, Protocol::Udp);
+        svc.external_ips = vec!["192.0.2.5".parse().unwrap()];
+        svc.node_port = Some(30053);
+        let eps = eps
+            .iter()
+            .map(|e| Endpoint::ready(e.parse().unwrap(), 5353))
+            .collect();
+        let mut s = ProxyState::default();
+        s.ports.insert(
+            ServicePortName::new(NamespacedName::new("kube-system", "dns"), "", Protocol::Udp),
+            ServicePortState::new(svc, eps),
+        );
+        s
+    }
+
+    #[test]
+    fn a_removed_endpoint_is_flushed_at_every_destination_and_the_node_port() {
+        let (a, b) = (state(&["10.244.1.2", "10.244.1.3"]), state(&["10.244.1.3"]));
+        let got: Vec<String> = stale(&a, &b, &a.diff(&b))
+            .iter()
+            .map(|f| args(f).join(" "))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "-D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --dst-nat 10.244.1.2",
+                "-D -f ipv4 -p udp --orig-dst 192.0.2.5 --orig-port-dst 53 --dst-nat 10.244.1.2",
+                "-D -f ipv4 -p udp --orig-port-dst 30053 --dst-nat 10.244.1.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn first_endpoints_flush_the_flows_that_were_never_natted() {
+        let (a, b) = (state(&[]), state(&["10.244.1.3"]));
+        let got: Vec<String> = stale(&a, &b, &a.diff(&b))
+            .iter()
+            .map(|f| args(f).join(" "))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "-D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 53",
+                "-D -f ipv4 -p udp --orig-dst 192.0.2.5 --orig-port-dst 53",
+                "-D -f ipv4 -p udp --orig-port-dst 30053",
+                "-D -f ipv6 -p udp --orig-port-dst 30053",
+            ]
+        );
     }
 }

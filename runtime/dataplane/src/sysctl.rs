@@ -78,6 +78,27 @@ pub fn apply(c: &ConntrackSettings) -> Vec<String> {
     warnings
 }
 
+/// Lets 127.0.0.0/8 be routed, so that node ports answer on localhost (the iptables mode
+/// with node ports on every address, as kube-proxy sets it); returns a warning when refused.
+pub fn route_localnet() -> Option<String> {
+    let path = "/proc/sys/net/ipv4/conf/all/route_localnet";
+    if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+        return None;
+    }
+    match std::fs::write(path, "1") {
+        Ok(()) => {
+            tracing::info!(
+                sysctl = "net.ipv4.conf.all.route_localnet",
+                "set to 1 for node ports on localhost"
+            );
+            None
+        }
+        Err(e) => Some(format!(
+            "cannot set net.ipv4.conf.all.route_localnet to 1 (node ports will not answer on localhost): {e}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,3 +121,13 @@ fn sctp() {
 fn port_rename() {
     check("port-rename");
 }
+
+#[test]
+fn external() {
+    check("external");
+}
+
+#[test]
+fn external_all_local() {
+    check("external-all-local");
+}

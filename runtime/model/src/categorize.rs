@@ -58,9 +58,12 @@ fn in_zone(ep: &Endpoint, node: &NodeTopology) -> bool {
 /// Categorises `eps` for `svc` on `node`, exactly as kube-proxy does.
 pub fn categorize(eps: &[Endpoint], svc: &ServicePort, node: &NodeTopology) -> Categorized {
     let mut out = Categorized::default();
+    // kube-proxy's UsesClusterEndpoints / UsesLocalEndpoints: external traffic (a node port,
+    // external IPs, LoadBalancer IPs) follows the external policy.
     let uses_cluster =
-        !svc.internal_traffic_local || (svc.node_port.is_some() && !svc.external_traffic_local);
-    let uses_local = svc.internal_traffic_local || svc.external_traffic_local;
+        !svc.internal_traffic_local || (svc.has_external() && !svc.external_traffic_local);
+    let uses_local =
+        svc.internal_traffic_local || (svc.has_external() && svc.external_traffic_local);
 
     if uses_cluster {
         let topo = can_use_topology(eps, node);

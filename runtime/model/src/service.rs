@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::name::Protocol;
 
 /// The balancer a Service asked for by annotation.
@@ -25,6 +27,16 @@ pub struct ServicePort {
     pub protocol: Protocol,
     /// The node port, for NodePort and LoadBalancer Services.
     pub node_port: Option<u16>,
+    /// `spec.externalIPs`: addresses outside the cluster this node also serves the port on.
+    pub external_ips: Vec<IpAddr>,
+    /// The LoadBalancer's ingress IPs this node captures (`status.loadBalancer.ingress[].ip`,
+    /// without those whose `ipMode` is `Proxy`: the load balancer handles those itself).
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges`: the clients the LoadBalancer IPs accept (all when empty).
+    pub load_balancer_source_ranges: Vec<IpNet>,
+    /// `spec.healthCheckNodePort`: where load balancers ask whether this node has a local
+    /// endpoint (LoadBalancer Services with `externalTrafficPolicy: Local`).
+    pub health_check_node_port: Option<u16>,
     /// ClientIP session affinity timeout in seconds, when affinity is on.
     pub session_affinity_seconds: Option<u32>,
     /// `internalTrafficPolicy: Local`.
@@ -36,6 +48,14 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
+    /// Whether traffic reaches the port from outside the cluster: a node port, external IPs or
+    /// LoadBalancer IPs.
+    pub fn has_external(&self) -> bool {
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
+
     /// A plain ClusterIP port: no node port, affinity, local policies or balancer.
     pub fn new(cluster_ip: IpAddr, port: u16, protocol: Protocol) -> Self {
         Self {
@@ -43,6 +63,10 @@ impl ServicePort {
             port,
             protocol,
             node_port: None,
+            external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            load_balancer_source_ranges: Vec::new(),
+            health_check_node_port: None,
             session_affinity_seconds: None,
             internal_traffic_local: false,
             external_traffic_local: false,

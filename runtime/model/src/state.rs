@@ -5,21 +5,65 @@
 //! resolved form is unchanged is not in the diff, however many object events touched it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use crate::categorize::NodeTopology;
 use crate::name::ServicePortName;
 use crate::service::{Endpoint, ServicePort};
 
-/// One service port with the endpoints its cluster traffic may use.
+/// One service port with the endpoints its traffic may use, after kube-proxy's
+/// categorisation.
+///
+/// `endpoints` holds every endpoint some traffic may use, in a stable order: a Selection's
+/// weights and slots refer to these. Which of them a packet may reach depends on where it is
+/// going: traffic to a cluster IP uses [`internal`](Self::internal), traffic to a node port,
+/// an external IP or a LoadBalancer IP uses [`external`](Self::external); each is the cluster
+/// set or the local set, as the Service's traffic policies say.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePortState {
     /// The service side.
     pub service: ServicePort,
-    /// The endpoints cluster-IP traffic may use, after categorisation, in a stable order.
+    /// Every endpoint some traffic may use.
     pub endpoints: Vec<Endpoint>,
-    /// Some endpoint anywhere is usable, even if none is in `endpoints` (traffic policy Local
-    /// with no local endpoint): such a port drops instead of rejecting.
+    /// The indices (into `endpoints`) of the endpoints cluster-policy traffic uses; empty when
+    /// no traffic of the port uses the cluster policy.
+    pub cluster: Vec<usize>,
+    /// The indices of this node's usable endpoints, for local-policy traffic.
+    pub local: Vec<usize>,
+    /// Some endpoint anywhere is usable, even if none is in this node's sets (traffic policy
+    /// Local with no local endpoint): such a port drops instead of rejecting.
     pub has_any_endpoints: bool,
+}
+
+impl ServicePortState {
+    /// A port whose traffic all uses the cluster policy, over every one of `endpoints`.
+    pub fn new(service: ServicePort, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            service,
+            cluster: (0..endpoints.len()).collect(),
+            local: Vec::new(),
+            has_any_endpoints: !endpoints.is_empty(),
+            endpoints,
+        }
+    }
+
+    /// The endpoints traffic to a cluster IP may use (by index).
+    pub fn internal(&self) -> &[usize] {
+        if self.service.internal_traffic_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// The endpoints traffic to a node port, an external IP or a LoadBalancer IP may use.
+    pub fn external(&self) -> &[usize] {
+        if self.service.external_traffic_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
 }
 
 /// The resolved model: every service port this node proxies, and the node itself.
@@ -30,6 +74,9 @@ pub struct ProxyState {
     /// This node as resolution saw it (its name, and its zone from the config or its Node),
     /// for the planner and the plugins.
     pub node: NodeTopology,
+    /// The addresses node ports answer on; `None` for every local address (the iptables
+    /// mode's default, which matches by address type).
+    pub node_port_ips: Option<Vec<IpAddr>>,
 }
 
 /// What changed between two states.
@@ -64,11 +111,13 @@ impl ProxyState {
     /// Diffs `self` (the state last synced) against `next`.
     pub fn diff(&self, next: &ProxyState) -> StateDiff {
         let mut d = StateDiff::default();
+        // New node port addresses change every port with a node port.
+        let moved = self.node_port_ips != next.node_port_ips;
         for (name, new) in &next.ports {
             match self.ports.get(name) {
-                Some(old) if old == new => {}
+                Some(old) if old == new && !(moved && new.service.node_port.is_some()) => {}
                 Some(old) => {
-                    if old.service != new.service {
+                    if old.service != new.service || (moved && new.service.node_port.is_some()) {
                         d.service_changed.insert(name.clone());
                     }
                     d.changed.insert(name.clone());
@@ -94,14 +143,12 @@ mod tests {
     use crate::name::{NamespacedName, Protocol};
 
     fn port(eps: &[&str]) -> ServicePortState {
-        ServicePortState {
-            service: ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
-            endpoints: eps
-                .iter()
+        ServicePortState::new(
+            ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
+            eps.iter()
                 .map(|e| Endpoint::ready(e.parse().unwrap(), 8080))
                 .collect(),
-            has_any_endpoints: !eps.is_empty(),
-        }
+        )
     }
 
     fn name(n: &str) -> ServicePortName {
@@ -122,6 +169,22 @@ mod tests {
         assert_eq!(d.changed, [name("eps"), name("new")].into_iter().collect());
         assert_eq!(d.service_changed, [name("new")].into_iter().collect());
         assert_eq!(d.removed, [name("gone")].into_iter().collect());
+    }
+
+    #[test]
+    fn new_node_port_addresses_change_the_ports_with_node_ports() {
+        let mut a = ProxyState::default();
+        a.ports.insert(name("plain"), port(&["10.0.0.1"]));
+        let mut np = port(&["10.0.0.1"]);
+        np.service.node_port = Some(30080);
+        a.ports.insert(name("np"), np);
+        a.node_port_ips = Some(vec!["10.250.0.1".parse().unwrap()]);
+        let mut b = a.clone();
+        assert!(a.diff(&b).is_empty());
+        b.node_port_ips = Some(vec!["10.250.0.2".parse().unwrap()]);
+        let d = a.diff(&b);
+        assert_eq!(d.changed, [name("np")].into_iter().collect());
+        assert_eq!(d.service_changed, [name("np")].into_iter().collect());
     }
 
     #[test]

@@ -136,14 +136,13 @@ mod tests {
             target: Some(target.into()),
             ..Endpoint::ready(ip.parse().unwrap(), 80)
         };
-        let port = ServicePortState {
-            service: ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
-            endpoints: vec![
+        let port = ServicePortState::new(
+            ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp),
+            vec![
                 ep("10.0.0.1", "zone-a", "pod-1"),
                 ep("10.0.0.2", "zone-a", "pod-2"),
             ],
-            has_any_endpoints: true,
-        };
+        );
         let s = snapshot(&port);
         assert_eq!(s.strings, "zone-apod-1pod-2");
         assert_eq!(s.string_ends, [6, 11, 16]);

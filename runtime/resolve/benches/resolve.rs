@@ -59,7 +59,7 @@ fn main() {
             name: "node-a".into(),
             zone: None,
         },
-        service_proxy_name: None,
+        ..ResolveConfig::default()
     };
     println!("resolve of N Services (1 endpoint each), median of {runs}, allocator warm:");
     for n in [5_000, 10_000, 20_000, 50_000] {

@@ -22,6 +22,6 @@ pub mod object;
 pub mod validate;
 
 pub use allocate::Allocator;
-pub use controllers::{ResolveConfig, resolve};
+pub use controllers::{NodePortAddresses, ResolveConfig, node_eligible, resolve};
 pub use error::{ConfigError, Origin};
 pub use object::{Object, ObjectKind, ObjectStore};

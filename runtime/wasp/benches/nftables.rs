@@ -1,8 +1,8 @@
 //! Benchmarks of the nftables mode (not a test), each figure measured in the same run as the
 //! iptables mode and as `nft -f` doing the same work, so they compare as ratios.
 //!
-//! `cargo bench -p wasp --bench nftables -- [sync [N ...]] [lookup] [memory]` (all three by
-//! default; sync at 1000 and 10000). `WASP_BENCH_RUNS` sets runs per figure (default 3).
+//! `cargo bench -p wasp --bench nftables -- [sync [N ...]] [lookup] [external] [memory]` (all
+//! by default; sync at 1000 and 10000). `WASP_BENCH_RUNS` sets runs per figure (default 3).
 //! Needs root: it re-runs itself inside a fresh network namespace.
 //!
 //! - **sync**: a full sync of N Services × 10 endpoints from empty, and one endpoint change
@@ -10,6 +10,8 @@
 //!   netlink transaction, `nft -f` of the very same transaction text, and the iptables mode.
 //! - **lookup**: TCP connect+response latency through the first and the last VIP with 10 and
 //!   with 10,000 Services installed, in the nftables and the iptables mode.
+//! - **external**: the same through the first and the last Service's node port and
+//!   LoadBalancer IP, with every Service a LoadBalancer.
 //! - **memory**: the `wasp run` daemon's RSS with 10,000 Services from a config directory.
 
 mod common;
@@ -19,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fmt, median, selections, state, vip};
+use common::{NODE_IP, fmt, lb_ip, median, node_port, selections, state, vip, with_external};
 use wasp_dataplane::RenderConfig;
 use wasp_dataplane::iptables::{Backend, Iptables};
 use wasp_dataplane::nftables::{Existing, Nftables, text::text};
@@ -31,6 +33,7 @@ fn cfg() -> RenderConfig {
         cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
         masquerade_all: false,
         masquerade_mark: 0x2000,
+        service_cidrs: Vec::new(),
     }
 }
 
@@ -234,31 +237,73 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p) as usize]
 }
 
-/// Lookup cost: latency through the first and the last of `n` VIPs, per mode.
-fn lookup(runs: usize) {
+/// Where a lookup benchmark connects: service `i`'s address.
+#[derive(Clone, Copy)]
+enum Target {
+    ClusterIp,
+    NodePort,
+    LoadBalancerIp,
+}
+
+impl Target {
+    fn addr(self, i: u32) -> SocketAddr {
+        match self {
+            Self::ClusterIp => SocketAddr::from((vip(i), 80)),
+            Self::NodePort => SocketAddr::from((NODE_IP, node_port(i))),
+            Self::LoadBalancerIp => SocketAddr::from((lb_ip(i), 80)),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ClusterIp => "VIP",
+            Self::NodePort => "node port",
+            Self::LoadBalancerIp => "LB IP",
+        }
+    }
+}
+
+/// Lookup cost: latency through the first and the last of `n` Services' `target`, per mode.
+fn lookup(runs: usize, targets: &[Target]) {
     let mut tb = wasp::testbed::Testbed::new("wb", "10.96.0.0/12").expect("testbed");
     let server = Ipv4Addr::new(10, 244, 1, 2);
     tb.add_pod("srv", &server.to_string()).expect("pod");
     let pod = tb.pod_ns("srv");
     let node = tb.node();
-    // The server: accept, answer, close; on a thread inside the pod's namespace.
+    // The server: accept, answer, and close once the client has; on a thread inside the pod's
+    // namespace. The client closing first keeps TIME_WAIT on its side, before NAT: with the
+    // server closing first, masquerade's random ports meet its TIME_WAIT sockets, whose
+    // timestamp check drops a reused tuple's SYN now and then, and the connect stalls 1 s.
+    // A second thread waits for those closes, so that the answering one never does.
     let listener = in_netns(&pod, || TcpListener::bind((server, 80)).expect("bind"));
+    let (closes, closing) = std::sync::mpsc::channel::<TcpStream>();
+    std::thread::spawn(move || {
+        pin_to_cpu0();
+        for mut s in closing {
+            let _ = s.read(&mut [0u8; 16]);
+        }
+    });
     std::thread::spawn(move || {
         pin_to_cpu0();
         for s in listener.incoming().flatten() {
             use std::io::Write;
             let mut s = s;
             let _ = s.write_all(b"ok\n");
+            let _ = closes.send(s);
         }
     });
     println!(
-        "| services installed | mode | first VIP median | first p90 | last VIP median | last p90 | last / first |"
+        "| services installed | mode | through | first median | first p90 | last median | last p90 | last / first |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let sizes = [10usize, 10_000];
+    let external = !matches!(targets, [Target::ClusterIp]);
     let states: Vec<ProxyState> = sizes
         .iter()
-        .map(|&n| state(n, 0, Some((server, 80))))
+        .map(|&n| {
+            let s = state(n, 0, Some((server, 80)));
+            if external { with_external(s) } else { s }
+        })
         .collect();
     let sels: Vec<_> = states.iter().map(selections).collect();
     let modes: Vec<(&str, Box<dyn Dataplane>)> = vec![
@@ -269,50 +314,77 @@ fn lookup(runs: usize) {
         ),
     ];
     for (name, mut dp) in modes {
-        // Sizes alternate, round by round, so that both see the same machine.
-        let mut got: Vec<[Vec<Duration>; 2]> = vec![Default::default(), Default::default()];
-        for _ in 0..runs {
-            for (k, &n) in sizes.iter().enumerate() {
-                let empty = ProxyState::default();
-                let req = SyncRequest {
-                    state: &states[k],
-                    previous: &empty,
-                    selections: &sels[k],
-                    diff: None,
-                };
-                in_netns(&node, || dp.sync(req).expect("sync"));
-                let first = SocketAddr::from((vip(0), 80));
-                let last = SocketAddr::from((vip(n as u32 - 1), 80));
-                let [a, b] = in_netns(&node, || {
-                    pin_to_cpu0();
-                    latencies([first, last], 100, Duration::from_secs(5));
-                    latencies([first, last], 1000, Duration::from_secs(30))
-                });
-                got[k][0].extend(a);
-                got[k][1].extend(b);
-            }
-        }
-        let mut medians = Vec::new();
-        for (k, [a, b]) in got.into_iter().enumerate() {
-            let (ma, mb) = (median(a.clone()), median(b.clone()));
-            println!(
-                "| {} | {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× |",
-                sizes[k],
-                ma.as_secs_f64() * 1e6,
-                percentile(a, 0.9).as_secs_f64() * 1e6,
-                mb.as_secs_f64() * 1e6,
-                percentile(b, 0.9).as_secs_f64() * 1e6,
-                mb.as_secs_f64() / ma.as_secs_f64()
+        for &target in targets {
+            lookup_mode(
+                &node,
+                name,
+                dp.as_mut(),
+                target,
+                &sizes,
+                &states,
+                &sels,
+                runs,
             );
-            medians.push((ma, mb));
         }
-        println!(
-            "{name}: at 10,000 Services / at 10: first VIP {:.2}×, last VIP {:.2}×",
-            medians[1].0.as_secs_f64() / medians[0].0.as_secs_f64(),
-            medians[1].1.as_secs_f64() / medians[0].1.as_secs_f64()
-        );
         in_netns(&node, || dp.cleanup().expect("cleanup"));
     }
+}
+
+/// One mode's and one target's rows.
+#[allow(clippy::too_many_arguments)]
+fn lookup_mode(
+    node: &str,
+    name: &str,
+    dp: &mut dyn Dataplane,
+    target: Target,
+    sizes: &[usize; 2],
+    states: &[ProxyState],
+    sels: &[std::collections::BTreeMap<wasp_model::ServicePortName, wasp_model::Selection>],
+    runs: usize,
+) {
+    // Sizes alternate, round by round, so that both see the same machine.
+    let mut got: Vec<[Vec<Duration>; 2]> = vec![Default::default(), Default::default()];
+    for _ in 0..runs {
+        for (k, &n) in sizes.iter().enumerate() {
+            let empty = ProxyState::default();
+            let req = SyncRequest {
+                state: &states[k],
+                previous: &empty,
+                selections: &sels[k],
+                diff: None,
+            };
+            in_netns(node, || dp.sync(req).expect("sync"));
+            let (first, last) = (target.addr(0), target.addr(n as u32 - 1));
+            let [a, b] = in_netns(node, || {
+                pin_to_cpu0();
+                latencies([first, last], 100, Duration::from_secs(5));
+                latencies([first, last], 1000, Duration::from_secs(30))
+            });
+            got[k][0].extend(a);
+            got[k][1].extend(b);
+        }
+    }
+    let mut medians = Vec::new();
+    for (k, [a, b]) in got.into_iter().enumerate() {
+        let (ma, mb) = (median(a.clone()), median(b.clone()));
+        println!(
+            "| {} | {name} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs | {:.2}× |",
+            sizes[k],
+            target.name(),
+            ma.as_secs_f64() * 1e6,
+            percentile(a, 0.9).as_secs_f64() * 1e6,
+            mb.as_secs_f64() * 1e6,
+            percentile(b, 0.9).as_secs_f64() * 1e6,
+            mb.as_secs_f64() / ma.as_secs_f64()
+        );
+        medians.push((ma, mb));
+    }
+    println!(
+        "{name}, {}: at 10,000 Services / at 10: first {:.2}×, last {:.2}×",
+        target.name(),
+        medians[1].0.as_secs_f64() / medians[0].0.as_secs_f64(),
+        medians[1].1.as_secs_f64() / medians[0].1.as_secs_f64()
+    );
 }
 
 /// The daemon's RSS with 10,000 Services × 10 endpoints read from a directory.
@@ -444,7 +516,10 @@ fn main() {
         }
     }
     if want("lookup") {
-        lookup(runs);
+        lookup(runs, &[Target::ClusterIp]);
+    }
+    if want("external") {
+        lookup(runs, &[Target::NodePort, Target::LoadBalancerIp]);
     }
     if want("memory") {
         memory();

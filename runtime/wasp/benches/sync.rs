@@ -22,6 +22,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
         cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
         masquerade_all: false,
         masquerade_mark: 0x2000,
+        service_cidrs: Vec::new(),
     };
     let (s0, s1) = (state(n, 0, None), state(n, 1, None));
     let (sel0, sel1) = (selections(&s0), selections(&s1));

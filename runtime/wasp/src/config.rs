@@ -25,7 +25,8 @@ pub struct IptablesConfig {
     pub sync_period: Option<String>,
     /// Older kube-proxy configs put the sync periods here.
     pub min_sync_period: Option<String>,
-    /// Accepted for compatibility; wasp always uses --noflush partial syncs.
+    /// Accepted for compatibility: with node ports on every address, the iptables mode
+    /// always answers them on 127.0.0.1 too, as kube-proxy's default does.
     pub local_host_nodeports: Option<bool>,
 }
 
@@ -106,8 +107,13 @@ pub struct FileConfig {
     pub healthz_bind_address: Option<String>,
     /// Where /metrics is served.
     pub metrics_bind_address: Option<String>,
-    /// Node port addresses (accepted; NodePort Services are not proxied yet).
+    /// Where node ports answer: CIDRs, or `primary`.
     pub node_port_addresses: Option<Vec<String>>,
+    /// This node's primary addresses, one per family (wasp only; `--node-ip`).
+    #[serde(rename = "nodeIPs")]
+    pub node_ips: Option<Vec<String>>,
+    /// The node port range of static mode, `LO-HI` (wasp only; kube-apiserver's flag).
+    pub service_node_port_range: Option<String>,
     /// The node name.
     pub hostname_override: Option<String>,
     /// The client connection.

@@ -9,9 +9,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
-use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
+use wasp_resolve::{Allocator, NodePortAddresses, ObjectStore, ResolveConfig, resolve};
 use wasp_source::{Batch, ErrorLog, SourceEvent};
 
+use crate::healthcheck::ServiceHealth;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::options::Settings;
@@ -33,6 +34,11 @@ struct Daemon {
     resolve_errors: Vec<wasp_resolve::ConfigError>,
     /// Sources that are failing, with what is wrong and since when.
     source_problems: BTreeMap<String, (String, SystemTime)>,
+    /// The health check node port servers, and the ports they could not bind.
+    service_health: ServiceHealth,
+    health_errors: Vec<String>,
+    /// What the node's addresses are re-read from at each full resync.
+    settings: Settings,
 }
 
 fn now_secs() -> f64 {
@@ -61,6 +67,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     for w in wasp_dataplane::sysctl::apply(&s.conntrack) {
         tracing::warn!(warning = %w, "conntrack setting not applied");
     }
+    if localhost_node_ports(&s)
+        && let Some(w) = wasp_dataplane::sysctl::route_localnet()
+    {
+        tracing::warn!(warning = %w, "sysctl not applied");
+    }
     let mut d = Daemon {
         store: s.store(),
         log: ErrorLog::default(),
@@ -69,13 +80,22 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         planning: Planning::new(s.planner()?),
         dataplane,
         synced: ProxyState::default(),
-        health,
+        health: Arc::clone(&health),
         metrics,
         pending: 0,
         needs_full: true,
         resolve_errors: Vec::new(),
         source_problems: BTreeMap::new(),
+        service_health: ServiceHealth::new(Arc::clone(&health)),
+        health_errors: Vec::new(),
+        settings: s.clone(),
     };
+    if d.resolve.node_ips.is_empty() && matches!(s.source, crate::options::SourceKind::Files(_)) {
+        tracing::warn!(
+            "no node IP: neither --node-ip nor a default route gives one; node ports answer only \
+             where nodePortAddresses says"
+        );
+    }
     tracing::info!(mode = %s.mode, source = ?s.source, node = %d.resolve.node.name, "wasp starting");
     let mut stop = Stop::new()?;
     // No rules until the initial lists are in, as kube-proxy waits for its informers.
@@ -92,6 +112,18 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     d.serve(&s, &mut rx, &mut stop).await?;
     tracing::info!("wasp stopping; the rules stay in place");
     Ok(())
+}
+
+/// Whether node ports answer on 127.0.0.1: the iptables mode with every local address (or a
+/// CIDR holding 127.0.0.1), as kube-proxy's `localhostNodePorts`.
+fn localhost_node_ports(s: &Settings) -> bool {
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    s.mode == wasp_dataplane::Mode::Iptables
+        && match &s.node_port_addresses {
+            NodePortAddresses::AllLocal => true,
+            NodePortAddresses::Cidrs(c) => c.iter().any(|c| c.contains(&lo)),
+            NodePortAddresses::Primary => s.node_ips.iter().any(|ip| ip.is_loopback()),
+        }
 }
 
 /// What must work before the kernel is touched: the listeners, the source, the mode's probe.
@@ -244,6 +276,14 @@ impl Daemon {
     /// One sync; returns whether it succeeded.
     fn sync(&mut self, full: bool) -> bool {
         let start = Instant::now();
+        if full {
+            // Addresses come and go (DHCP, a new interface); a full resync picks them up.
+            self.resolve = self.settings.resolve_config();
+        }
+        self.health.set_node_eligible(wasp_resolve::node_eligible(
+            &self.store,
+            &self.resolve.node.name,
+        ));
         let (state, resolve_errors) = resolve(&self.store, &mut self.alloc, &self.resolve);
         for e in resolve_errors
             .iter()
@@ -321,6 +361,14 @@ impl Daemon {
         self.metrics.service_ports.set(state.ports.len() as i64);
         self.metrics.endpoints.set(state.endpoint_count() as i64);
         self.health.updated();
+        let errors = self.service_health.sync(state);
+        for e in errors.iter().filter(|e| !self.health_errors.contains(e)) {
+            tracing::warn!(error = %e, "health check node port not served");
+        }
+        if errors != self.health_errors {
+            self.health_errors = errors;
+            self.report_errors();
+        }
     }
 
     /// Copies the plugin counters into the metrics and the plugin notes into /healthz.
@@ -350,6 +398,7 @@ impl Daemon {
             .sources_failing
             .set(self.source_problems.len() as i64);
         detail.extend(self.planning.planner().status());
+        detail.extend(self.health_errors.iter().cloned());
         for (source, (problem, since)) in &self.source_problems {
             let since = since
                 .duration_since(UNIX_EPOCH)

@@ -1,7 +1,10 @@
 //! `/healthz` and `/metrics` over hyper.
 //!
 //! `/healthz` has kube-proxy's semantics (`pkg/proxy/healthcheck/proxy_health.go`): healthy
-//! unless a change has been queued for longer than twice the sync period without a sync.
+//! unless a change has been queued for longer than twice the sync period without a sync, and
+//! the node is eligible (not being deleted). It answers the network, load balancers probing
+//! each node, with kube-proxy's body; a client on the node itself also gets the detail
+//! (config errors naming files and objects), which stays off the network.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,13 +33,22 @@ pub struct Health {
 /// The longest detail line shown, in characters: an error quotes user input.
 const DETAIL_CHARS: usize = 1024;
 
-/// The `/healthz` body.
+/// The `/healthz` body: kube-proxy's fields, then, for a client on the node, the detail.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
+    last_updated: String,
+    current_time: String,
+    node_eligible: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    local: Option<Detail<'a>>,
+}
+
+/// What only a client on the node is shown.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Detail<'a> {
     healthy: bool,
-    last_updated: f64,
-    current_time: f64,
     pending_for_seconds: f64,
     config_errors: usize,
     detail: &'a [String],
@@ -48,13 +60,35 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct HealthState {
     last_updated: Option<SystemTime>,
+    node_eligible: bool,
     oldest_queued: Option<Instant>,
     config_errors: usize,
     detail: Vec<String>,
     detail_omitted: usize,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self {
+            last_updated: None,
+            node_eligible: true,
+            oldest_queued: None,
+            config_errors: 0,
+            detail: Vec::new(),
+            detail_omitted: 0,
+        }
+    }
+}
+
+/// A time as RFC 3339 in UTC.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32)
+        .map(|ts| ts.to_string())
+        .unwrap_or_default()
 }
 
 impl Health {
@@ -86,6 +120,19 @@ impl Health {
         s.oldest_queued = None;
     }
 
+    /// Whether the node may take traffic from load balancers: not when its Node object is
+    /// being deleted or tainted for deletion (kube-proxy's `nodeEligible`).
+    pub fn set_node_eligible(&self, eligible: bool) {
+        self.lock().node_eligible = eligible;
+    }
+
+    /// Whether the proxy is syncing as it should (the `serviceProxyHealthy` of health check
+    /// node ports).
+    pub fn healthy(&self) -> bool {
+        let s = self.lock();
+        s.oldest_queued.is_none_or(|q| q.elapsed() <= self.timeout)
+    }
+
     /// Records the current configuration errors and degraded-state notes for the detail:
     /// the first `shown` of them, each cut to a bounded length; the rest are counted.
     pub fn set_detail(&self, config_errors: usize, mut detail: Vec<String>) {
@@ -103,35 +150,43 @@ impl Health {
         s.detail_omitted = omitted;
     }
 
-    /// Whether the proxy is healthy, and the JSON body to report.
-    pub fn report(&self) -> (bool, String) {
+    /// Whether `/healthz` is healthy (syncing, and the node eligible), and the JSON body to
+    /// report; `local` adds the detail, for a client on the node.
+    pub fn report(&self, local: bool) -> (bool, String) {
         let s = self.lock().clone();
-        let healthy = s.oldest_queued.is_none_or(|q| q.elapsed() <= self.timeout);
-        let secs = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0)
-        };
+        let syncing = s.oldest_queued.is_none_or(|q| q.elapsed() <= self.timeout);
+        let healthy = syncing && s.node_eligible;
+        let now = SystemTime::now();
+        // As kube-proxy: a healthy proxy reports itself updated now.
+        let last = if healthy { Some(now) } else { s.last_updated };
         let body = Body {
-            healthy,
-            last_updated: s.last_updated.map_or(0.0, secs),
-            current_time: secs(SystemTime::now()),
-            pending_for_seconds: s.oldest_queued.map_or(0.0, |q| q.elapsed().as_secs_f64()),
-            config_errors: s.config_errors,
-            detail: &s.detail,
-            detail_omitted: s.detail_omitted,
+            last_updated: last.map(rfc3339).unwrap_or_default(),
+            current_time: rfc3339(now),
+            node_eligible: s.node_eligible,
+            local: local.then(|| Detail {
+                healthy,
+                pending_for_seconds: s.oldest_queued.map_or(0.0, |q| q.elapsed().as_secs_f64()),
+                config_errors: s.config_errors,
+                detail: &s.detail,
+                detail_omitted: s.detail_omitted,
+            }),
         };
         let body = serde_json::to_string(&body).unwrap_or_default() + "\n";
         (healthy, body)
     }
 }
 
-fn respond(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
+/// A response with `ctype`, and `nosniff` as kube-proxy sends.
+pub fn respond(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     if let Ok(v) = ctype.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
+    r.headers_mut().insert(
+        "x-content-type-options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -164,9 +219,10 @@ pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) 
     }
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
+            let local = peer.ip().to_canonical().is_loopback();
             let (health, metrics) = (health.clone(), metrics.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -174,7 +230,7 @@ pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) 
                     async move {
                         Ok::<_, Infallible>(match req.uri().path() {
                             "/healthz" | "/livez" => {
-                                let (ok, body) = health.report();
+                                let (ok, body) = health.report(local);
                                 let code = if ok {
                                     StatusCode::OK
                                 } else {
@@ -219,26 +275,33 @@ mod tests {
             .collect();
         detail.push("x".repeat(100_000));
         h.set_detail(detail.len(), detail);
-        let (_, body) = h.report();
+        let (_, body) = h.report(true);
         let v: serde_json::Value = serde_json::from_str(&body).expect(&body);
         assert_eq!(v["detail"][0], "Service a\u{0}b: bad");
         assert_eq!(v["detail"].as_array().unwrap().len(), 3);
         assert_eq!(v["detailOmitted"], 3);
         assert_eq!(v["configErrors"], 6);
         h.set_detail(1, vec!["y".repeat(100_000)]);
-        assert!(h.report().1.len() < 2 * DETAIL_CHARS + 200);
+        assert!(h.report(true).1.len() < 2 * DETAIL_CHARS + 300);
+        // Off the node: kube-proxy's fields and nothing that names a file or object.
+        let v: serde_json::Value = serde_json::from_str(&h.report(false).1).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["currentTime", "lastUpdated", "nodeEligible"]);
     }
 
     #[test]
     fn unhealthy_only_when_a_queued_change_waits_too_long() {
         let h = Health::new(Duration::from_millis(50), 100);
-        assert!(h.report().0, "nothing queued");
+        assert!(h.report(false).0, "nothing queued");
         h.queued();
-        assert!(h.report().0, "queued, within the timeout");
+        assert!(h.report(false).0, "queued, within the timeout");
         std::thread::sleep(Duration::from_millis(80));
-        let (ok, body) = h.report();
+        let (ok, body) = h.report(false);
         assert!(!ok, "{body}");
         h.updated();
-        assert!(h.report().0);
+        assert!(h.report(false).0);
+        h.set_node_eligible(false);
+        let (ok, body) = h.report(false);
+        assert!(!ok && body.contains("\"nodeEligible\":false"), "{body}");
     }
 }

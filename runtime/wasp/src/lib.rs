@@ -12,6 +12,8 @@
 //! - [`load`]: one-shot loading of a config dir, for `plan` and `validate`.
 //! - [`metrics`]: Prometheus metrics, named as kube-proxy's with a `wasp_` prefix.
 //! - [`http`]: `/healthz` (kube-proxy's semantics) and `/metrics` over hyper.
+//! - [`healthcheck`]: the health check node ports of LoadBalancer Services with policy Local.
+//! - [`node`]: this host's addresses, and its primary ones from the default route.
 //! - [`echo`]: a tiny real TCP/UDP server and client, the demo's and the tests' pods.
 //! - [`testbed`]: nodes and pods as network namespaces joined by veth pairs.
 //! - [`demo`]: the article's walk-through, end to end.
@@ -21,10 +23,12 @@ pub mod daemon;
 pub mod demo;
 pub mod duration;
 pub mod echo;
+pub mod healthcheck;
 pub mod http;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod node;
 pub mod options;
 pub mod planning;
 pub mod source;

@@ -6,7 +6,8 @@
 
 mod merge;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use ipnet::IpNet;
 use wasp_dataplane::sysctl::ConntrackSettings;
 use wasp_dataplane::{BackendChoice, DataplaneConfig, Mode, RenderConfig};
 use wasp_model::categorize::NodeTopology;
+use wasp_resolve::allocate::NodePorts;
 use wasp_resolve::validate::ValidationConfig;
-use wasp_resolve::{Allocator, ObjectStore, ResolveConfig};
+use wasp_resolve::{Allocator, NodePortAddresses, ObjectStore, ResolveConfig};
 use wasp_source::Limits;
 
 pub use crate::duration::parse_duration;
@@ -76,6 +78,24 @@ pub struct Flags {
     /// This node's zone, for topology hints (else read from its Node object).
     #[arg(long)]
     pub node_zone: Option<String>,
+    /// This node's primary address, where node ports answer by default; repeat for the other
+    /// family [default: from the Kubernetes API its Node's InternalIPs; in static mode the
+    /// address of the interface that holds the default route].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Vec<IpAddr>,
+    /// Where node ports answer: CIDRs (this node's addresses inside them) or `primary`;
+    /// comma-separated or repeated [default: every local address in the iptables mode, the
+    /// primary addresses in the nftables mode, as kube-proxy].
+    #[arg(
+        long = "nodeport-addresses",
+        alias = "node-port-addresses",
+        value_name = "CIDR|primary",
+        value_delimiter = ','
+    )]
+    pub nodeport_addresses: Vec<String>,
+    /// The range static mode allocates node ports from [default: 30000-32767].
+    #[arg(long, value_name = "LO-HI")]
+    pub service_node_port_range: Option<String>,
     /// The iptables backend [default: auto].
     #[arg(long, value_enum)]
     pub iptables_backend: Option<BackendFlag>,
@@ -88,7 +108,7 @@ pub struct Flags {
     /// The shortest time between syncs, at most the sync period [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub min_sync_period: Option<Duration>,
-    /// Where /healthz is served [default: 127.0.0.1:10256].
+    /// Where /healthz is served; load balancers probe it [default: 0.0.0.0:10256].
     #[arg(long)]
     pub healthz_bind_address: Option<SocketAddr>,
     /// Where /metrics is served [default: 127.0.0.1:10249].
@@ -124,6 +144,12 @@ pub struct Settings {
     pub node_name: String,
     /// This node's zone, if given.
     pub node_zone: Option<String>,
+    /// This node's primary addresses as given (`--node-ip`, `nodeIPs`).
+    pub node_ips: Vec<IpAddr>,
+    /// Where node ports answer, with the mode's default applied.
+    pub node_port_addresses: NodePortAddresses,
+    /// The node port range of static mode.
+    pub node_port_range: RangeInclusive<u16>,
     /// The iptables backend.
     pub iptables_backend: BackendFlag,
     /// The service proxy name.
@@ -161,8 +187,9 @@ impl Settings {
         let (sync_period, min_sync_period) = m.sync_periods()?;
         let (healthz_addr, metrics_addr) = m.addresses()?;
         let (service_cidrs, cluster_cidrs) = m.cidrs()?;
+        let mode = m.mode()?;
         Ok(Self {
-            mode: m.mode()?,
+            mode,
             source: m.source()?,
             service_cidrs,
             cluster_cidrs,
@@ -170,6 +197,9 @@ impl Settings {
             masquerade_bit: m.masquerade_bit()?,
             node_name: m.node_name(),
             node_zone: f.node_zone.clone(),
+            node_ips: m.node_ips()?,
+            node_port_addresses: m.node_port_addresses(mode)?,
+            node_port_range: m.node_port_range()?,
             iptables_backend: f.iptables_backend.unwrap_or(BackendFlag::Auto),
             service_proxy_name: m.service_proxy_name(),
             sync_period,
@@ -192,12 +222,31 @@ impl Settings {
         })
     }
 
-    /// The cluster IP allocator.
+    /// The cluster IP and node port allocator. With the Kubernetes API the API server
+    /// allocated the node ports, so any it gave is accepted.
     pub fn allocator(&self) -> Allocator {
-        Allocator::new(self.service_cidrs.clone())
+        let mut a = Allocator::new(self.service_cidrs.clone());
+        a.node_ports = match self.source {
+            SourceKind::Files(_) => NodePorts::new(self.node_port_range.clone()),
+            SourceKind::Kubernetes(_) => NodePorts::new(1..=65535),
+        };
+        a
     }
 
-    /// The resolution config.
+    /// This node's primary addresses: as given; else, in static mode, those of the interface
+    /// that holds the default route; else (with the Kubernetes API) none, and resolution
+    /// takes the Node object's.
+    pub fn node_ips(&self) -> Vec<IpAddr> {
+        if !self.node_ips.is_empty() {
+            return self.node_ips.clone();
+        }
+        match self.source {
+            SourceKind::Files(_) => crate::node::primary_addresses(),
+            SourceKind::Kubernetes(_) => Vec::new(),
+        }
+    }
+
+    /// The resolution config; the host's addresses are read now.
     pub fn resolve_config(&self) -> ResolveConfig {
         ResolveConfig {
             node: NodeTopology {
@@ -205,6 +254,12 @@ impl Settings {
                 zone: self.node_zone.clone(),
             },
             service_proxy_name: self.service_proxy_name.clone(),
+            node_ips: self.node_ips(),
+            host_addresses: match self.node_port_addresses {
+                NodePortAddresses::Cidrs(_) => crate::node::host_addresses(),
+                _ => Vec::new(),
+            },
+            node_port_addresses: self.node_port_addresses.clone(),
         }
     }
 
@@ -247,6 +302,7 @@ impl Settings {
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
             masquerade_mark: 1 << self.masquerade_bit,
+            service_cidrs: self.service_cidrs.clone(),
         }
     }
 }

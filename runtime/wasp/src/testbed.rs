@@ -1,7 +1,9 @@
 //! A node and its pods as network namespaces joined by veth pairs, for the demo and the tests.
 //!
-//! The node namespace forwards, owns an empty bridge (this kernel may lack the dummy driver) with the node's address and a route for
-//! the service CIDR (as a real node's default route would carry VIP traffic), and reaches each
+//! The node namespace forwards, owns an empty bridge (this kernel may lack the dummy driver) with
+//! the node's addresses, and routes the service CIDR and the default route into it (so traffic
+//! to a VIP or an external address that nothing claims vanishes, as into a real node's uplink,
+//! rather than meeting "no route"), and reaches each
 //! pod over a routed veth pair: the pod's /32 on its `eth0`, a default route via 169.254.1.1,
 //! which the node side of every pair holds (the layout Calico uses). Traffic therefore crosses
 //! the node's netfilter hooks exactly as pod traffic does on a real node.
@@ -14,6 +16,8 @@ use anyhow::{Context, bail};
 pub const NODE_LINK_IP: &str = "169.254.1.1";
 /// The node's own address, on its port-less bridge.
 pub const NODE_IP: &str = "10.250.0.1";
+/// The node's own IPv6 address, on the same bridge.
+pub const NODE_IP6: &str = "fd00:250::1";
 /// The IPv6 address the node side of every pod link holds (masqueraded IPv6 comes from it).
 pub const NODE_LINK_IP6: &str = "fd00:ffff::1";
 /// The IPv6 next hop every pod routes through (link-local, on the node side of its link).
@@ -96,9 +100,21 @@ impl Testbed {
             "dev",
             "wasp-node0",
         ])?;
+        tb.node_sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{NODE_IP6}/128"),
+            "dev",
+            "wasp-node0",
+            "nodad",
+        ])?;
         // No ARP: traffic to a VIP nothing claims vanishes, as into a real default route.
         tb.node_sh(&["ip", "link", "set", "wasp-node0", "arp", "off", "up"])?;
         tb.node_sh(&["ip", "route", "add", service_cidr, "dev", "wasp-node0"])?;
+        tb.node_sh(&["ip", "route", "add", "default", "dev", "wasp-node0"])?;
+        tb.node_sh(&["ip", "-6", "route", "add", "default", "dev", "wasp-node0"])?;
         Ok(tb)
     }
 

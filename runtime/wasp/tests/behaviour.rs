@@ -55,6 +55,9 @@ struct Probe {
     #[serde(default = "one")]
     count: u32,
     expect: Expect,
+    /// Only in these modes (every mode when empty): where kube-proxy's modes differ.
+    #[serde(default)]
+    modes: Vec<String>,
 }
 
 fn tcp() -> String {
@@ -182,7 +185,11 @@ fn run_case(file: &str) {
         }
         node.write("config.yaml", &case.config);
         node.start();
-        for p in &case.probes {
+        for p in case
+            .probes
+            .iter()
+            .filter(|p| p.modes.is_empty() || p.modes.iter().any(|m| m == mode))
+        {
             check(&format!("{file} [{mode}/{backend}]"), &case, &node, p, &ips);
         }
     }
@@ -216,4 +223,24 @@ fn dual_stack() {
 #[test]
 fn session_affinity() {
     run_case("session-affinity");
+}
+
+#[test]
+fn node_ports() {
+    run_case("node-ports");
+}
+
+#[test]
+fn external_traffic_policy_local() {
+    run_case("external-traffic-policy-local");
+}
+
+#[test]
+fn load_balancer() {
+    run_case("load-balancer");
+}
+
+#[test]
+fn external_ips() {
+    run_case("external-ips");
 }

@@ -285,3 +285,57 @@ fn files_and_api_give_identical_rules() {
         assert_eq!(from_api, from_files, "[{mode}]");
     }
 }
+
+#[test]
+fn a_load_balancer_from_the_api_is_served_on_the_nodes_internal_ip() {
+    if !root_or_skip("kubernetes-external") {
+        return;
+    }
+    let (mut n, api) = cluster("kext");
+    // The nftables mode serves node ports on the node's primary address, which comes from its
+    // Node object (InternalIP 10.250.0.1), not a flag.
+    n.mode = "nftables".into();
+    n.node_ip_args = false;
+    n.tb.add_pod("outsider", "192.168.50.10").unwrap();
+    api.apply(fixture("node"));
+    let mut svc = fixture("service");
+    svc["spec"]["type"] = json!("LoadBalancer");
+    svc["spec"]["externalTrafficPolicy"] = json!("Local");
+    svc["spec"]["healthCheckNodePort"] = json!(30190);
+    svc["spec"]["ports"][0]["nodePort"] = json!(30090);
+    svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.90", "ipMode": "VIP"}]}});
+    api.apply(svc);
+    api.apply(slice(&["10.244.7.2", "10.244.7.3"]));
+    n.start();
+    // Off the node, only node-a's endpoint (a), by the node port and the LoadBalancer IP.
+    n.eventually(
+        "the node port",
+        "outsider",
+        "tcp",
+        "10.250.0.1:30090",
+        is(&["a"]),
+    );
+    n.eventually(
+        "the LoadBalancer IP",
+        "outsider",
+        "tcp",
+        "192.0.2.90:80",
+        is(&["a"]),
+    );
+    // From a pod, both.
+    n.eventually(
+        "pods reach both",
+        "client",
+        "tcp",
+        "10.250.0.1:30090",
+        is(&["a", "b"]),
+    );
+    let out =
+        n.tb.exec_in(
+            &n.tb.pod_ns("outsider"),
+            &["curl", "-s", "--max-time", "2", "http://10.250.0.1:30190/"],
+        )
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("\"localEndpoints\": 1"), "{body}");
+}

@@ -469,7 +469,8 @@ fn assert_plan_applied(n: &mut Node, plan: &str) {
         return;
     }
     n.start();
-    let save = n.iptables_save();
+    // Both families: the plan prints the ip6tables input too.
+    let save = n.iptables_save() + &n.ip6tables_save();
     let norm = |l: &str| {
         let mut w: Vec<String> = l
             .replace('"', "")
@@ -516,6 +517,10 @@ fn plan_prints_exactly_what_run_applies() {
                 "10.244.0.0/16",
                 "--cluster-cidr",
                 "fd00:244::/64",
+                "--service-cidr",
+                "10.96.0.0/12",
+                "--service-cidr",
+                "fd00:96::/108",
             ],
         );
         let header = if *mode == "nftables" {

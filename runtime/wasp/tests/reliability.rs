@@ -189,7 +189,7 @@ fn a_port_in_use_is_named_and_the_kernel_is_left_alone() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{err}");
         assert!(
-            err.contains("cannot listen on 127.0.0.1:10256 (--healthz-bind-address, healthzBindAddress): Address already in use"),
+            err.contains("cannot listen on 0.0.0.0:10256 (--healthz-bind-address, healthzBindAddress): Address already in use"),
             "{err}"
         );
         assert_eq!(

@@ -25,6 +25,26 @@ pub fn of_family(port: &ServicePortState, f: Family) -> Vec<(usize, &Endpoint)> 
         .collect()
 }
 
+/// Of `family` (one family's endpoints with their indices), those whose index is in
+/// `indices` (a traffic class of the port), in order; linear in both.
+pub fn class<'a>(
+    port: &ServicePortState,
+    family: &[(usize, &'a Endpoint)],
+    indices: &[usize],
+) -> Vec<(usize, &'a Endpoint)> {
+    let mut member = vec![false; port.endpoints.len()];
+    for &i in indices {
+        if let Some(m) = member.get_mut(i) {
+            *m = true;
+        }
+    }
+    family
+        .iter()
+        .copied()
+        .filter(|(i, _)| member.get(*i).copied().unwrap_or(false))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,11 +58,7 @@ mod tests {
             .iter()
             .map(|ip| Endpoint::ready(ip.parse().unwrap(), 8080))
             .collect();
-        let port = ServicePortState {
-            service,
-            endpoints,
-            has_any_endpoints: true,
-        };
+        let port = ServicePortState::new(service, endpoints);
         assert_eq!(vip(&port, Family::V6), Some("fd00::1".parse().unwrap()));
         let v4: Vec<usize> = of_family(&port, Family::V4)
             .iter()

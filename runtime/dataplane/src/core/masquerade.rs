@@ -41,6 +41,7 @@ mod tests {
             ],
             masquerade_all: false,
             masquerade_mark: 0x2000,
+            service_cidrs: Vec::new(),
         };
         assert_eq!(
             decision(&cfg, Family::V6),

@@ -30,4 +30,7 @@ pub struct RenderConfig {
     pub masquerade_all: bool,
     /// The packet-mark bit that asks for masquerade.
     pub masquerade_mark: u32,
+    /// The service CIDRs: traffic to an address in them that no Service took is dropped
+    /// (nftables mode).
+    pub service_cidrs: Vec<IpNet>,
 }

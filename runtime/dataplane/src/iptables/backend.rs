@@ -25,7 +25,8 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The hooks from the built-in chains into wasp's, as (table, chain, rule spec).
+/// The hooks from the built-in chains into wasp's, as (table, chain, rule spec), in the order
+/// they stand in their built-in chain (kube-proxy's).
 const HOOKS: &[(&str, &str, &str)] = &[
     (
         "nat",
@@ -42,6 +43,15 @@ const HOOKS: &[(&str, &str, &str)] = &[
         "POSTROUTING",
         "-m comment --comment \"wasp postrouting rules\" -j WASP-POSTROUTING",
     ),
+    ("filter", "INPUT", LB_FIREWALL),
+    (
+        "filter",
+        "INPUT",
+        "-m comment --comment \"wasp health check service ports\" -j WASP-NODEPORTS",
+    ),
+    ("filter", "INPUT", EXTERNAL),
+    ("filter", "INPUT", "-j WASP-FIREWALL"),
+    ("filter", "FORWARD", LB_FIREWALL),
     (
         "filter",
         "FORWARD",
@@ -52,12 +62,18 @@ const HOOKS: &[(&str, &str, &str)] = &[
         "FORWARD",
         "-m conntrack --ctstate NEW -m comment --comment \"wasp service portals\" -j WASP-SERVICES",
     ),
+    ("filter", "FORWARD", EXTERNAL),
+    ("filter", "OUTPUT", LB_FIREWALL),
     (
         "filter",
         "OUTPUT",
         "-m conntrack --ctstate NEW -m comment --comment \"wasp service portals\" -j WASP-SERVICES",
     ),
+    ("filter", "OUTPUT", "-j WASP-FIREWALL"),
 ];
+
+const LB_FIREWALL: &str = "-m conntrack --ctstate NEW -m comment --comment \"wasp load balancer firewall\" -j WASP-PROXY-FIREWALL";
+const EXTERNAL: &str = "-m conntrack --ctstate NEW -m comment --comment \"wasp externally-visible service portals\" -j WASP-EXTERNAL-SERVICES";
 
 /// Adds to restore input an `-I` for each hook `snap` did not see, in the same transaction as
 /// the chains they jump to, so a deleted hook is repaired by the next full sync. (One
@@ -71,7 +87,8 @@ pub fn with_missing_hooks(text: &str, snap: &Snapshot) -> String {
             table = HOOKS.iter().find(|h| h.0 == t).map_or("", |h| h.0);
         }
         if line == "COMMIT" {
-            for (i, (t, chain, spec)) in HOOKS.iter().enumerate() {
+            // Each goes in first, so the last inserted stands first: insert in reverse.
+            for (i, (t, chain, spec)) in HOOKS.iter().enumerate().rev() {
                 if *t == table && !snap.hooks.contains(&i) {
                     out.push_str(&format!("-I {chain} 1 {spec}\n"));
                 }

@@ -1,14 +1,19 @@
 //! The iptables mode: kube-proxy's chain layout under a `WASP-` prefix, applied with
 //! `iptables-restore --noflush`.
 //!
-//! Layout: nat `PREROUTING`/`OUTPUT` → `WASP-SERVICES` (one rule per cluster IP and port) →
-//! `WASP-SVC-*` (masquerade mark, affinity, weighted spread) → `WASP-SEP-*` (hairpin mark,
-//! DNAT); nat `POSTROUTING` → `WASP-POSTROUTING` masquerades marked packets. filter
-//! `WASP-SERVICES` rejects traffic to Services without endpoints; `WASP-FORWARD` accepts
+//! Layout: nat `PREROUTING`/`OUTPUT` → `WASP-SERVICES` (one rule per cluster IP, external IP
+//! and LoadBalancer IP, then the node's addresses → `WASP-NODEPORTS`) → `WASP-SVC-*`/`WASP-SVL-*`
+//! (cluster and local policy: masquerade mark, affinity, weighted spread), `WASP-EXT-*`
+//! (external destinations: masquerade or keep the source, by policy) and `WASP-FW-*`
+//! (LoadBalancer source ranges) → `WASP-SEP-*` (hairpin mark, DNAT); nat `POSTROUTING` →
+//! `WASP-POSTROUTING` masquerades marked packets. In filter, `WASP-SERVICES` and
+//! `WASP-EXTERNAL-SERVICES` reject or drop traffic without endpoints, `WASP-PROXY-FIREWALL`
+//! drops what the source ranges refused, `WASP-NODEPORTS` accepts health check node ports,
+//! `WASP-FIREWALL` closes the localnet hole `route_localnet` opens, and `WASP-FORWARD` accepts
 //! marked and established traffic on hosts whose FORWARD policy is DROP.
 //!
 //! A partial sync rewrites only the chains of the service ports that changed (and
-//! `WASP-SERVICES` only when the set of cluster IPs and ports changed); a full sync rewrites
+//! `WASP-SERVICES` and `WASP-NODEPORTS` only when their rules changed); a full sync rewrites
 //! everything, removes chains nothing wants and re-inserts missing hooks.
 
 pub mod backend;

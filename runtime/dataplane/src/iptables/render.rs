@@ -1,21 +1,22 @@
 //! The pure render: model + selections → `iptables-restore` input.
 //!
-//! One function per feature, as the house style asks: dispatch, masquerade, spreading,
-//! affinity, the endpoint chain, and rejection; kube-proxy's 800-line `syncProxyRules` is the
-//! counter-example.
+//! One function per feature, as the house style asks: here the sync as a whole and the
+//! chains every sync relies on; `render/dispatch.rs` the rules that pick a Service by
+//! destination (nat `WASP-SERVICES` and `WASP-NODEPORTS`, and the filter table's rejections
+//! and firewall); `render/chains.rs` each port's own chains. kube-proxy's 800-line
+//! `syncProxyRules` is the counter-example.
+
+mod chains;
+mod dispatch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use wasp_model::{
-    Endpoint, HashKey, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff,
-};
+use wasp_model::{Endpoint, ProxyState, Selection, ServicePortName, ServicePortState, StateDiff};
 
 use super::chain;
-use crate::core::masquerade::{self, Masquerade};
-use crate::core::names::HASH_SEED;
-use crate::core::spread::{self, chances};
+use crate::core::spread;
 use crate::core::{Family, RenderConfig, endpoints};
 
 /// What is programmed after a sync: the chains each service port owns, and the dispatch rules.
@@ -25,6 +26,8 @@ pub struct Programmed {
     pub chains: BTreeMap<ServicePortName, Vec<String>>,
     /// The nat dispatch rules (`WASP-SERVICES`).
     pub dispatch: Vec<String>,
+    /// The nat node port rules (`WASP-NODEPORTS`).
+    pub nodeports: Vec<String>,
 }
 
 /// A rendered sync.
@@ -55,6 +58,111 @@ pub enum Scope<'a> {
     },
 }
 
+/// One service port as one family's tables see it: its addresses in the family and the
+/// family's endpoints of each traffic class.
+pub(super) struct View<'a> {
+    pub name: &'a ServicePortName,
+    pub port: &'a ServicePortState,
+    pub vip: IpAddr,
+    pub external_ips: Vec<IpAddr>,
+    pub lb_ips: Vec<IpAddr>,
+    /// Every endpoint of the family (each gets an endpoint chain).
+    pub all: Vec<(usize, &'a Endpoint)>,
+    /// Those cluster-policy traffic uses.
+    pub cluster: Vec<(usize, &'a Endpoint)>,
+    /// This node's.
+    pub local: Vec<(usize, &'a Endpoint)>,
+}
+
+impl<'a> View<'a> {
+    /// The port in family `f`; `None` when it has no cluster IP there.
+    fn new(name: &'a ServicePortName, port: &'a ServicePortState, f: Family) -> Option<Self> {
+        let vip = endpoints::vip(port, f)?;
+        let all = endpoints::of_family(port, f);
+        let class = |idx: &[usize]| endpoints::class(port, &all, idx);
+        let svc = &port.service;
+        let in_family = |ips: &[IpAddr]| ips.iter().copied().filter(|ip| f.holds(ip)).collect();
+        Some(Self {
+            name,
+            port,
+            vip,
+            external_ips: in_family(&svc.external_ips),
+            lb_ips: in_family(&svc.load_balancer_ips),
+            cluster: class(&port.cluster),
+            local: class(&port.local),
+            all,
+        })
+    }
+
+    /// Whether the port is reached from outside at all.
+    pub fn has_external(&self) -> bool {
+        self.port.service.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.lb_ips.is_empty()
+    }
+
+    /// The endpoints cluster IP traffic uses.
+    pub fn internal(&self) -> &[(usize, &'a Endpoint)] {
+        if self.port.service.internal_traffic_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// The endpoints external traffic from off the node uses.
+    pub fn external(&self) -> &[(usize, &'a Endpoint)] {
+        if self.port.service.external_traffic_local {
+            &self.local
+        } else {
+            &self.cluster
+        }
+    }
+
+    /// The chain cluster IP traffic jumps to.
+    pub fn internal_chain(&self) -> String {
+        if self.port.service.internal_traffic_local {
+            chain::local(self.name)
+        } else {
+            chain::service(self.name)
+        }
+    }
+
+    /// The source ranges of this family, when the port has LoadBalancer IPs in it.
+    pub fn source_ranges(&self, f: Family) -> Vec<ipnet::IpNet> {
+        if self.lb_ips.is_empty() {
+            return Vec::new();
+        }
+        let ranges = &self.port.service.load_balancer_source_ranges;
+        ranges
+            .iter()
+            .copied()
+            .filter(|c| f.holds(&c.addr()))
+            .collect()
+    }
+
+    /// What a packet meets when its class is empty: REJECT without any endpoint, DROP when
+    /// endpoints exist but none this traffic may use (traffic policy Local), as kube-proxy does.
+    pub fn unusable(&self) -> (&'static str, &'static str) {
+        if self.port.has_any_endpoints {
+            ("has no local endpoints", "DROP")
+        } else {
+            ("has no endpoints", "REJECT")
+        }
+    }
+}
+
+/// Whether node ports answer on 127.0.0.1 in family `f` (IPv4 with every local address, or
+/// with a loopback address given): the kernel then needs `route_localnet`, and the localnet
+/// firewall rule closes the hole it opens.
+pub fn localhost_node_ports(state: &ProxyState, f: Family) -> bool {
+    f == Family::V4
+        && state
+            .node_port_ips
+            .as_ref()
+            .is_none_or(|ips| ips.iter().any(|ip| ip.is_ipv4() && ip.is_loopback()))
+}
+
 /// Renders one sync for one IP family: the pure entry point of the iptables mode, where a
 /// Service becomes rules.
 pub fn render(
@@ -72,24 +180,30 @@ pub fn render(
         Scope::Partial { previous, .. } => previous.clone(),
     };
     if full {
-        static_chains(cfg, &mut nat, &mut filter);
+        static_chains(cfg, localhost_node_ports(state, f), &mut nat, &mut filter);
     }
-    filter.chain(chain::SERVICES);
-    let dispatch: Vec<String> = state
+    let views: BTreeMap<&ServicePortName, View<'_>> = state
         .ports
         .iter()
-        .filter_map(|(name, port)| dispatch_rule(name, port, f))
+        .filter_map(|(name, port)| View::new(name, port, f).map(|v| (name, v)))
         .collect();
-    if full || dispatch != programmed.dispatch {
+    dispatch::filter_rules(views.values(), f, &mut filter);
+    let rules = dispatch::services(views.values(), state, f);
+    if full || rules != programmed.dispatch {
         nat.chain(chain::SERVICES);
-        for r in &dispatch {
+        for r in &rules {
             nat.rule(r.clone());
         }
     }
-    programmed.dispatch = dispatch;
-    for (name, port) in &state.ports {
-        reject_rule(name, port, f, &mut filter);
+    programmed.dispatch = rules;
+    let rules = dispatch::node_ports(views.values());
+    if full || rules != programmed.nodeports {
+        nat.chain(chain::NODEPORTS);
+        for r in &rules {
+            nat.rule(r.clone());
+        }
     }
+    programmed.nodeports = rules;
     let write: Vec<&ServicePortName> = match scope {
         Scope::Full { .. } => state.ports.keys().collect(),
         Scope::Partial { diff, .. } => diff.changed.iter().collect(),
@@ -99,8 +213,11 @@ pub fn render(
             continue;
         };
         let sel = spread::or_equal(selections.get(name), port.endpoints.len());
-        let chains = service_chains(name, port, &sel, cfg, f, &mut nat);
-        programmed.chains.insert(name.clone(), chains);
+        let written = match views.get(name) {
+            Some(v) => chains::port_chains(v, &sel, cfg, f, &mut nat),
+            None => Vec::new(),
+        };
+        programmed.chains.insert(name.clone(), written);
     }
     let stale = stale_chains(state, scope, &mut programmed);
     for c in &stale {
@@ -145,8 +262,9 @@ fn stale_chains(state: &ProxyState, scope: Scope<'_>, programmed: &mut Programme
     }
 }
 
-/// The chains and rules every sync relies on: masquerade marking and forwarding acceptance.
-fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
+/// The chains and rules every sync relies on: masquerade marking, forwarding acceptance and,
+/// with node ports on localhost, the localnet firewall.
+fn static_chains(cfg: &RenderConfig, localhost: bool, nat: &mut Table, filter: &mut Table) {
     let mark = format!("{:#x}/{:#x}", cfg.masquerade_mark, cfg.masquerade_mark);
     nat.chain(chain::POSTROUTING);
     nat.rule(format!(
@@ -183,229 +301,24 @@ fn static_chains(cfg: &RenderConfig, nat: &mut Table, filter: &mut Table) {
         "-A {} -m comment --comment \"wasp forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         chain::FORWARD
     ));
+    filter.chain(chain::FIREWALL);
+    if localhost {
+        // `route_localnet` lets 127.0.0.1 be routed; nothing from off the node may use it.
+        filter.rule(format!(
+            "-A {} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m comment --comment \"block incoming localnet connections\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+            chain::FIREWALL
+        ));
+    }
 }
 
 fn host(ip: &IpAddr) -> String {
     format!("{ip}/{}", Family::of(ip).host_prefix())
 }
 
-/// `-d VIP -p proto -m proto --dport P`, the match every per-VIP rule starts with.
-fn vip_match(ip: &IpAddr, port: &ServicePortState) -> String {
+/// `-d IP -p proto -m proto --dport P`, the match every per-address rule starts with.
+fn dest_match(ip: &IpAddr, port: &ServicePortState, dport: u16) -> String {
     let p = port.service.protocol.lower();
-    format!(
-        "-d {} -p {p} -m {p} --dport {}",
-        host(ip),
-        port.service.port
-    )
-}
-
-/// The nat dispatch rule: jump to the service chain. It is kept even with no endpoints (the
-/// chain is then empty and filter rejects), so endpoint changes never rewrite `WASP-SERVICES`.
-fn dispatch_rule(name: &ServicePortName, port: &ServicePortState, f: Family) -> Option<String> {
-    let ip = endpoints::vip(port, f)?;
-    Some(format!(
-        "-A {} -m comment --comment \"{name} cluster IP\" {} -j {}",
-        chain::SERVICES,
-        vip_match(&ip, port),
-        chain::service(name)
-    ))
-}
-
-/// REJECT when there is no endpoint; DROP when endpoints exist but none this traffic may use
-/// (traffic policy Local), as kube-proxy does.
-fn reject_rule(name: &ServicePortName, port: &ServicePortState, f: Family, filter: &mut Table) {
-    if !endpoints::of_family(port, f).is_empty() {
-        return;
-    }
-    let Some(ip) = endpoints::vip(port, f) else {
-        return;
-    };
-    let (why, verdict) = if port.has_any_endpoints {
-        ("has no local endpoints", "DROP")
-    } else {
-        ("has no endpoints", "REJECT")
-    };
-    filter.rule(format!(
-        "-A {} -m comment --comment \"{name} {why}\" {} -j {verdict}",
-        chain::SERVICES,
-        vip_match(&ip, port)
-    ));
-}
-
-/// Writes the service chain and its endpoint chains; returns their names.
-fn service_chains(
-    name: &ServicePortName,
-    port: &ServicePortState,
-    sel: &Selection,
-    cfg: &RenderConfig,
-    f: Family,
-    nat: &mut Table,
-) -> Vec<String> {
-    let svc = chain::service(name);
-    nat.chain(&svc);
-    let mut chains = vec![svc.clone()];
-    let Some(vip) = endpoints::vip(port, f) else {
-        return chains;
-    };
-    let eps = endpoints::of_family(port, f);
-    if eps.is_empty() {
-        return chains;
-    }
-    // HMARK overwrites the whole mark, so it must come before the masquerade mark is set.
-    let hashed = match sel {
-        Selection::Hashed { key, table } if hashed_realisable(cfg) => Some((*key, table)),
-        _ => None,
-    };
-    if let Some((key, table)) = hashed {
-        hmark_rule(name, &svc, key, table.len(), nat);
-    }
-    masquerade_rule(name, &vip, port, cfg, f, &svc, nat);
-    if let Some(timeout) = port.service.session_affinity_seconds {
-        for (_, e) in &eps {
-            let sep = chain::endpoint(name, e);
-            nat.rule(format!(
-                "-A {svc} -m comment --comment \"{name} -> {e}\" -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}"
-            ));
-        }
-    }
-    if let Some((_, table)) = hashed {
-        slot_rules(name, &svc, port, table, f, nat);
-    }
-    // Per-connection selections use their fallback weights; a hashed table that cannot be
-    // realised here uses its slot counts.
-    spread_rules(name, &svc, &eps, &sel.weights(port.endpoints.len()), nat);
-    for (_, e) in &eps {
-        let sep = chain::endpoint(name, e);
-        endpoint_chain(name, port, e, &sep, nat);
-        chains.push(sep);
-    }
-    chains
-}
-
-/// Traffic from outside the cluster CIDRs (or all, with masquerade-all) is marked.
-fn masquerade_rule(
-    name: &ServicePortName,
-    vip: &IpAddr,
-    port: &ServicePortState,
-    cfg: &RenderConfig,
-    f: Family,
-    svc: &str,
-    nat: &mut Table,
-) {
-    let m = vip_match(vip, port);
-    let comment = format!("-m comment --comment \"{name} cluster IP\"");
-    match masquerade::decision(cfg, f) {
-        Masquerade::All => nat.rule(format!("-A {svc} {comment} {m} -j {}", chain::MARK_MASQ)),
-        Masquerade::NotFrom(cidrs) => {
-            for cidr in cidrs {
-                nat.rule(format!(
-                    "-A {svc} {comment} {m} ! -s {cidr} -j {}",
-                    chain::MARK_MASQ
-                ));
-            }
-        }
-    }
-}
-
-/// The most slots a hashed table is realised with: one mark rule each.
-pub const HMARK_SLOTS: usize = 256;
-/// The mark bits the slot number is written to.
-const SLOT_MASK: u32 = 0xfff;
-
-/// Whether hashed tables can be realised: the slot bits must not overlap the masquerade mark.
-fn hashed_realisable(cfg: &RenderConfig) -> bool {
-    cfg.masquerade_mark & SLOT_MASK == 0
-}
-
-/// `HMARK` writes `hash(key) mod M + 1` into the packet mark (the slot).
-fn hmark_rule(name: &ServicePortName, svc: &str, key: HashKey, m: usize, nat: &mut Table) {
-    let tuple = match key {
-        HashKey::SourceIp => "src",
-        HashKey::SourceIpPort => "src,sport",
-        HashKey::FiveTuple => "src,dst,sport,dport,proto",
-    };
-    nat.rule(format!(
-        "-A {svc} -m comment --comment \"{name} hash\" -j HMARK --hmark-tuple {tuple} --hmark-mod {} --hmark-offset 1 --hmark-rnd {HASH_SEED:#x}",
-        m.min(HMARK_SLOTS)
-    ));
-}
-
-/// One rule per slot (the table sampled to at most [`HMARK_SLOTS`]): the slot's mark → the
-/// endpoint the table names. Slots naming an endpoint of the other family fall through to
-/// the weighted rules after them.
-fn slot_rules(
-    name: &ServicePortName,
-    svc: &str,
-    port: &ServicePortState,
-    table: &[u32],
-    f: Family,
-    nat: &mut Table,
-) {
-    for (s, original) in spread::sampled(table.len(), HMARK_SLOTS).enumerate() {
-        let Some(e) = table
-            .get(original)
-            .and_then(|&i| port.endpoints.get(i as usize))
-        else {
-            continue;
-        };
-        if !f.holds(&e.ip) {
-            continue;
-        }
-        nat.rule(format!(
-            "-A {svc} -m comment --comment \"{name} -> {e}\" -m mark --mark {:#x}/{SLOT_MASK:#x} -j {}",
-            s + 1,
-            chain::endpoint(name, e)
-        ));
-    }
-}
-
-/// A weighted pick with `statistic` (`core::spread::chances`); weight 0 means never.
-fn spread_rules(
-    name: &ServicePortName,
-    svc: &str,
-    eps: &[(usize, &Endpoint)],
-    weights: &[u32],
-    nat: &mut Table,
-) {
-    for c in chances(eps, weights) {
-        let (e, sep) = (c.endpoint, chain::endpoint(name, c.endpoint));
-        let comment = format!("-m comment --comment \"{name} -> {e}\"");
-        match c.odds {
-            None => nat.rule(format!("-A {svc} {comment} -j {sep}")),
-            Some((w, rest)) => {
-                let p = f64::from(w) / rest as f64;
-                nat.rule(format!(
-                    "-A {svc} {comment} -m statistic --mode random --probability {p:.10} -j {sep}"
-                ));
-            }
-        }
-    }
-}
-
-/// The endpoint chain: hairpin masquerade, then DNAT (recording affinity when it is on).
-fn endpoint_chain(
-    name: &ServicePortName,
-    port: &ServicePortState,
-    e: &Endpoint,
-    sep: &str,
-    nat: &mut Table,
-) {
-    nat.chain(sep);
-    let comment = format!("-m comment --comment \"{name}\"");
-    nat.rule(format!(
-        "-A {sep} {comment} -s {} -j {}",
-        host(&e.ip),
-        chain::MARK_MASQ
-    ));
-    let p = port.service.protocol.lower();
-    let affinity = if port.service.session_affinity_seconds.is_some() {
-        format!(" -m recent --name {sep} --set")
-    } else {
-        String::new()
-    };
-    nat.rule(format!(
-        "-A {sep} {comment} -p {p}{affinity} -m {p} -j DNAT --to-destination {e}"
-    ));
+    format!("-d {} -p {p} -m {p} --dport {dport}", host(ip))
 }
 
 /// One table's part of the restore input.

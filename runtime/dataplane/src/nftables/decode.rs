@@ -105,6 +105,7 @@ fn key_only(f: Family, e: &Elem) -> Elem {
             target: 0,
         },
         Elem::Hairpin(ip) => Elem::Hairpin(*ip),
+        Elem::Addr(ip) => Elem::Addr(*ip),
     }
 }
 
@@ -217,6 +218,8 @@ fn set(f: Family, a: &[Attr<'_>]) -> Result<Set, String> {
             .find(|p| typeof_userdata(f, *p) == udata.data)
             .ok_or("endpoints map of an unknown protocol")?;
         SetKind::Endpoints(proto)
+    } else if attr(a, 5)?.be32() == f.addr_len() {
+        SetKind::Addresses
     } else {
         SetKind::Hairpin
     };
@@ -251,6 +254,7 @@ fn elem(f: Family, kind: SetKind, e: &[Attr<'_>]) -> Result<Elem, String> {
     let data = e.iter().find(|x| x.ty == 2).map(|d| d.nested());
     match kind {
         SetKind::Hairpin => Ok(Elem::Hairpin(ip(f, k)?)),
+        SetKind::Addresses => Ok(Elem::Addr(ip(f, k)?)),
         SetKind::Dispatch => {
             let proto = match k.get(a) {
                 Some(6) => Protocol::Tcp,

@@ -202,6 +202,7 @@ fn set_attrs(w: &mut Writer, f: Family, s: &Set, id: u32) {
             Some((DATA_VERDICT, 0)),
         ),
         SetKind::Hairpin => (0, datatype::concat(&[addr_type, addr_type]), 2 * a, None),
+        SetKind::Addresses => (0, addr_type, a, None),
         SetKind::Endpoints(_) => (
             SET_MAP,
             datatype::concat(&[addr_type, datatype::INET_SERVICE, datatype::INTEGER]),
@@ -325,6 +326,7 @@ fn elem(w: &mut Writer, e: &Elem, values: bool) {
             key.extend(addr_bytes(ip));
             one(w, &key, None);
         }
+        Elem::Addr(ip) => one(w, &addr_bytes(ip), None),
         Elem::Slot {
             vip,
             port,

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use wasp_model::HashKey;
 
-use super::ops::{Family, Pick, Rule, proto_number};
+use ipnet::IpNet;
+
+use super::ops::{Action, Family, Match, Pick, Rule, proto_number};
 use super::wire::Writer;
 
 pub(super) const LIST_ELEM: u16 = 1;
@@ -31,6 +33,12 @@ pub(super) const CT_STATUS: u32 = 2;
 pub(super) const CT_STATE_NEW: u32 = 1 << 3;
 /// `IPS_DST_NAT` in `ct status`.
 pub(super) const CT_STATUS_DNAT: u32 = 1 << 5;
+/// `NFT_FIB_RESULT_ADDRTYPE`.
+pub(super) const FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `NFTA_FIB_F_SADDR`.
+pub(super) const FIB_F_SADDR: u32 = 1;
+/// `RTN_LOCAL`: an address of this host.
+pub(super) const RTN_LOCAL: u32 = 2;
 /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY`.
 pub(super) const NAT_RANDOM_FULLY: u32 = 0x10;
 
@@ -67,13 +75,16 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
             e.lookup(map, REG_1, Some(REG_VERDICT));
         }
         Rule::Reject => e.reject(),
-        Rule::MarkMasquerade { outside, mark } => {
-            if let Some(cidr) = outside {
-                e.saddr(REG_1);
-                let mask = addr_bytes(&cidr.netmask());
-                e.bitwise(REG_1, &mask, &vec![0; mask.len()]);
-                e.cmp(CMP_NEQ, REG_1, &addr_bytes(&cidr.network()));
+        Rule::Filter { when, action } => {
+            e.when(when);
+            match action {
+                Action::Return => e.verdict(verdict::RETURN, None),
+                Action::Drop => e.verdict(verdict::DROP, None),
+                Action::Reject => e.reject(),
             }
+        }
+        Rule::Mark { when, mark } => {
+            e.when(when);
             e.set_mark(!mark, *mark);
         }
         Rule::Hairpin(set) => {
@@ -94,26 +105,39 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
         }
         Rule::ClearMark(mark) => e.set_mark(u32::MAX, *mark),
         Rule::Masquerade => e.masq(),
-        Rule::Dnat { proto, pick, map } => {
+        Rule::Dnat {
+            when,
+            proto,
+            pick,
+            map,
+        } => {
             // The key `daddr . dport . slot` fills 32-bit registers from 0; the slot sits after
             // the port. A hash is computed first, from fields loaded at register 0, so even
             // an IPv6 5-tuple fits beside the key.
             let words = f.addr_len() / 4;
             let (port, slot) = (reg32(words), reg32(words + 1));
+            e.when(when);
             e.l4proto_is(proto_number(*proto));
-            if let Pick::Hash { key, modulus, seed } = *pick {
+            if let Pick::Hash {
+                key,
+                modulus,
+                seed,
+                offset,
+            } = *pick
+            {
                 let len = e.hash_fields(key);
-                e.hash(len, modulus, seed, slot);
+                e.hash(len, modulus, seed, offset, slot);
             }
             e.daddr(REG_1);
             e.payload(BASE_TRANSPORT, 2, 2, port);
-            if let Pick::Random { modulus } = *pick {
-                e.numgen(modulus, slot);
+            if let Pick::Random { modulus, offset } = *pick {
+                e.numgen(modulus, offset, slot);
             }
             e.lookup(map, REG_1, Some(REG_1));
             e.dnat(REG_1, port);
         }
         Rule::Sticky {
+            when,
             proto,
             chance,
             known,
@@ -121,13 +145,14 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
             addr,
             port,
         } => {
+            e.when(when);
             e.l4proto_is(proto_number(*proto));
             if *known {
                 e.saddr(REG_1);
                 e.lookup(set, REG_1, None);
             }
             if let Some((m, w)) = chance {
-                e.numgen(*m, REG_1);
+                e.numgen(*m, 0, REG_1);
                 e.hton(REG_1);
                 e.cmp(CMP_LT, REG_1, &w.to_be_bytes());
             }
@@ -154,6 +179,47 @@ struct Exprs<'a> {
 }
 
 impl Exprs<'_> {
+    /// A rule's condition, if it has one.
+    fn when(&mut self, when: &Option<Match>) {
+        match when {
+            None => {}
+            Some(Match::Saddr { cidr, not }) => {
+                self.saddr(REG_1);
+                self.in_cidr(cidr, *not);
+            }
+            Some(Match::Daddr(cidr)) => {
+                self.daddr(REG_1);
+                self.in_cidr(cidr, false);
+            }
+            Some(Match::DaddrIn(set)) => {
+                self.daddr(REG_1);
+                self.lookup(set, REG_1, None);
+            }
+            Some(Match::SaddrLocal) => {
+                self.expr("fib", |w| {
+                    w.u32(1, REG_1);
+                    w.u32(2, FIB_RESULT_ADDRTYPE);
+                    w.u32(3, FIB_F_SADDR);
+                });
+                self.cmp(CMP_EQ, REG_1, &RTN_LOCAL.to_ne_bytes());
+            }
+        }
+    }
+
+    /// The address loaded at register 1 is inside `cidr` (outside, with `not`). A host
+    /// address is compared whole, as nft writes it.
+    fn in_cidr(&mut self, cidr: &IpNet, not: bool) {
+        if cidr.prefix_len() < cidr.max_prefix_len() {
+            let mask = addr_bytes(&cidr.netmask());
+            self.bitwise(REG_1, &mask, &vec![0; mask.len()]);
+        }
+        self.cmp(
+            if not { CMP_NEQ } else { CMP_EQ },
+            REG_1,
+            &addr_bytes(&cidr.network()),
+        );
+    }
+
     /// One `NFTA_LIST_ELEM { NAME, DATA { ... } }`.
     fn expr(&mut self, name: &str, body: impl FnOnce(&mut Writer)) {
         self.w.nest(LIST_ELEM);
@@ -277,11 +343,14 @@ impl Exprs<'_> {
         });
     }
 
-    fn numgen(&mut self, modulus: u32, dreg: u32) {
+    fn numgen(&mut self, modulus: u32, offset: u32, dreg: u32) {
         self.expr("numgen", |w| {
             w.u32(1, dreg);
             w.u32(2, modulus);
             w.u32(3, 1);
+            if offset != 0 {
+                w.u32(4, offset);
+            }
         });
     }
 
@@ -308,13 +377,16 @@ impl Exprs<'_> {
         at * 4
     }
 
-    fn hash(&mut self, len: u32, modulus: u32, seed: u32, dreg: u32) {
+    fn hash(&mut self, len: u32, modulus: u32, seed: u32, offset: u32, dreg: u32) {
         self.expr("hash", |w| {
             w.u32(1, reg32(0));
             w.u32(2, dreg);
             w.u32(3, len);
             w.u32(4, modulus);
             w.u32(5, seed);
+            if offset != 0 {
+                w.u32(6, offset);
+            }
             w.u32(7, 0);
         });
     }

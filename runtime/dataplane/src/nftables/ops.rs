@@ -44,6 +44,8 @@ pub enum SetKind {
     /// `VIP . port . slot : address . port`: the slots of the service ports of one protocol
     /// (one of its shards).
     Endpoints(Protocol),
+    /// Plain addresses (the cluster IPs).
+    Addresses,
     /// Client addresses that stick to one endpoint for `timeout` seconds.
     Affinity {
         /// Seconds an entry lives after its last use.
@@ -92,6 +94,8 @@ pub enum Elem {
     },
     /// `ep . ep`: the hairpin pair of one endpoint address.
     Hairpin(IpAddr),
+    /// An address (the cluster IPs).
+    Addr(IpAddr),
     /// `VIP . port . slot : addr . port`: one slot of a service port's selection.
     Slot {
         /// The cluster IP.
@@ -107,15 +111,17 @@ pub enum Elem {
     },
 }
 
-/// How a DNAT rule picks the slot it looks up.
+/// How a DNAT rule picks the slot it looks up: a number in `offset .. offset + modulus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
-    /// `numgen random mod M`.
+    /// `numgen random mod M [offset O]`.
     Random {
         /// Slots.
         modulus: u32,
+        /// The first slot.
+        offset: u32,
     },
-    /// `jhash KEY mod M seed S`.
+    /// `jhash KEY mod M seed S [offset O]`.
     Hash {
         /// What is hashed.
         key: HashKey,
@@ -123,7 +129,38 @@ pub enum Pick {
         modulus: u32,
         /// The seed.
         seed: u32,
+        /// The first slot.
+        offset: u32,
     },
+}
+
+/// A condition a rule starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// `ip saddr CIDR`, or `ip saddr != CIDR` when `not`.
+    Saddr {
+        /// The CIDR.
+        cidr: IpNet,
+        /// The source is outside it.
+        not: bool,
+    },
+    /// `fib saddr type local`: the packet comes from this node.
+    SaddrLocal,
+    /// `ip daddr CIDR`.
+    Daddr(IpNet),
+    /// `ip daddr @SET`.
+    DaddrIn(&'static str),
+}
+
+/// What a filter rule does with what it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `return`: back to the chain that jumped here.
+    Return,
+    /// `drop`.
+    Drop,
+    /// `reject`.
+    Reject,
 }
 
 /// The rules wasp writes; each knows its nft text and its kernel expressions.
@@ -137,10 +174,17 @@ pub enum Rule {
     Dispatch(&'static str),
     /// `reject`.
     Reject,
-    /// `ip saddr != CIDR meta mark set meta mark | MARK`, or with no CIDR, for all traffic.
-    MarkMasquerade {
-        /// Traffic from outside this CIDR is marked; `None` marks all.
-        outside: Option<IpNet>,
+    /// `[WHEN] ACTION`.
+    Filter {
+        /// What the rule applies to; everything when `None`.
+        when: Option<Match>,
+        /// What it does.
+        action: Action,
+    },
+    /// `[WHEN] meta mark set meta mark | MARK`: ask for masquerade.
+    Mark {
+        /// What is marked; everything when `None`.
+        when: Option<Match>,
         /// The mark bit.
         mark: u32,
     },
@@ -152,8 +196,10 @@ pub enum Rule {
     ClearMark(u32),
     /// `masquerade fully-random`.
     Masquerade,
-    /// `meta l4proto P dnat ip to ip daddr . P dport . PICK map @MAP`.
+    /// `[WHEN] meta l4proto P dnat ip to ip daddr . P dport . PICK map @MAP`.
     Dnat {
+        /// What the rule applies to; everything when `None`.
+        when: Option<Match>,
         /// The protocol (NAT to a port needs it).
         proto: Protocol,
         /// How the slot is picked.
@@ -161,9 +207,11 @@ pub enum Rule {
         /// The endpoints map (a shard of the protocol's).
         map: String,
     },
-    /// A ClientIP-affinity rule: `meta l4proto P [ip saddr @SET | numgen random mod M < W]
-    /// update @SET { ip saddr } dnat ip to EP`.
+    /// A ClientIP-affinity rule: `[WHEN] meta l4proto P [ip saddr @SET | numgen random mod M
+    /// < W] update @SET { ip saddr } dnat ip to EP`.
     Sticky {
+        /// What the rule applies to; everything when `None`.
+        when: Option<Match>,
         /// The protocol.
         proto: Protocol,
         /// `Some((m, w))`: a fresh pick taken with probability w/m; `None`: the client is in

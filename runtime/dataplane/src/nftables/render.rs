@@ -37,13 +37,14 @@ use std::net::IpAddr;
 
 use wasp_model::{ServicePortName, StateDiff};
 
-pub use delta::{hairpin_ops, port_ops};
+pub use delta::{port_ops, shared_ops};
 pub use port::{PortObjects, port_objects};
-pub use table::{SHARDS, desired, names, static_ops, stray_set};
+pub use table::{SHARDS, desired, names, node_port_ips, static_ops, stray_set};
 
-use super::ops::{Family, Op, SetKind, Transaction};
+use super::ops::{Elem, Family, Op, Set, SetKind, Transaction};
 use crate::core::RenderConfig;
 use crate::mode::SyncRequest;
+use table::{cluster_ips, hairpin};
 
 /// The names of the chains and sets in wasp's tables, per family: what a full sync
 /// reconciles with.
@@ -64,10 +65,44 @@ pub struct Planned {
     pub full: bool,
     /// Per family: the ports whose objects change (`None`: removed).
     updates: BTreeMap<Family, Vec<(ServicePortName, Option<PortObjects>)>>,
-    /// Per family: hairpin reference-count changes.
-    hairpin: BTreeMap<Family, BTreeMap<IpAddr, i64>>,
+    /// Per family: the shared sets' reference-count changes.
+    shared: BTreeMap<Family, [BTreeMap<IpAddr, i64>; 2]>,
     /// The full state, for a full sync.
     replace: Option<BTreeMap<Family, Programmed>>,
+}
+
+/// How many ports need each element of a shared set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs(pub BTreeMap<IpAddr, usize>);
+
+impl Refs {
+    /// The elements `delta` adds (needed by no port before) and removes (by none after).
+    fn changes(&self, delta: &BTreeMap<IpAddr, i64>) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+        let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
+        for (ip, d) in delta {
+            let before = self.0.get(ip).copied().unwrap_or(0) as i64;
+            match (before, before + d) {
+                (0, n) if n > 0 => {
+                    added.insert(*ip);
+                }
+                (b, 0) if b > 0 => {
+                    removed.insert(*ip);
+                }
+                _ => {}
+            }
+        }
+        (added, removed)
+    }
+
+    fn apply(&mut self, delta: &BTreeMap<IpAddr, i64>) {
+        for (ip, d) in delta {
+            let c = self.0.entry(*ip).or_insert(0);
+            *c = (*c as i64 + d).max(0) as usize;
+            if *c == 0 {
+                self.0.remove(ip);
+            }
+        }
+    }
 }
 
 /// What is programmed in one family's table.
@@ -75,8 +110,19 @@ pub struct Planned {
 pub struct Programmed {
     /// Each service port's objects.
     pub ports: BTreeMap<ServicePortName, PortObjects>,
-    /// Each hairpin address, with the number of ports that use it.
-    pub hairpin: BTreeMap<IpAddr, usize>,
+    /// The shared sets: the hairpin pairs and the cluster IPs.
+    pub shared: [Refs; 2],
+}
+
+/// A shared set, what one port needs in it, and how an address becomes its element.
+type SharedSet = (Set, fn(&PortObjects) -> &BTreeSet<IpAddr>, fn(IpAddr) -> Elem);
+
+/// The sets several ports share elements of: each with what a port needs in it.
+fn shared_sets() -> [SharedSet; 2] {
+    [
+        (hairpin(), |p| &p.hairpin, Elem::Hairpin),
+        (cluster_ips(), |p| &p.cluster_ips, Elem::Addr),
+    ]
 }
 
 /// Renders one sync: a partial one against `programmed` when the request carries a diff and
@@ -104,19 +150,19 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
         let ports = desired(req.state, req.selections, cfg, f);
         let mut adds = Vec::new();
         static_ops(f, cfg, &mut adds);
-        let mut counts = BTreeMap::new();
+        let mut shared: [Refs; 2] = Default::default();
         for p in ports.values() {
             port_ops(f, None, Some(p), &mut adds);
-            for ip in &p.hairpin {
-                *counts.entry(*ip).or_insert(0) += 1;
+            for (i, (_, of, _)) in shared_sets().iter().enumerate() {
+                for ip in of(p) {
+                    *shared[i].0.entry(*ip).or_insert(0) += 1;
+                }
             }
         }
-        hairpin_ops(
-            f,
-            counts.keys().copied().collect(),
-            BTreeSet::new(),
-            &mut adds,
-        );
+        for (i, (set, _, elem)) in shared_sets().into_iter().enumerate() {
+            let all = shared[i].0.keys().copied().collect();
+            shared_ops(f, set, all, BTreeSet::new(), elem, &mut adds);
+        }
         // Elements last: binding a lookup to a map makes the kernel walk every element the
         // map holds, so rules added before the elements bind to empty maps.
         adds.sort_by_key(|(_, op)| matches!(op, Op::AddElements { .. }));
@@ -159,19 +205,13 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
             }
         }
         tx.extend(adds);
-        replace.insert(
-            f,
-            Programmed {
-                ports,
-                hairpin: counts,
-            },
-        );
+        replace.insert(f, Programmed { ports, shared });
     }
     Planned {
         tx,
         full: true,
         updates: BTreeMap::new(),
-        hairpin: BTreeMap::new(),
+        shared: BTreeMap::new(),
         replace: Some(replace),
     }
 }
@@ -184,47 +224,39 @@ fn partial(
 ) -> Planned {
     let mut tx = Vec::new();
     let mut updates = BTreeMap::new();
-    let mut hairpin = BTreeMap::new();
+    let mut shared = BTreeMap::new();
     let empty = Programmed::default();
+    let np = node_port_ips(req.state);
     for f in Family::ALL {
         let prog = programmed.get(&f).unwrap_or(&empty);
         let mut changed = Vec::new();
-        let mut delta: BTreeMap<IpAddr, i64> = BTreeMap::new();
+        let mut delta: [BTreeMap<IpAddr, i64>; 2] = Default::default();
         for name in diff.touched() {
-            let new = req
-                .state
-                .ports
-                .get(name)
-                .and_then(|port| port_objects(name, port, req.selections.get(name), cfg, f));
+            let new =
+                req.state.ports.get(name).and_then(|port| {
+                    port_objects(name, port, req.selections.get(name), cfg, f, &np)
+                });
             let old = prog.ports.get(name);
             if old == new.as_ref() {
                 continue;
             }
             port_ops(f, old, new.as_ref(), &mut tx);
-            for ip in old.into_iter().flat_map(|p| &p.hairpin) {
-                *delta.entry(*ip).or_insert(0) -= 1;
-            }
-            for ip in new.iter().flat_map(|p| &p.hairpin) {
-                *delta.entry(*ip).or_insert(0) += 1;
+            for (i, (_, of, _)) in shared_sets().iter().enumerate() {
+                for ip in old.into_iter().flat_map(*of) {
+                    *delta[i].entry(*ip).or_insert(0) -= 1;
+                }
+                for ip in new.iter().flat_map(*of) {
+                    *delta[i].entry(*ip).or_insert(0) += 1;
+                }
             }
             changed.push((name.clone(), new));
         }
-        let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
-        for (ip, d) in &delta {
-            let before = prog.hairpin.get(ip).copied().unwrap_or(0) as i64;
-            match (before, before + d) {
-                (0, n) if n > 0 => {
-                    added.insert(*ip);
-                }
-                (b, 0) if b > 0 => {
-                    removed.insert(*ip);
-                }
-                _ => {}
-            }
+        for (i, (set, _, elem)) in shared_sets().into_iter().enumerate() {
+            let (added, removed) = prog.shared[i].changes(&delta[i]);
+            shared_ops(f, set, added, removed, elem, &mut tx);
         }
-        hairpin_ops(f, added, removed, &mut tx);
         updates.insert(f, changed);
-        hairpin.insert(f, delta);
+        shared.insert(f, delta);
     }
     // Element deletions first: a port renamed in place (or moved to another namespace)
     // hands its VIP and port to a new name, and the kernel refuses a key that is added
@@ -234,7 +266,7 @@ fn partial(
         tx,
         full: false,
         updates,
-        hairpin,
+        shared,
         replace: None,
     }
 }
@@ -259,11 +291,9 @@ pub fn record(programmed: &mut Option<BTreeMap<Family, Programmed>>, planned: Pl
                 }
             }
         }
-        for (ip, d) in planned.hairpin.get(&f).into_iter().flatten() {
-            let c = prog.hairpin.entry(*ip).or_insert(0);
-            *c = (*c as i64 + d).max(0) as usize;
-            if *c == 0 {
-                prog.hairpin.remove(ip);
+        if let Some(deltas) = planned.shared.get(&f) {
+            for (refs, delta) in prog.shared.iter_mut().zip(deltas) {
+                refs.apply(delta);
             }
         }
     }

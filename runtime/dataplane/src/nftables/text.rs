@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use wasp_model::HashKey;
 
-use super::ops::{Elem, Family, Op, Pick, Rule, SetKind, TABLE, Verdict};
+use super::ops::{Action, Elem, Family, Match, Op, Pick, Rule, SetKind, TABLE, Verdict};
 
 fn noun(kind: SetKind) -> &'static str {
     if kind.is_map() { "map" } else { "set" }
@@ -80,6 +80,7 @@ fn set_spec(f: Family, kind: SetKind) -> String {
     match kind {
         SetKind::Dispatch => format!("type {a} . inet_proto . inet_service : verdict;"),
         SetKind::Hairpin => format!("type {a} . {a};"),
+        SetKind::Addresses => format!("type {a};"),
         SetKind::Endpoints(proto) => {
             let (ip, p) = (f.nft_name(), proto.lower());
             format!("typeof {ip} daddr . {p} dport . numgen random mod 2 : {ip} daddr . {p} dport;")
@@ -111,6 +112,7 @@ fn elems_text(out: &mut fmt::Formatter<'_>, elems: &[Elem], values: bool) -> fmt
                 }
             }
             Elem::Hairpin(ip) => write!(out, "{ip} . {ip}")?,
+            Elem::Addr(ip) => write!(out, "{ip}")?,
             Elem::Slot {
                 vip,
                 port,
@@ -140,11 +142,20 @@ impl fmt::Display for RuleText<'_> {
             Rule::JumpIfNew(c) => write!(out, "ct state new jump {c}"),
             Rule::Dispatch(m) => write!(out, "{ip} daddr . meta l4proto . th dport vmap @{m}"),
             Rule::Reject => out.write_str("reject"),
-            Rule::MarkMasquerade { outside, mark } => {
-                if let Some(cidr) = outside {
-                    write!(out, "{ip} saddr != {cidr} ")?;
-                }
-                write!(out, "meta mark set meta mark | {mark:#x}")
+            Rule::Filter { when, action } => {
+                write!(out, "{}", WhenText(f, when))?;
+                out.write_str(match action {
+                    Action::Return => "return",
+                    Action::Drop => "drop",
+                    Action::Reject => "reject",
+                })
+            }
+            Rule::Mark { when, mark } => {
+                write!(
+                    out,
+                    "{}meta mark set meta mark | {mark:#x}",
+                    WhenText(f, when)
+                )
             }
             Rule::Hairpin(set) => write!(
                 out,
@@ -153,23 +164,41 @@ impl fmt::Display for RuleText<'_> {
             Rule::ReturnUnmarked(mark) => write!(out, "meta mark & {mark:#x} == 0 return"),
             Rule::ClearMark(mark) => write!(out, "meta mark set meta mark ^ {mark:#x}"),
             Rule::Masquerade => out.write_str("masquerade fully-random"),
-            Rule::Dnat { proto, pick, map } => {
+            Rule::Dnat {
+                when,
+                proto,
+                pick,
+                map,
+            } => {
                 let p = proto.lower();
                 write!(
                     out,
-                    "meta l4proto {p} dnat {ip} to {ip} daddr . {p} dport . "
+                    "{}meta l4proto {p} dnat {ip} to {ip} daddr . {p} dport . ",
+                    WhenText(f, when)
                 )?;
-                match pick {
-                    Pick::Random { modulus } => write!(out, "numgen random mod {modulus}")?,
-                    Pick::Hash { key, modulus, seed } => write!(
-                        out,
-                        "jhash {} mod {modulus} seed {seed:#x}",
-                        hash_fields(f, *key, p)
-                    )?,
+                let offset = match pick {
+                    Pick::Random { modulus, offset } => {
+                        write!(out, "numgen random mod {modulus}")?;
+                        offset
+                    }
+                    Pick::Hash {
+                        key,
+                        modulus,
+                        seed,
+                        offset,
+                    } => {
+                        let fields = hash_fields(f, *key, p);
+                        write!(out, "jhash {fields} mod {modulus} seed {seed:#x}")?;
+                        offset
+                    }
+                };
+                if *offset != 0 {
+                    write!(out, " offset {offset}")?;
                 }
                 write!(out, " map @{map}")
             }
             Rule::Sticky {
+                when,
                 proto,
                 chance,
                 known,
@@ -177,7 +206,7 @@ impl fmt::Display for RuleText<'_> {
                 addr,
                 port,
             } => {
-                write!(out, "meta l4proto {} ", proto.lower())?;
+                write!(out, "{}meta l4proto {} ", WhenText(f, when), proto.lower())?;
                 if *known {
                     write!(out, "{ip} saddr @{set} ")?;
                 }
@@ -190,6 +219,40 @@ impl fmt::Display for RuleText<'_> {
                     IpAddr::V6(a) => write!(out, "[{a}]:{port}"),
                 }
             }
+        }
+    }
+}
+
+/// A rule's condition, with the blank that follows it (nothing for none).
+struct WhenText<'a>(Family, &'a Option<Match>);
+
+/// A CIDR as nft writes it: a host address without its prefix.
+struct CidrText<'a>(&'a ipnet::IpNet);
+
+impl fmt::Display for CidrText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(out, "{}", self.0.addr())
+        } else {
+            write!(out, "{}", self.0)
+        }
+    }
+}
+
+impl fmt::Display for WhenText<'_> {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = self.0.nft_name();
+        match self.1 {
+            None => Ok(()),
+            Some(Match::Saddr { cidr, not: true }) => {
+                write!(out, "{ip} saddr != {} ", CidrText(cidr))
+            }
+            Some(Match::Saddr { cidr, not: false }) => {
+                write!(out, "{ip} saddr {} ", CidrText(cidr))
+            }
+            Some(Match::SaddrLocal) => out.write_str("fib saddr type local "),
+            Some(Match::Daddr(cidr)) => write!(out, "{ip} daddr {} ", CidrText(cidr)),
+            Some(Match::DaddrIn(set)) => write!(out, "{ip} daddr @{set} "),
         }
     }
 }

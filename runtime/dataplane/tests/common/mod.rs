@@ -10,7 +10,7 @@ use wasp_dataplane::SyncRequest;
 use wasp_dataplane::nftables::{Existing, Nftables, Transaction};
 use wasp_model::{EqualWeights, HashKey, Planner, ProxyState, Selection, ServicePortName};
 use wasp_resolve::validate::ValidationConfig;
-use wasp_resolve::{Allocator, ObjectStore, ResolveConfig, resolve};
+use wasp_resolve::{Allocator, NodePortAddresses, ObjectStore, ResolveConfig, resolve};
 use wasp_source::parse_manifests;
 
 /// The case names under `tests/golden/`.
@@ -24,6 +24,8 @@ pub const CASES: &[&str] = &[
     "dual-stack",
     "sctp",
     "port-rename",
+    "external",
+    "external-all-local",
 ];
 
 fn state(path: &Path) -> ProxyState {
@@ -36,6 +38,16 @@ fn state(path: &Path) -> ProxyState {
     }
     let mut cfg = ResolveConfig::default();
     cfg.node.name = "node-a".into();
+    // Node ports on the node's primary addresses, or (`node-port-addresses` saying `all`)
+    // on every local address.
+    let all = path.with_file_name("node-port-addresses");
+    if std::fs::read_to_string(all).is_ok_and(|s| s.trim() == "all") {
+        cfg.node_port_addresses = NodePortAddresses::AllLocal;
+    }
+    cfg.node_ips = vec![
+        "10.250.0.1".parse().unwrap(),
+        "fd00:250::1".parse().unwrap(),
+    ];
     let (state, errors) = resolve(
         &store,
         &mut Allocator::new(vec!["10.96.0.0/12".parse().unwrap()]),
@@ -54,6 +66,10 @@ pub fn config() -> RenderConfig {
         ],
         masquerade_all: false,
         masquerade_mark: 0x2000,
+        service_cidrs: vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "fd00:96::/108".parse().unwrap(),
+        ],
     }
 }
 

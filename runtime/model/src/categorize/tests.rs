@@ -5,14 +5,10 @@ use crate::name::Protocol;
 
 fn svc(internal_local: bool, external_local: bool, node_port: bool) -> ServicePort {
     ServicePort {
-        cluster_ips: vec!["10.96.0.1".parse().unwrap()],
-        port: 80,
-        protocol: Protocol::Tcp,
         node_port: node_port.then_some(30080),
-        session_affinity_seconds: None,
         internal_traffic_local: internal_local,
         external_traffic_local: external_local,
-        balancer: None,
+        ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
     }
 }
 

@@ -5,15 +5,12 @@ use wasp_model::{BalancerRef, Endpoint, Protocol, ServicePort, ServicePortState}
 
 /// A port using `plugin` with `config`, over `endpoints`.
 pub fn port_with(plugin: &str, config: &str, endpoints: Vec<Endpoint>) -> ServicePortState {
-    ServicePortState {
-        has_any_endpoints: !endpoints.is_empty(),
-        service: ServicePort {
-            balancer: Some(BalancerRef {
-                name: plugin.into(),
-                config: config.into(),
-            }),
-            ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
-        },
-        endpoints,
-    }
+    let service = ServicePort {
+        balancer: Some(BalancerRef {
+            name: plugin.into(),
+            config: config.into(),
+        }),
+        ..ServicePort::new("10.96.0.1".parse().unwrap(), 80, Protocol::Tcp)
+    };
+    ServicePortState::new(service, endpoints)
 }

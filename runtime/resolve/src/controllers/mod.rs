@@ -8,21 +8,22 @@
 
 mod mirror;
 mod pods;
+mod service;
 mod slices;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use wasp_model::categorize::{NodeTopology, categorize};
+use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
+use wasp_model::service::{Endpoint, ServicePort};
+use wasp_model::state::{ProxyState, ServicePortState};
 
-use crate::allocate::{Allocator, Refusal, Request};
+use crate::allocate::Allocator;
 use crate::error::ConfigError;
 use crate::object::{ObjectStore, Stored};
-use wasp_model::categorize::{NodeTopology, categorize};
-use wasp_model::name::{NamespacedName, ObjectRef, Protocol, ServicePortName};
-use wasp_model::service::{BalancerRef, Endpoint, ServicePort};
-use wasp_model::state::{ProxyState, ServicePortState};
 
 /// The annotation that names a Service's balancer plugin.
 pub const BALANCER_ANNOTATION: &str = "wasp.dev/balancer";
@@ -37,6 +38,18 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// kube-proxy's default ClientIP affinity timeout.
 const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 
+/// Which addresses node ports answer on (kube-proxy's `nodePortAddresses`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Every local address, loopback included (the iptables mode's default).
+    AllLocal,
+    /// The node's primary addresses (the nftables mode's default, and `primary`).
+    #[default]
+    Primary,
+    /// The node's addresses inside these CIDRs.
+    Cidrs(Vec<IpNet>),
+}
+
 /// What resolution needs to know about this node and this proxy.
 #[derive(Debug, Clone, Default)]
 pub struct ResolveConfig {
@@ -45,6 +58,13 @@ pub struct ResolveConfig {
     /// Handle only Services labelled with this proxy name; when `None`, handle only unlabelled
     /// Services (kube-proxy's behaviour).
     pub service_proxy_name: Option<String>,
+    /// The node's primary addresses as configured (`--node-ip`, else the default route's);
+    /// the Node object's InternalIPs are used when this is empty.
+    pub node_ips: Vec<IpAddr>,
+    /// The host's addresses, for `nodePortAddresses` given as CIDRs.
+    pub host_addresses: Vec<IpAddr>,
+    /// Where node ports answer.
+    pub node_port_addresses: NodePortAddresses,
 }
 
 /// Resolves every stored Service into service ports; returns the state and the errors met.
@@ -59,11 +79,13 @@ pub fn resolve(
         .values()
         .filter(|s| proxied(&s.object, cfg))
         .collect();
-    let ips = allocate(alloc, &services);
+    let ips = service::allocate(alloc, &services);
+    let node_ports = service::node_ports(alloc, &services);
     let slices = slices::index(store);
     let pods = pods::index(store);
     let mut state = ProxyState {
         node: node.clone(),
+        node_port_ips: node_port_ips(store, cfg),
         ..ProxyState::default()
     };
     let mut errors = Vec::new();
@@ -72,20 +94,28 @@ pub fn resolve(
         let cluster_ips = match &ips[&name] {
             Ok(ips) => ips.clone(),
             Err(r) => {
-                errors.push(refusal_error(svc, r));
+                errors.push(service::refusal_error(svc, r));
                 continue;
             }
         };
         let Some(spec) = &svc.object.spec else {
             continue;
         };
-        for p in spec.ports.iter().flatten() {
+        for (i, p) in spec.ports.iter().flatten().enumerate() {
             let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
                 continue;
             };
+            let ports = match service::port_of(svc, i, p, &node_ports) {
+                Ok(ports) => ports,
+                Err(e) => {
+                    errors.push(*e);
+                    continue;
+                }
+            };
             let spn =
                 ServicePortName::new(name.clone(), p.name.clone().unwrap_or_default(), protocol);
-            let service = service_port(&svc.object, p, protocol, cluster_ips.clone());
+            let service =
+                service::service_port(&svc.object, p, protocol, cluster_ips.clone(), ports);
             let mut eps = Vec::new();
             slices::endpoints(&slices, &spn, &node, &mut eps);
             if spec.selector.is_some() {
@@ -95,23 +125,58 @@ pub fn resolve(
             }
             eps.retain(|e| cluster_ips.iter().any(|ip| ip.is_ipv4() == e.ip.is_ipv4()));
             eps.sort_by_key(|e| (e.ip, e.port));
-            let cat = categorize(&eps, &service, &node);
-            let endpoints = if service.internal_traffic_local {
-                cat.local
-            } else {
-                cat.cluster
-            };
-            state.ports.insert(
-                spn,
-                ServicePortState {
-                    service,
-                    endpoints,
-                    has_any_endpoints: cat.has_any,
-                },
-            );
+            state.ports.insert(spn, port_state(service, &eps, &node));
         }
     }
     (state, errors)
+}
+
+/// A port's endpoints after kube-proxy's categorisation: every reachable one, and which of
+/// them cluster-policy and local-policy traffic may use.
+fn port_state(service: ServicePort, eps: &[Endpoint], node: &NodeTopology) -> ServicePortState {
+    let cat = categorize(eps, &service, node);
+    let endpoints = cat.all_reachable;
+    let at: std::collections::HashMap<&Endpoint, usize> =
+        endpoints.iter().enumerate().map(|(i, e)| (e, i)).collect();
+    let index = |set: &[Endpoint]| -> Vec<usize> {
+        set.iter().filter_map(|e| at.get(e).copied()).collect()
+    };
+    let (cluster, local) = (index(&cat.cluster), index(&cat.local));
+    drop(at);
+    ServicePortState {
+        cluster,
+        local,
+        has_any_endpoints: cat.has_any,
+        service,
+        endpoints,
+    }
+}
+
+/// The addresses node ports answer on: every local one, the node's primary addresses (as
+/// configured, else its Node object's InternalIPs), or its addresses inside the CIDRs.
+fn node_port_ips(store: &ObjectStore, cfg: &ResolveConfig) -> Option<Vec<IpAddr>> {
+    match &cfg.node_port_addresses {
+        NodePortAddresses::AllLocal => None,
+        NodePortAddresses::Primary if !cfg.node_ips.is_empty() => Some(cfg.node_ips.clone()),
+        NodePortAddresses::Primary => Some(
+            store
+                .nodes
+                .get(&NamespacedName::new("", cfg.node.name.clone()))
+                .and_then(|n| n.object.status.as_ref()?.addresses.clone())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect(),
+        ),
+        NodePortAddresses::Cidrs(cidrs) => Some(
+            cfg.host_addresses
+                .iter()
+                .copied()
+                .filter(|ip| cidrs.iter().any(|c| c.contains(ip)))
+                .collect(),
+        ),
+    }
 }
 
 /// kube-proxy skips headless and ExternalName Services, and those handed to another proxy.
@@ -147,128 +212,22 @@ pub fn node_topology(store: &ObjectStore, cfg: &ResolveConfig) -> NodeTopology {
     node
 }
 
-fn allocate(
-    alloc: &mut Allocator,
-    services: &[&Stored<Service>],
-) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
-    let requests: Vec<Request> = services
-        .iter()
-        .map(|s| {
-            let spec = s.object.spec.as_ref();
-            let mut explicit: Vec<IpAddr> = spec
-                .and_then(|s| s.cluster_ips.clone())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if explicit.is_empty()
-                && let Some(ip) = spec.and_then(|s| s.cluster_ip.as_deref()?.parse().ok())
-            {
-                explicit.push(ip);
-            }
-            let families = if explicit.is_empty() {
-                wanted_families(alloc, s)
-            } else {
-                vec![]
-            };
-            Request {
-                name: key(&s.object),
-                explicit,
-                families,
-                created: s
-                    .object
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_nanosecond()),
-            }
-        })
-        .collect();
-    alloc.assign(&requests)
-}
-
-/// The families a Service without explicit addresses needs, from ipFamilies and its policy.
-fn wanted_families(alloc: &Allocator, s: &Stored<Service>) -> Vec<bool> {
-    let spec = s.object.spec.as_ref();
-    let mut fams: Vec<bool> = spec
-        .and_then(|s| s.ip_families.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|f| f == "IPv4")
-        .collect();
-    if fams.is_empty() {
-        fams.push(alloc.primary_ipv4());
-    }
-    let dual = matches!(
-        spec.and_then(|s| s.ip_family_policy.as_deref()),
-        Some("PreferDualStack" | "RequireDualStack")
-    );
-    if dual && fams.len() == 1 && alloc.has_family(!fams[0]) {
-        fams.push(!fams[0]);
-    }
-    fams
-}
-
-fn refusal_error(svc: &Stored<Service>, r: &Refusal) -> ConfigError {
-    let object = ObjectRef {
-        kind: "Service".into(),
-        name: key(&svc.object),
+/// Whether load balancers may send this node traffic: not when its Node object is being
+/// deleted or tainted for deletion by the cluster autoscaler (kube-proxy's `nodeEligible`).
+/// A node without a Node object (static mode) is eligible.
+pub fn node_eligible(store: &ObjectStore, node: &str) -> bool {
+    let Some(n) = store.nodes.get(&NamespacedName::new("", node)) else {
+        return true;
     };
-    let message = match r {
-        Refusal::Taken { ip, holder } => {
-            format!(
-                "Invalid value: \"{ip}\": provided IP is already allocated (to Service {holder})"
-            )
-        }
-        Refusal::Exhausted { ipv4 } => format!(
-            "Internal error: no free {} address in the service CIDR",
-            if *ipv4 { "IPv4" } else { "IPv6" }
-        ),
-    };
-    ConfigError::field(&svc.origin, &object, "spec.clusterIP", message)
-}
-
-fn service_port(
-    svc: &Service,
-    p: &K8sServicePort,
-    protocol: Protocol,
-    cluster_ips: Vec<IpAddr>,
-) -> ServicePort {
-    let spec = svc.spec.as_ref();
-    let annotation = |k: &str| {
-        svc.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .cloned()
-    };
-    let affinity = spec
-        .filter(|s| s.session_affinity.as_deref() == Some("ClientIP"))
-        .map(|s| {
-            s.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref()?.timeout_seconds)
-                .and_then(|t| u32::try_from(t).ok())
-                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
-        });
-    ServicePort {
-        cluster_ips,
-        port: u16::try_from(p.port).unwrap_or_default(),
-        protocol,
-        node_port: p
-            .node_port
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|&n| n != 0),
-        session_affinity_seconds: affinity,
-        internal_traffic_local: spec.and_then(|s| s.internal_traffic_policy.as_deref())
-            == Some("Local"),
-        external_traffic_local: spec.and_then(|s| s.external_traffic_policy.as_deref())
-            == Some("Local"),
-        balancer: annotation(BALANCER_ANNOTATION).map(|name| BalancerRef {
-            name,
-            config: annotation(BALANCER_CONFIG_ANNOTATION).unwrap_or_default(),
-        }),
-    }
+    let n = &n.object;
+    let tainted = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| t.key == "ToBeDeletedByClusterAutoscaler");
+    n.metadata.deletion_timestamp.is_none() && !tainted
 }
 
 /// The target port of a service port: a number, or a name to resolve against pods.

@@ -4,6 +4,7 @@ use super::*;
 use crate::error::Origin;
 use crate::object::Object;
 use crate::validate::ValidationConfig;
+use wasp_model::service::BalancerRef;
 
 fn store(yaml: &str) -> ObjectStore {
     let mut store = ObjectStore::new(ValidationConfig {
@@ -30,7 +31,7 @@ fn run(yaml: &str) -> (ProxyState, Vec<ConfigError>) {
             name: "node-a".into(),
             zone: None,
         },
-        service_proxy_name: None,
+        ..ResolveConfig::default()
     };
     resolve(
         &store(yaml),
@@ -436,5 +437,150 @@ subsets: [{addresses: [{ip: 10.244.4.1, nodeName: node-a}, {ip: 10.244.4.2, node
         eps(&state, &spn("sticky", "", Protocol::Tcp)),
         ["10.244.4.1:80"],
         "internal traffic policy Local"
+    );
+}
+
+const EXTERNAL: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: lb}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.90
+  externalTrafficPolicy: Local
+  externalIPs: [192.0.2.5]
+  loadBalancerSourceRanges: [203.0.113.0/24]
+  ports: [{name: http, port: 80}, {name: dns, port: 53, protocol: UDP}]
+status: {loadBalancer: {ingress: [{ip: 192.0.2.10}, {ip: 192.0.2.11, ipMode: Proxy}]}}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: lb}
+subsets:
+- addresses: [{ip: 10.244.9.1, nodeName: node-a}, {ip: 10.244.9.2, nodeName: node-b}]
+  ports: [{name: http, port: 80}, {name: dns, port: 53, protocol: UDP}]
+"#;
+
+#[test]
+fn node_ports_are_allocated_stably_and_health_check_ports_only_for_local_load_balancers() {
+    let (state, errors) = run(EXTERNAL);
+    assert!(errors.is_empty(), "{errors:?}");
+    let http = &state.ports[&spn("lb", "http", Protocol::Tcp)].service;
+    let dns = &state.ports[&spn("lb", "dns", Protocol::Udp)].service;
+    let range = 30000..=32767;
+    let (np, hc) = (
+        http.node_port.unwrap(),
+        http.health_check_node_port.unwrap(),
+    );
+    assert!(range.contains(&np) && range.contains(&hc) && np != hc);
+    assert_ne!(dns.node_port, Some(np), "each port its own node port");
+    assert_eq!(dns.health_check_node_port, Some(hc), "one per Service");
+    // The same ports from a fresh allocator: a restart moves nothing.
+    let (again, _) = run(EXTERNAL);
+    assert_eq!(
+        again.ports[&spn("lb", "http", Protocol::Tcp)].service,
+        *http
+    );
+    // A Cluster-policy NodePort has no health check port.
+    let (state, _) = run(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: np}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 30080}]}",
+    );
+    let s = &state.ports[&spn("np", "", Protocol::Tcp)].service;
+    assert_eq!((s.node_port, s.health_check_node_port), (Some(30080), None));
+}
+
+#[test]
+fn a_node_port_used_twice_is_an_error_naming_both_services() {
+    let (state, errors) = run(r#"
+apiVersion: v1
+kind: Service
+metadata: {name: first, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {type: NodePort, ports: [{port: 80, nodePort: 30080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: second, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec: {type: NodePort, ports: [{port: 81, nodePort: 30080}]}
+"#);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("Service default/second: spec.ports[0].nodePort")
+            && e.contains("already allocated (to Service default/first)"),
+        "{e}"
+    );
+    assert!(state.ports.contains_key(&spn("first", "", Protocol::Tcp)));
+    assert!(!state.ports.contains_key(&spn("second", "", Protocol::Tcp)));
+}
+
+#[test]
+fn external_addresses_skip_proxy_mode_ingress_and_local_policy_splits_the_endpoints() {
+    let (state, _) = run(EXTERNAL);
+    let p = &state.ports[&spn("lb", "http", Protocol::Tcp)];
+    assert_eq!(
+        p.service.external_ips,
+        ["192.0.2.5".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        p.service.load_balancer_ips,
+        ["192.0.2.10".parse::<IpAddr>().unwrap()],
+        "ipMode Proxy is not captured"
+    );
+    assert_eq!(
+        p.service.load_balancer_source_ranges,
+        ["203.0.113.0/24".parse::<IpNet>().unwrap()]
+    );
+    assert!(p.service.external_traffic_local);
+    let of = |idx: &[usize]| -> Vec<String> {
+        idx.iter().map(|&i| p.endpoints[i].to_string()).collect()
+    };
+    assert_eq!(of(p.internal()), ["10.244.9.1:80", "10.244.9.2:80"]);
+    assert_eq!(of(p.external()), ["10.244.9.1:80"], "only node-a's");
+}
+
+#[test]
+fn node_port_addresses_come_from_the_config_the_node_or_the_cidrs() {
+    let node = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 10.250.0.7}, {type: Hostname, address: node-a}]}
+"#;
+    let with = |a: NodePortAddresses, ips: &[&str]| {
+        let cfg = ResolveConfig {
+            node: NodeTopology {
+                name: "node-a".into(),
+                zone: None,
+            },
+            node_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            host_addresses: ["127.0.0.1", "10.250.0.7", "192.168.1.4"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect(),
+            node_port_addresses: a,
+            ..ResolveConfig::default()
+        };
+        resolve(&store(node), &mut Allocator::new(vec![]), &cfg)
+            .0
+            .node_port_ips
+            .map(|v| v.iter().map(IpAddr::to_string).collect::<Vec<_>>())
+    };
+    assert_eq!(with(NodePortAddresses::AllLocal, &[]), None);
+    assert_eq!(
+        with(NodePortAddresses::Primary, &[]),
+        Some(vec!["10.250.0.7".into()]),
+        "the Node's InternalIP"
+    );
+    assert_eq!(
+        with(NodePortAddresses::Primary, &["10.250.0.9"]),
+        Some(vec!["10.250.0.9".into()]),
+        "--node-ip wins"
+    );
+    assert_eq!(
+        with(
+            NodePortAddresses::Cidrs(vec!["192.168.0.0/16".parse().unwrap()]),
+            &[]
+        ),
+        Some(vec!["192.168.1.4".into()])
     );
 }

@@ -104,6 +104,34 @@ fn service_rejections() {
             "metadata: {name: web}\nspec: {internalTrafficPolicy: Nearby, ports: [{port: 80}]}",
             "spec.internalTrafficPolicy",
         ),
+        (
+            "metadata: {name: web}\nspec: {externalTrafficPolicy: Local, ports: [{port: 80}]}",
+            "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set",
+        ),
+        (
+            "metadata: {name: web}\nspec: {type: NodePort, externalTrafficPolicy: Local, healthCheckNodePort: 30100, ports: [{port: 80}]}",
+            "spec.healthCheckNodePort: Invalid value: may only be set",
+        ),
+        (
+            "metadata: {name: web}\nspec: {type: NodePort, ports: [{port: 80, nodePort: 70000}]}",
+            "spec.ports[0].nodePort",
+        ),
+        (
+            "metadata: {name: web}\nspec: {externalIPs: [192.0.2.300], ports: [{port: 80}]}",
+            "spec.externalIPs[0]: Invalid value",
+        ),
+        (
+            "metadata: {name: web}\nspec: {type: NodePort, loadBalancerSourceRanges: [10.0.0.0/8], ports: [{port: 80}]}",
+            "spec.loadBalancerSourceRanges: Forbidden",
+        ),
+        (
+            "metadata: {name: web}\nspec: {type: LoadBalancer, loadBalancerSourceRanges: [10.0.0.0/33], ports: [{port: 80}]}",
+            "spec.loadBalancerSourceRanges[0]: Invalid value",
+        ),
+        (
+            "metadata: {name: web}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.10, ipMode: Tunnel}]}}",
+            "status.loadBalancer.ingress[0].ipMode: Unsupported value",
+        ),
     ];
     for (body, want) in cases {
         let e = check(&format!("kind: Service\n{body}"));
@@ -112,6 +140,14 @@ fn service_rejections() {
             "{body}: want {want}, got {e:?}"
         );
     }
+}
+
+#[test]
+fn external_traffic_fields_that_kube_apiserver_accepts_pass() {
+    let e = check(
+        "kind: Service\nmetadata: {name: web}\nspec: {type: LoadBalancer, externalTrafficPolicy: Local, healthCheckNodePort: 30100, externalIPs: [192.0.2.5], loadBalancerSourceRanges: [203.0.113.0/24], ports: [{port: 80, nodePort: 30080}]}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.10}, {ip: 192.0.2.11, ipMode: Proxy}]}}",
+    );
+    assert!(e.is_empty(), "{e:?}");
 }
 
 #[test]

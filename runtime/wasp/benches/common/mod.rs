@@ -18,6 +18,35 @@ pub fn vip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 10 + i)
 }
 
+/// The node port of service `i` (the model does not check the range).
+pub fn node_port(i: u32) -> u16 {
+    20000 + i as u16
+}
+
+/// The LoadBalancer IP of service `i` (in the benchmarking range 198.18.0.0/15).
+pub fn lb_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 10)) + i)
+}
+
+/// The node address node ports answer on in the benchmarks (the testbed's).
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+
+/// `s` with every Service a LoadBalancer: node port [`node_port`] on [`NODE_IP`], and
+/// LoadBalancer IP [`lb_ip`].
+pub fn with_external(mut s: ProxyState) -> ProxyState {
+    for p in s.ports.values_mut() {
+        // Service k is the one whose VIP is vip(k).
+        let IpAddr::V4(ip) = p.service.cluster_ips[0] else {
+            continue;
+        };
+        let k = u32::from(ip) - u32::from(vip(0));
+        p.service.node_port = Some(node_port(k));
+        p.service.load_balancer_ips = vec![IpAddr::V4(lb_ip(k))];
+    }
+    s.node_port_ips = Some(vec![IpAddr::V4(NODE_IP)]);
+    s
+}
+
 /// `n` TCP Services × 10 endpoints; `shift` moves one endpoint of service 0 (the one-endpoint
 /// change). `real` replaces the endpoints of the first and last service with that one.
 pub fn state(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>) -> ProxyState {
@@ -48,14 +77,7 @@ pub fn state_with(n: usize, shift: u32, real: Option<(Ipv4Addr, u16)>, first: u3
                 .collect(),
         };
         let service = ServicePort::new(IpAddr::V4(vip(i)), 80, Protocol::Tcp);
-        s.ports.insert(
-            name,
-            ServicePortState {
-                service,
-                endpoints: eps,
-                has_any_endpoints: true,
-            },
-        );
+        s.ports.insert(name, ServicePortState::new(service, eps));
     }
     s
 }

@@ -1,7 +1,8 @@
 //! Merging one section at a time: the flag, else the config file's field, else the default.
 //! Every error names the file and the field, or the flag.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use ipnet::IpNet;
 use wasp_dataplane::Mode;
 use wasp_dataplane::sysctl::ConntrackSettings;
+use wasp_resolve::NodePortAddresses;
 use wasp_source::Limits;
 
 use super::{Flags, LogFormat, SourceKind, hostname};
@@ -222,7 +224,7 @@ impl<'a> Merge<'a> {
                 self.f.healthz_bind_address,
                 &self.file.healthz_bind_address,
                 "healthzBindAddress",
-                "127.0.0.1:10256",
+                "0.0.0.0:10256",
             )?,
             addr(
                 self.f.metrics_bind_address,
@@ -231,6 +233,94 @@ impl<'a> Merge<'a> {
                 "127.0.0.1:10249",
             )?,
         ))
+    }
+
+    /// `--node-ip`, else `nodeIPs`.
+    pub(super) fn node_ips(&self) -> anyhow::Result<Vec<IpAddr>> {
+        if !self.f.node_ip.is_empty() {
+            return Ok(self.f.node_ip.clone());
+        }
+        let given = self.file.node_ips.clone().unwrap_or_default();
+        given
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.trim().parse().with_context(|| {
+                    format!(
+                        "{}: invalid IP address {s:?}",
+                        self.ctx(&format!("nodeIPs[{i}]"))
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `--nodeport-addresses`, else `nodePortAddresses`, else the mode's default: every local
+    /// address in the iptables mode (also for a CIDR of prefix 0, by address type), the
+    /// primary addresses in the nftables mode, as kube-proxy.
+    pub(super) fn node_port_addresses(&self, mode: Mode) -> anyhow::Result<NodePortAddresses> {
+        let (given, field) = if self.f.nodeport_addresses.is_empty() {
+            (
+                self.file.node_port_addresses.clone().unwrap_or_default(),
+                self.ctx("nodePortAddresses"),
+            )
+        } else {
+            (
+                self.f.nodeport_addresses.clone(),
+                "--nodeport-addresses".to_string(),
+            )
+        };
+        let given: Vec<&str> = given
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if given.is_empty() {
+            return Ok(match mode {
+                Mode::Iptables => NodePortAddresses::AllLocal,
+                _ => NodePortAddresses::Primary,
+            });
+        }
+        if given.contains(&"primary") {
+            if given.len() > 1 {
+                bail!("{field}: \"primary\" cannot be combined with CIDRs");
+            }
+            return Ok(NodePortAddresses::Primary);
+        }
+        let cidrs = given
+            .iter()
+            .map(|c| {
+                c.parse::<IpNet>().with_context(|| {
+                    format!("{field}: invalid value {c:?}: give CIDRs or \"primary\"")
+                })
+            })
+            .collect::<anyhow::Result<Vec<IpNet>>>()?;
+        if mode == Mode::Iptables && cidrs.iter().any(|c| c.prefix_len() == 0) {
+            return Ok(NodePortAddresses::AllLocal);
+        }
+        Ok(NodePortAddresses::Cidrs(cidrs))
+    }
+
+    /// `--service-node-port-range`, else `serviceNodePortRange`: `LO-HI`.
+    pub(super) fn node_port_range(&self) -> anyhow::Result<RangeInclusive<u16>> {
+        let (s, field) = match (
+            &self.f.service_node_port_range,
+            &self.file.service_node_port_range,
+        ) {
+            (Some(s), _) => (s.clone(), "--service-node-port-range".to_string()),
+            (None, Some(s)) => (s.clone(), self.ctx("serviceNodePortRange")),
+            (None, None) => return Ok(30000..=32767),
+        };
+        let bad = || anyhow::anyhow!("{field}: invalid range {s:?}: want LO-HI, as 30000-32767");
+        let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+        let (lo, hi): (u16, u16) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(lo..=hi)
     }
 
     pub(super) fn conntrack(&self) -> anyhow::Result<ConntrackSettings> {

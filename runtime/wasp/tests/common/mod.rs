@@ -49,6 +49,8 @@ pub struct Node {
     pub extra_args: Vec<String>,
     /// The source flags; `--config-dir <dir>/config` when empty.
     pub source_args: Vec<String>,
+    /// Pass the testbed's node addresses as `--node-ip` (else the daemon finds its own).
+    pub node_ip_args: bool,
 }
 
 impl Node {
@@ -73,6 +75,7 @@ impl Node {
             daemon: None,
             extra_args: vec![],
             source_args: vec![],
+            node_ip_args: true,
         }
     }
 
@@ -164,8 +167,13 @@ impl Node {
         } else {
             self.source_args.join(" ")
         };
+        let node_ips = if self.node_ip_args {
+            "--node-ip 10.250.0.1 --node-ip fd00:250::1"
+        } else {
+            ""
+        };
         let cmd = format!(
-            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
+            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a {node_ips} --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
             self.mode,
             self.backend,
             self.extra_args.join(" "),
@@ -308,6 +316,10 @@ impl Node {
 
     pub fn iptables_save(&self) -> String {
         self.save(&format!("iptables-{}-save", self.backend))
+    }
+
+    pub fn ip6tables_save(&self) -> String {
+        self.save(&format!("ip6tables-{}-save", self.backend))
     }
 
     pub fn iptables(&self, args: &[&str]) -> std::process::Output {

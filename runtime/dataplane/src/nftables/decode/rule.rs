@@ -5,33 +5,76 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::nftables::expr::{
-    BASE_NETWORK, BASE_TRANSPORT, CMP_EQ, CMP_LT, CMP_NEQ, CT_STATE, CT_STATUS, META_L4PROTO,
-    META_MARK,
+    BASE_NETWORK, BASE_TRANSPORT, CMP_EQ, CMP_LT, CMP_NEQ, CT_STATE, CT_STATUS, FIB_F_SADDR,
+    FIB_RESULT_ADDRTYPE, META_L4PROTO, META_MARK,
 };
+use crate::nftables::ops::{Action, Match};
 
 /// One kernel expression, as much of it as wasp writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expr {
-    Payload { base: u32, offset: u32, len: u32 },
-    MetaLoad { key: u32 },
-    MetaSet { key: u32 },
-    Cmp { op: u32, data: Vec<u8> },
-    Bitwise { mask: Vec<u8>, xor: Vec<u8> },
-    Ct { key: u32 },
-    Lookup { set: String, dreg: Option<u32> },
-    Verdict { code: u32, chain: Option<String> },
-    Immediate { data: Vec<u8> },
-    Numgen { modulus: u32 },
-    Hash { modulus: u32, seed: u32 },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
+    MetaLoad {
+        key: u32,
+    },
+    MetaSet {
+        key: u32,
+    },
+    Cmp {
+        op: u32,
+        data: Vec<u8>,
+    },
+    Bitwise {
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    Ct {
+        key: u32,
+    },
+    Lookup {
+        set: String,
+        dreg: Option<u32>,
+    },
+    Verdict {
+        code: u32,
+        chain: Option<String>,
+    },
+    Immediate {
+        data: Vec<u8>,
+    },
+    Numgen {
+        modulus: u32,
+        offset: u32,
+    },
+    Hash {
+        modulus: u32,
+        seed: u32,
+        offset: u32,
+    },
+    Fib {
+        result: u32,
+        flags: u32,
+    },
     Byteorder,
     Nat,
     Masq,
     Reject,
-    Dynset { set: String },
+    Dynset {
+        set: String,
+    },
 }
 
 fn u(a: &[Attr<'_>], ty: u16) -> Result<u32, String> {
     Ok(attr(a, ty)?.be32())
+}
+
+/// An attribute wasp writes only when it is not 0.
+fn opt(a: &[Attr<'_>], ty: u16) -> u32 {
+    a.iter().find(|x| x.ty == ty).map_or(0, Attr::be32)
 }
 
 fn data(a: &[Attr<'_>], ty: u16) -> Result<Vec<u8>, String> {
@@ -70,10 +113,18 @@ fn expr(e: &[Attr<'_>]) -> Result<Expr, String> {
             }
         }
         "immediate" => Expr::Immediate { data: data(&d, 2)? },
-        "numgen" => Expr::Numgen { modulus: u(&d, 2)? },
+        "numgen" => Expr::Numgen {
+            modulus: u(&d, 2)?,
+            offset: opt(&d, 4),
+        },
         "hash" => Expr::Hash {
             modulus: u(&d, 4)?,
             seed: u(&d, 5)?,
+            offset: opt(&d, 6),
+        },
+        "fib" => Expr::Fib {
+            result: u(&d, 2)?,
+            flags: u(&d, 3)?,
         },
         "byteorder" => Expr::Byteorder,
         "nat" => Expr::Nat,
@@ -88,17 +139,11 @@ fn expr(e: &[Attr<'_>]) -> Result<Expr, String> {
 
 /// The static chain and set names rules refer to.
 fn known(name: &str) -> Result<&'static str, String> {
-    [
-        names::SERVICES,
-        names::CHECK,
-        names::REJECT,
-        names::SERVICE_IPS,
-        names::NO_ENDPOINTS,
-        names::HAIRPIN,
-    ]
-    .into_iter()
-    .find(|n| *n == name)
-    .ok_or_else(|| format!("unknown name {name}"))
+    names::ALL
+        .iter()
+        .copied()
+        .find(|n| *n == name)
+        .ok_or_else(|| format!("unknown name {name}"))
 }
 
 /// A cursor over a rule's expressions.
@@ -147,6 +192,92 @@ fn mark(b: &[u8]) -> Result<u32, String> {
         .map_err(|_| "a mark of 4 bytes".to_string())
 }
 
+/// A CIDR from a compared address and its mask (none: a whole host address).
+fn cidr(f: Family, net: &[u8], mask: Option<&[u8]>) -> Result<IpNet, String> {
+    let prefix = mask.map_or(f.addr_len() * 8, |m| {
+        m.iter().map(|b| b.count_ones()).sum::<u32>()
+    });
+    IpNet::new(ip(f, net)?, prefix as u8).map_err(|e| e.to_string())
+}
+
+impl Cur {
+    /// The condition a rule starts with, if it has one (`expr::Exprs::when`).
+    fn when(&mut self, f: Family) -> Result<Option<Match>, String> {
+        let (saddr, daddr) = match f {
+            Family::V4 => (12, 16),
+            Family::V6 => (8, 24),
+        };
+        let rest = &self.e[self.at..];
+        let (m, used) = match rest {
+            [
+                Expr::Fib {
+                    result: FIB_RESULT_ADDRTYPE,
+                    flags: FIB_F_SADDR,
+                },
+                Expr::Cmp { op: CMP_EQ, .. },
+                ..,
+            ] => (Match::SaddrLocal, 2),
+            [
+                Expr::Payload {
+                    base: BASE_NETWORK,
+                    offset,
+                    ..
+                },
+                Expr::Lookup { set, dreg: None },
+                ..,
+            ] if *offset == daddr => (Match::DaddrIn(known(set)?), 2),
+            [
+                Expr::Payload {
+                    base: BASE_NETWORK,
+                    offset,
+                    ..
+                },
+                Expr::Bitwise { mask, .. },
+                Expr::Cmp { op, data },
+                ..,
+            ] if *op == CMP_EQ || *op == CMP_NEQ => (
+                self.addr_match(f, *offset == saddr, *offset == daddr, *op, data, Some(mask))?,
+                3,
+            ),
+            [
+                Expr::Payload {
+                    base: BASE_NETWORK,
+                    offset,
+                    ..
+                },
+                Expr::Cmp { op, data },
+                ..,
+            ] if (*op == CMP_EQ || *op == CMP_NEQ) && (*offset == saddr || *offset == daddr) => (
+                self.addr_match(f, *offset == saddr, *offset == daddr, *op, data, None)?,
+                2,
+            ),
+            _ => return Ok(None),
+        };
+        self.at += used;
+        Ok(Some(m))
+    }
+
+    fn addr_match(
+        &self,
+        f: Family,
+        src: bool,
+        dst: bool,
+        op: u32,
+        data: &[u8],
+        mask: Option<&[u8]>,
+    ) -> Result<Match, String> {
+        let cidr = cidr(f, data, mask)?;
+        match (src, dst, op) {
+            (true, _, _) => Ok(Match::Saddr {
+                cidr,
+                not: op == CMP_NEQ,
+            }),
+            (_, true, CMP_EQ) => Ok(Match::Daddr(cidr)),
+            _ => Err("an address comparison wasp does not write".into()),
+        }
+    }
+}
+
 /// The expressions of `NFTA_RULE_EXPRESSIONS` read back into the rule. Long: one arm per
 /// rule shape, in the order `expr::encode` writes them.
 pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
@@ -154,13 +285,14 @@ pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
         .iter()
         .map(|x| expr(&x.nested()))
         .collect::<Result<Vec<_>, _>>()?;
-    let r = match e.as_slice() {
+    // Rules without a condition of the form `when` reads.
+    let bare = match e.as_slice() {
         [
             Expr::Verdict {
                 code: verdict::JUMP,
                 chain: Some(c),
             },
-        ] => Rule::Jump(known(c)?),
+        ] => Some(Rule::Jump(known(c)?)),
         [
             Expr::Ct { key: CT_STATE },
             Expr::Bitwise { .. },
@@ -169,15 +301,15 @@ pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
                 code: verdict::JUMP,
                 chain: Some(c),
             },
-        ] => Rule::JumpIfNew(known(c)?),
+        ] => Some(Rule::JumpIfNew(known(c)?)),
         [
             Expr::Payload { .. },
             Expr::MetaLoad { key: META_L4PROTO },
             Expr::Payload { .. },
             Expr::Lookup { set, dreg: Some(0) },
-        ] => Rule::Dispatch(known(set)?),
-        [Expr::Reject] => Rule::Reject,
-        [Expr::Masq] => Rule::Masquerade,
+        ] => Some(Rule::Dispatch(known(set)?)),
+        [Expr::Reject] => Some(Rule::Reject),
+        [Expr::Masq] => Some(Rule::Masquerade),
         [
             Expr::Ct { key: CT_STATUS },
             Expr::Bitwise { .. },
@@ -186,7 +318,7 @@ pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
             Expr::Payload { .. },
             Expr::Lookup { set, dreg: None },
             Expr::Masq,
-        ] => Rule::Hairpin(known(set)?),
+        ] => Some(Rule::Hairpin(known(set)?)),
         [
             Expr::MetaLoad { key: META_MARK },
             Expr::Bitwise { mask, .. },
@@ -195,50 +327,57 @@ pub(super) fn rule(f: Family, list: &[Attr<'_>]) -> Result<Rule, String> {
                 code: verdict::RETURN,
                 ..
             },
-        ] => Rule::ReturnUnmarked(mark(mask)?),
+        ] => Some(Rule::ReturnUnmarked(mark(mask)?)),
         [
             Expr::MetaLoad { key: META_MARK },
             Expr::Bitwise { mask, xor },
             Expr::MetaSet { key: META_MARK },
-        ] if mark(mask)? == u32::MAX => Rule::ClearMark(mark(xor)?),
+        ] if mark(mask)? == u32::MAX => Some(Rule::ClearMark(mark(xor)?)),
+        _ => None,
+    };
+    if let Some(r) = bare {
+        return Ok(r);
+    }
+    let mut c = Cur { e, at: 0 };
+    let when = c.when(f)?;
+    let r = match &c.e[c.at..] {
         [
-            Expr::MetaLoad { key: META_MARK },
-            Expr::Bitwise { xor, .. },
-            Expr::MetaSet { key: META_MARK },
-        ] => Rule::MarkMasquerade {
-            outside: None,
-            mark: mark(xor)?,
+            Expr::Verdict {
+                code: verdict::RETURN,
+                chain: None,
+            },
+        ] => Rule::Filter {
+            when,
+            action: Action::Return,
         },
         [
-            Expr::Payload {
-                base: BASE_NETWORK, ..
+            Expr::Verdict {
+                code: verdict::DROP,
+                chain: None,
             },
-            Expr::Bitwise { mask, .. },
-            Expr::Cmp {
-                op: CMP_NEQ,
-                data: net,
-            },
+        ] => Rule::Filter {
+            when,
+            action: Action::Drop,
+        },
+        [Expr::Reject] => Rule::Filter {
+            when,
+            action: Action::Reject,
+        },
+        [
             Expr::MetaLoad { key: META_MARK },
             Expr::Bitwise { xor, .. },
             Expr::MetaSet { key: META_MARK },
-        ] => {
-            let (net, prefix) = (
-                ip(f, net)?,
-                mask.iter().map(|b| b.count_ones()).sum::<u32>(),
-            );
-            let cidr = IpNet::new(net, prefix as u8).map_err(|e| e.to_string())?;
-            Rule::MarkMasquerade {
-                outside: Some(cidr),
-                mark: mark(xor)?,
-            }
-        }
-        _ => return nat_rule(f, Cur { e, at: 0 }),
+        ] => Rule::Mark {
+            when,
+            mark: mark(xor)?,
+        },
+        _ => return nat_rule(f, when, c),
     };
     Ok(r)
 }
 
 /// The DNAT and affinity rules, which begin with a protocol match.
-fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
+fn nat_rule(f: Family, when: Option<Match>, mut c: Cur) -> Result<Rule, String> {
     let proto = c.proto()?;
     let (saddr, daddr) = match f {
         Family::V4 => (12, 16),
@@ -246,7 +385,7 @@ fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
     };
     if matches!(c.e.last(), Some(Expr::Nat)) && c.e.iter().any(|x| matches!(x, Expr::Dynset { .. }))
     {
-        return sticky(f, proto, c, saddr);
+        return sticky(f, when, proto, c, saddr);
     }
     // Dnat: [hash fields, hash] daddr dport [numgen] lookup nat.
     let mut fields = 0;
@@ -261,7 +400,11 @@ fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
         fields += 1;
     }
     let hash = match c.peek() {
-        Some(Expr::Hash { modulus, seed }) => {
+        Some(Expr::Hash {
+            modulus,
+            seed,
+            offset,
+        }) => {
             let key = match fields {
                 1 => HashKey::SourceIp,
                 2 => HashKey::SourceIpPort,
@@ -272,6 +415,7 @@ fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
                 key,
                 modulus: *modulus,
                 seed: *seed,
+                offset: *offset,
             };
             c.next()?;
             Some(pick)
@@ -291,7 +435,7 @@ fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
     let pick = match hash {
         Some(p) => p,
         None => match c.next()? {
-            Expr::Numgen { modulus } => Pick::Random { modulus },
+            Expr::Numgen { modulus, offset } => Pick::Random { modulus, offset },
             other => return Err(format!("a DNAT without a pick: {other:?}")),
         },
     };
@@ -301,10 +445,21 @@ fn nat_rule(f: Family, mut c: Cur) -> Result<Rule, String> {
     if !c.done() {
         return Err("expressions after the DNAT".into());
     }
-    Ok(Rule::Dnat { proto, pick, map })
+    Ok(Rule::Dnat {
+        when,
+        proto,
+        pick,
+        map,
+    })
 }
 
-fn sticky(f: Family, proto: Protocol, mut c: Cur, saddr: u32) -> Result<Rule, String> {
+fn sticky(
+    f: Family,
+    when: Option<Match>,
+    proto: Protocol,
+    mut c: Cur,
+    saddr: u32,
+) -> Result<Rule, String> {
     let mut known = false;
     if c.is_payload(BASE_NETWORK, saddr)
         && matches!(c.e.get(c.at + 1), Some(Expr::Lookup { dreg: None, .. }))
@@ -314,7 +469,7 @@ fn sticky(f: Family, proto: Protocol, mut c: Cur, saddr: u32) -> Result<Rule, St
         known = true;
     }
     let mut chance = None;
-    if let Some(Expr::Numgen { modulus }) = c.peek().cloned() {
+    if let Some(Expr::Numgen { modulus, .. }) = c.peek().cloned() {
         c.next()?;
         let (Expr::Byteorder, Expr::Cmp { op: CMP_LT, data }) = (c.next()?, c.next()?) else {
             return Err("a chance without its comparison".into());
@@ -336,6 +491,7 @@ fn sticky(f: Family, proto: Protocol, mut c: Cur, saddr: u32) -> Result<Rule, St
     };
     let addr: IpAddr = ip(f, &a)?;
     Ok(Rule::Sticky {
+        when,
         proto,
         chance,
         known,

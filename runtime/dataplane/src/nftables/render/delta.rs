@@ -1,12 +1,12 @@
-//! The operations that take one port, and the hairpin set, from what is programmed to what is
+//! The operations that take one port, and the shared sets, from what is programmed to what is
 //! wanted: element changes where the layout allows, rules only when they change.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::port::PortObjects;
-use super::table::{hairpin, no_endpoints, service_ips};
-use crate::nftables::ops::{Chain, Elem, Family, Op, Verdict};
+use super::table::{firewall_ips, no_endpoints, service_ips};
+use crate::nftables::ops::{Chain, Elem, Family, Op, Set};
 
 /// The operations that take one port from `old` to `new` (either may be absent).
 pub fn port_ops(
@@ -24,167 +24,146 @@ pub fn port_ops(
     }
 }
 
-fn goto(p: &PortObjects) -> Elem {
-    p.dispatch_elem(Verdict::Goto(p.chain.clone()))
+fn add_elements(op: &mut impl FnMut(Op), set: Set, elems: &[Elem]) {
+    if !elems.is_empty() {
+        op(Op::AddElements {
+            set,
+            elems: elems.to_vec(),
+        });
+    }
 }
 
-/// A new port: its chain, its map (declared: adding a set that exists changes nothing), its
-/// slots and rules, then its dispatch elements.
+fn delete_elements(op: &mut impl FnMut(Op), set: Set, elems: &[Elem]) {
+    if !elems.is_empty() {
+        op(Op::DeleteElements {
+            set,
+            elems: elems.to_vec(),
+        });
+    }
+}
+
+/// The port's element sets, each with the set it lives in.
+fn element_sets(p: &PortObjects) -> [(Set, &[Elem]); 3] {
+    [
+        (service_ips(), &p.dispatch),
+        (no_endpoints(), &p.unusable),
+        (firewall_ips(), &p.firewall),
+    ]
+}
+
+/// A new port: its chains, its map (declared: adding a set that exists changes nothing), its
+/// sets, slots and rules, then the elements that lead to it.
 fn add(n: &PortObjects, op: &mut impl FnMut(Op)) {
-    op(Op::AddChain(Chain {
-        name: n.chain.clone(),
-        hook: None,
-    }));
+    for (chain, _) in &n.chains {
+        op(Op::AddChain(Chain {
+            name: chain.clone(),
+            hook: None,
+        }));
+    }
     op(Op::AddSet(n.map_set()));
     for s in &n.affinity {
         op(Op::AddSet(s.clone()));
     }
-    if !n.slots.is_empty() {
-        op(Op::AddElements {
-            set: n.map_set(),
-            elems: n.slots.clone(),
-        });
+    add_elements(op, n.map_set(), &n.slots);
+    for (chain, rules) in &n.chains {
+        for r in rules {
+            op(Op::AddRule {
+                chain: chain.clone(),
+                rule: r.clone(),
+            });
+        }
     }
-    for r in &n.rules {
-        op(Op::AddRule {
-            chain: n.chain.clone(),
-            rule: r.clone(),
-        });
-    }
-    op(Op::AddElements {
-        set: service_ips(),
-        elems: vec![goto(n)],
-    });
-    if let Some(v) = &n.unusable {
-        op(Op::AddElements {
-            set: no_endpoints(),
-            elems: vec![n.dispatch_elem(v.clone())],
-        });
+    for (set, elems) in element_sets(n) {
+        add_elements(op, set, elems);
     }
 }
 
-/// A port that went away: its dispatch elements first, then its chain, slots and sets.
+/// A port that went away: the elements that lead to it first, then its chains, slots and
+/// sets.
 fn remove(o: &PortObjects, op: &mut impl FnMut(Op)) {
-    op(Op::DeleteElements {
-        set: service_ips(),
-        elems: vec![goto(o)],
-    });
-    if let Some(v) = &o.unusable {
-        op(Op::DeleteElements {
-            set: no_endpoints(),
-            elems: vec![o.dispatch_elem(v.clone())],
-        });
+    for (set, elems) in element_sets(o) {
+        delete_elements(op, set, elems);
     }
-    op(Op::FlushChain(o.chain.clone()));
-    op(Op::DeleteChain(o.chain.clone()));
-    if !o.slots.is_empty() {
-        op(Op::DeleteElements {
-            set: o.map_set(),
-            elems: o.slots.clone(),
-        });
+    for (chain, _) in &o.chains {
+        op(Op::FlushChain(chain.clone()));
+        op(Op::DeleteChain(chain.clone()));
     }
+    delete_elements(op, o.map_set(), &o.slots);
     for s in &o.affinity {
         op(Op::DeleteSet(s.clone()));
     }
 }
 
+/// Of two element lists, what to delete (gone, or now with another value) and what to add.
+fn element_changes(old: &[Elem], new: &[Elem]) -> (Vec<Elem>, Vec<Elem>) {
+    let (o, n): (BTreeSet<&Elem>, BTreeSet<&Elem>) = (old.iter().collect(), new.iter().collect());
+    let gone = old.iter().filter(|e| !n.contains(e)).cloned().collect();
+    let added = new.iter().filter(|e| !o.contains(e)).cloned().collect();
+    (gone, added)
+}
+
 /// A port that changed: only what differs. A slot whose endpoint changed is deleted and
-/// added again (elements only); the rules are rewritten only when they differ.
+/// added again (elements only); a chain's rules are rewritten only when they differ.
 fn change(o: &PortObjects, n: &PortObjects, op: &mut impl FnMut(Op)) {
-    let moved = o.vip != n.vip;
-    let unusable_changed = moved || o.unusable != n.unusable;
-    if unusable_changed && let Some(v) = &o.unusable {
-        op(Op::DeleteElements {
-            set: no_endpoints(),
-            elems: vec![o.dispatch_elem(v.clone())],
-        });
-    }
-    if moved {
-        op(Op::DeleteElements {
-            set: service_ips(),
-            elems: vec![goto(o)],
-        });
-    }
     for s in n.affinity.iter().filter(|s| !o.affinity.contains(s)) {
         op(Op::AddSet(s.clone()));
     }
-    if o.slots != n.slots {
-        slot_changes(o, n, op);
+    let old_chain = |name: &str| o.chains.iter().find(|(c, _)| c == name).map(|(_, r)| r);
+    for (chain, _) in n.chains.iter().filter(|(c, _)| old_chain(c).is_none()) {
+        op(Op::AddChain(Chain {
+            name: chain.clone(),
+            hook: None,
+        }));
     }
-    if o.rules != n.rules {
-        op(Op::FlushChain(n.chain.clone()));
-        for r in &n.rules {
+    if o.slots != n.slots {
+        let (gone, added) = element_changes(&o.slots, &n.slots);
+        delete_elements(op, o.map_set(), &gone);
+        add_elements(op, n.map_set(), &added);
+    }
+    for (chain, rules) in &n.chains {
+        match old_chain(chain) {
+            Some(old) if old == rules => continue,
+            Some(_) => op(Op::FlushChain(chain.clone())),
+            None => {}
+        }
+        for r in rules {
             op(Op::AddRule {
-                chain: n.chain.clone(),
+                chain: chain.clone(),
                 rule: r.clone(),
             });
         }
     }
+    for ((set, old), (_, new)) in element_sets(o).into_iter().zip(element_sets(n)) {
+        let (gone, added) = element_changes(old, new);
+        delete_elements(op, set.clone(), &gone);
+        add_elements(op, set, &added);
+    }
+    for (chain, _) in o
+        .chains
+        .iter()
+        .filter(|(c, _)| !n.chains.iter().any(|(x, _)| x == c))
+    {
+        op(Op::FlushChain(chain.clone()));
+        op(Op::DeleteChain(chain.clone()));
+    }
     for s in o.affinity.iter().filter(|s| !n.affinity.contains(s)) {
         op(Op::DeleteSet(s.clone()));
     }
-    if moved {
-        op(Op::AddElements {
-            set: service_ips(),
-            elems: vec![goto(n)],
-        });
-    }
-    if unusable_changed && let Some(v) = &n.unusable {
-        op(Op::AddElements {
-            set: no_endpoints(),
-            elems: vec![n.dispatch_elem(v.clone())],
-        });
-    }
 }
 
-/// Slots are in slot order, so they are compared position by position.
-fn slot_changes(o: &PortObjects, n: &PortObjects, op: &mut impl FnMut(Op)) {
-    let (mut gone, mut new) = (Vec::new(), Vec::new());
-    for i in 0..o.slots.len().max(n.slots.len()) {
-        let (a, b) = (o.slots.get(i), n.slots.get(i));
-        if a != b {
-            gone.extend(a.cloned());
-            new.extend(b.cloned());
-        }
-    }
-    if !gone.is_empty() {
-        op(Op::DeleteElements {
-            set: o.map_set(),
-            elems: gone,
-        });
-    }
-    if !new.is_empty() {
-        op(Op::AddElements {
-            set: n.map_set(),
-            elems: new,
-        });
-    }
-}
-
-/// The hairpin set's element changes.
-pub fn hairpin_ops(
+/// A shared set's element changes (the hairpin pairs, the cluster IPs): elements that no port
+/// needs any more go, new ones come.
+pub fn shared_ops(
     f: Family,
+    set: Set,
     added: BTreeSet<IpAddr>,
     removed: BTreeSet<IpAddr>,
+    elem: fn(IpAddr) -> Elem,
     tx: &mut Vec<(Family, Op)>,
 ) {
-    let set = hairpin();
-    if !removed.is_empty() {
-        tx.push((
-            f,
-            Op::DeleteElements {
-                set: set.clone(),
-                elems: removed.into_iter().map(Elem::Hairpin).collect(),
-            },
-        ));
-    }
-    if !added.is_empty() {
-        tx.push((
-            f,
-            Op::AddElements {
-                set,
-                elems: added.into_iter().map(Elem::Hairpin).collect(),
-            },
-        ));
-    }
+    let mut op = |o: Op| tx.push((f, o));
+    let removed: Vec<Elem> = removed.into_iter().map(elem).collect();
+    let added: Vec<Elem> = added.into_iter().map(elem).collect();
+    delete_elements(&mut op, set.clone(), &removed);
+    add_elements(&mut op, set, &added);
 }

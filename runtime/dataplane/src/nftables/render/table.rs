@@ -1,13 +1,21 @@
-//! What every family's table holds besides the ports: the hooks, the dispatch chain and maps,
-//! the reject and check chains, the hairpin set; and the names they are known by.
+//! What every family's table holds besides the ports, and the names they are known by.
+//!
+//! | chain | hook | what it does |
+//! |---|---|---|
+//! | `nat-prerouting`, `nat-output` → `services` | nat, dstnat (-100) | `daddr . l4proto . dport vmap @service-ips`: every cluster IP, external IP, LoadBalancer IP and node port address, one lookup |
+//! | `nat-postrouting` | nat, srcnat (100) | hairpin masquerade from `@hairpin`; masquerade what carries the mark |
+//! | `filter-prerouting`, `filter-output` → `firewall-check` | filter (-110), before DNAT | new connections to a LoadBalancer IP with source ranges go through its `fw-…` chain |
+//! | `filter-input`, `filter-forward`, `filter-output` → `service-endpoints-check` | filter (-110) | `@no-endpoint-services`: reject without endpoints, drop with none the traffic may use |
+//! | `filter-forward`, `filter-output-post-dnat` → `cluster-ips-check` | filter, after DNAT (-110 on forward, -90 on output) | what still goes to a cluster IP was not a Service port: reject; an unallocated address in a service CIDR: drop |
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use wasp_model::{ProxyState, Selection, ServicePortName};
 
 use super::port::{PortObjects, port_objects};
 use crate::core::RenderConfig;
-use crate::nftables::ops::{Chain, Family, Hook, Op, Rule, Set, SetKind};
+use crate::nftables::ops::{Action, Chain, Family, Hook, Match, Op, Rule, Set, SetKind};
 
 /// Endpoints maps per protocol and family.
 pub const SHARDS: u32 = 64;
@@ -16,33 +24,73 @@ pub const SHARDS: u32 = 64;
 pub mod names {
     /// The dispatch map.
     pub const SERVICE_IPS: &str = "service-ips";
-    /// VIPs without usable endpoints.
+    /// Addresses without usable endpoints.
     pub const NO_ENDPOINTS: &str = "no-endpoint-services";
+    /// LoadBalancer IPs with source ranges.
+    pub const FIREWALL_IPS: &str = "firewall-ips";
     /// Hairpin pairs.
     pub const HAIRPIN: &str = "hairpin";
+    /// Every cluster IP.
+    pub const CLUSTER_IPS: &str = "cluster-ips";
     /// The dispatch chain.
     pub const SERVICES: &str = "services";
     /// The filter check chain.
     pub const CHECK: &str = "service-endpoints-check";
+    /// The source-range check chain.
+    pub const FIREWALL_CHECK: &str = "firewall-check";
+    /// The chain for traffic to cluster IPs that no Service port took.
+    pub const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
     /// The chain that rejects.
     pub const REJECT: &str = "reject-chain";
+    /// Every static name a rule refers to.
+    pub const ALL: &[&str] = &[
+        SERVICE_IPS,
+        NO_ENDPOINTS,
+        FIREWALL_IPS,
+        HAIRPIN,
+        CLUSTER_IPS,
+        SERVICES,
+        CHECK,
+        FIREWALL_CHECK,
+        CLUSTER_IPS_CHECK,
+        REJECT,
+    ];
+}
+
+fn hook(kind: &'static str, hook: &'static str, priority: i32) -> Option<Hook> {
+    Some(Hook {
+        kind,
+        hook,
+        priority,
+    })
 }
 
 /// The sets, chains and rules every sync relies on.
 pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
     let mut op = |o: Op| tx.push((f, o));
-    for set in [service_ips(), no_endpoints(), hairpin()] {
+    for set in [
+        service_ips(),
+        no_endpoints(),
+        firewall_ips(),
+        hairpin(),
+        cluster_ips(),
+    ] {
         op(Op::AddSet(set));
     }
-
-    let hook = |kind, hook, priority| {
-        Some(Hook {
-            kind,
-            hook,
-            priority,
-        })
-    };
-    let chains: [(&str, Option<Hook>, Vec<Rule>); 8] = [
+    let mut unallocated: Vec<Rule> = vec![Rule::Filter {
+        when: Some(Match::DaddrIn(names::CLUSTER_IPS)),
+        action: Action::Reject,
+    }];
+    unallocated.extend(
+        cfg.service_cidrs
+            .iter()
+            .filter(|c| f.holds(&c.addr()))
+            .map(|c| Rule::Filter {
+                when: Some(Match::Daddr(*c)),
+                action: Action::Drop,
+            }),
+    );
+    let chains: [(&str, Option<Hook>, Vec<Rule>); 13] = [
         (
             names::SERVICES,
             None,
@@ -54,6 +102,12 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             None,
             vec![Rule::Dispatch(names::NO_ENDPOINTS)],
         ),
+        (
+            names::FIREWALL_CHECK,
+            None,
+            vec![Rule::Dispatch(names::FIREWALL_IPS)],
+        ),
+        (names::CLUSTER_IPS_CHECK, None, unallocated),
         (
             "nat-prerouting",
             hook("nat", "prerouting", -100),
@@ -75,14 +129,35 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             ],
         ),
         (
+            "filter-prerouting",
+            hook("filter", "prerouting", -110),
+            vec![Rule::JumpIfNew(names::FIREWALL_CHECK)],
+        ),
+        (
+            "filter-input",
+            hook("filter", "input", -110),
+            vec![Rule::JumpIfNew(names::CHECK)],
+        ),
+        (
             "filter-forward",
             hook("filter", "forward", -110),
-            vec![Rule::JumpIfNew(names::CHECK)],
+            vec![
+                Rule::JumpIfNew(names::CHECK),
+                Rule::JumpIfNew(names::CLUSTER_IPS_CHECK),
+            ],
         ),
         (
             "filter-output",
             hook("filter", "output", -110),
-            vec![Rule::JumpIfNew(names::CHECK)],
+            vec![
+                Rule::JumpIfNew(names::FIREWALL_CHECK),
+                Rule::JumpIfNew(names::CHECK),
+            ],
+        ),
+        (
+            "filter-output-post-dnat",
+            hook("filter", "output", -90),
+            vec![Rule::JumpIfNew(names::CLUSTER_IPS_CHECK)],
         ),
     ];
     for (name, hook, rules) in chains {
@@ -110,16 +185,25 @@ pub fn stray_set(name: &str) -> Set {
             _ => wasp_model::Protocol::Tcp,
         };
         SetKind::Endpoints(proto)
-    } else if name == names::SERVICE_IPS || name == names::NO_ENDPOINTS {
+    } else if [names::SERVICE_IPS, names::NO_ENDPOINTS, names::FIREWALL_IPS].contains(&name) {
         SetKind::Dispatch
     } else if name == names::HAIRPIN {
         SetKind::Hairpin
+    } else if name == names::CLUSTER_IPS {
+        SetKind::Addresses
     } else {
         SetKind::Affinity { timeout: 0 }
     };
     Set {
         name: name.into(),
         kind,
+    }
+}
+
+fn dispatch_map(name: &str) -> Set {
+    Set {
+        name: name.into(),
+        kind: SetKind::Dispatch,
     }
 }
 
@@ -130,18 +214,35 @@ pub(super) fn hairpin() -> Set {
     }
 }
 
-pub(super) fn service_ips() -> Set {
+pub(super) fn cluster_ips() -> Set {
     Set {
-        name: names::SERVICE_IPS.into(),
-        kind: SetKind::Dispatch,
+        name: names::CLUSTER_IPS.into(),
+        kind: SetKind::Addresses,
     }
 }
 
+pub(super) fn service_ips() -> Set {
+    dispatch_map(names::SERVICE_IPS)
+}
+
 pub(super) fn no_endpoints() -> Set {
-    Set {
-        name: names::NO_ENDPOINTS.into(),
-        kind: SetKind::Dispatch,
-    }
+    dispatch_map(names::NO_ENDPOINTS)
+}
+
+pub(super) fn firewall_ips() -> Set {
+    dispatch_map(names::FIREWALL_IPS)
+}
+
+/// The addresses node ports answer on in this mode: the given ones, never loopback (the
+/// nftables mode does not serve node ports on localhost, as kube-proxy's does not).
+pub fn node_port_ips(state: &ProxyState) -> Vec<IpAddr> {
+    state
+        .node_port_ips
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|ip| !ip.is_loopback())
+        .collect()
 }
 
 /// The desired objects of every port in one family.
@@ -151,11 +252,12 @@ pub fn desired(
     cfg: &RenderConfig,
     f: Family,
 ) -> BTreeMap<ServicePortName, PortObjects> {
+    let np = node_port_ips(state);
     state
         .ports
         .iter()
         .filter_map(|(name, port)| {
-            port_objects(name, port, selections.get(name), cfg, f).map(|p| (name.clone(), p))
+            port_objects(name, port, selections.get(name), cfg, f, &np).map(|p| (name.clone(), p))
         })
         .collect()
 }

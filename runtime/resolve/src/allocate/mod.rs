@@ -17,6 +17,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+pub mod nodeport;
+
+pub use nodeport::{NodePorts, PortRefusal, PortRequest};
+
 use wasp_model::name::NamespacedName;
 
 /// What one Service asks of the allocator.
@@ -48,11 +52,14 @@ pub enum Refusal {
     },
 }
 
-/// Hands out cluster IPs, deterministically and stickily.
+/// Hands out cluster IPs (and, through [`Allocator::node_ports`], node ports),
+/// deterministically and stickily.
 #[derive(Debug, Clone, Default)]
 pub struct Allocator {
     cidrs: Vec<IpNet>,
     sticky: BTreeMap<NamespacedName, Vec<IpAddr>>,
+    /// The node port allocator.
+    pub node_ports: NodePorts,
 }
 
 impl Allocator {
@@ -61,6 +68,7 @@ impl Allocator {
         Self {
             cidrs,
             sticky: BTreeMap::new(),
+            node_ports: NodePorts::default(),
         }
     }
 
