@@ -306,6 +306,7 @@ fn elem(f: Family, kind: SetKind, e: &[Attr<'_>]) -> Result<Elem, String> {
     }
 }
 
+mod exprs;
 mod rule;
 use rule::rule;
 

@@ -110,58 +110,8 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
             proto,
             pick,
             map,
-        } => {
-            // The key `daddr . dport . slot` fills 32-bit registers from 0; the slot sits after
-            // the port. A hash is computed first, from fields loaded at register 0, so even
-            // an IPv6 5-tuple fits beside the key.
-            let words = f.addr_len() / 4;
-            let (port, slot) = (reg32(words), reg32(words + 1));
-            e.when(when);
-            e.l4proto_is(proto_number(*proto));
-            if let Pick::Hash {
-                key,
-                modulus,
-                seed,
-                offset,
-            } = *pick
-            {
-                let len = e.hash_fields(key);
-                e.hash(len, modulus, seed, offset, slot);
-            }
-            e.daddr(REG_1);
-            e.payload(BASE_TRANSPORT, 2, 2, port);
-            if let Pick::Random { modulus, offset } = *pick {
-                e.numgen(modulus, offset, slot);
-            }
-            e.lookup(map, REG_1, Some(REG_1));
-            e.dnat(REG_1, port);
-        }
-        Rule::Sticky {
-            when,
-            proto,
-            chance,
-            known,
-            set,
-            addr,
-            port,
-        } => {
-            e.when(when);
-            e.l4proto_is(proto_number(*proto));
-            if *known {
-                e.saddr(REG_1);
-                e.lookup(set, REG_1, None);
-            }
-            if let Some((m, w)) = chance {
-                e.numgen(*m, 0, REG_1);
-                e.hton(REG_1);
-                e.cmp(CMP_LT, REG_1, &w.to_be_bytes());
-            }
-            e.saddr(REG_1);
-            e.dynset_update(set, REG_1);
-            e.immediate(REG_1, &addr_bytes(addr));
-            e.immediate(REG_2, &port.to_be_bytes());
-            e.dnat(REG_1, REG_2);
-        }
+        } => e.dnat_rule(when, *proto, pick, map),
+        Rule::Sticky { .. } => e.sticky_rule(rule),
     }
 }
 
@@ -179,6 +129,71 @@ struct Exprs<'a> {
 }
 
 impl Exprs<'_> {
+    /// `[WHEN] meta l4proto P [hash|numgen] daddr . dport . slot @MAP dnat`.
+    fn dnat_rule(
+        &mut self,
+        when: &Option<Match>,
+        proto: wasp_model::Protocol,
+        pick: &Pick,
+        map: &str,
+    ) {
+        // The key `daddr . dport . slot` fills 32-bit registers from 0; the slot sits after
+        // the port. A hash is computed first, from fields loaded at register 0, so even an
+        // IPv6 5-tuple fits beside the key.
+        let words = self.f.addr_len() / 4;
+        let (port, slot) = (reg32(words), reg32(words + 1));
+        self.when(when);
+        self.l4proto_is(proto_number(proto));
+        if let Pick::Hash {
+            key,
+            modulus,
+            seed,
+            offset,
+        } = *pick
+        {
+            let len = self.hash_fields(key);
+            self.hash(len, modulus, seed, offset, slot);
+        }
+        self.daddr(REG_1);
+        self.payload(BASE_TRANSPORT, 2, 2, port);
+        if let Pick::Random { modulus, offset } = *pick {
+            self.numgen(modulus, offset, slot);
+        }
+        self.lookup(map, REG_1, Some(REG_1));
+        self.dnat(REG_1, port);
+    }
+
+    /// A [`Rule::Sticky`]'s expressions.
+    fn sticky_rule(&mut self, rule: &Rule) {
+        let Rule::Sticky {
+            when,
+            proto,
+            chance,
+            known,
+            set,
+            addr,
+            port,
+        } = rule
+        else {
+            return;
+        };
+        self.when(when);
+        self.l4proto_is(proto_number(*proto));
+        if *known {
+            self.saddr(REG_1);
+            self.lookup(set, REG_1, None);
+        }
+        if let Some((m, w)) = chance {
+            self.numgen(*m, 0, REG_1);
+            self.hton(REG_1);
+            self.cmp(CMP_LT, REG_1, &w.to_be_bytes());
+        }
+        self.saddr(REG_1);
+        self.dynset_update(set, REG_1);
+        self.immediate(REG_1, &addr_bytes(addr));
+        self.immediate(REG_2, &port.to_be_bytes());
+        self.dnat(REG_1, REG_2);
+    }
     /// A rule's condition, if it has one.
     fn when(&mut self, when: &Option<Match>) {
         match when {

@@ -115,7 +115,11 @@ pub struct Programmed {
 }
 
 /// A shared set, what one port needs in it, and how an address becomes its element.
-type SharedSet = (Set, fn(&PortObjects) -> &BTreeSet<IpAddr>, fn(IpAddr) -> Elem);
+type SharedSet = (
+    Set,
+    fn(&PortObjects) -> &BTreeSet<IpAddr>,
+    fn(IpAddr) -> Elem,
+);
 
 /// The sets several ports share elements of: each with what a port needs in it.
 fn shared_sets() -> [SharedSet; 2] {

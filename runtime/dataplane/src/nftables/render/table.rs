@@ -77,6 +77,25 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
     ] {
         op(Op::AddSet(set));
     }
+    for (name, hook, rules) in regular_chains(f, cfg).into_iter().chain(base_chains(cfg)) {
+        op(Op::AddChain(Chain {
+            name: name.into(),
+            hook,
+        }));
+        for rule in rules {
+            op(Op::AddRule {
+                chain: name.into(),
+                rule,
+            });
+        }
+    }
+}
+
+/// A chain wasp always has: its name, its hook if it is a base chain, and its rules.
+type StaticChain = (&'static str, Option<Hook>, Vec<Rule>);
+
+/// The regular chains: the dispatch verdict maps' and the checks'.
+fn regular_chains(f: Family, cfg: &RenderConfig) -> Vec<StaticChain> {
     let mut unallocated: Vec<Rule> = vec![Rule::Filter {
         when: Some(Match::DaddrIn(names::CLUSTER_IPS)),
         action: Action::Reject,
@@ -90,7 +109,7 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
                 action: Action::Drop,
             }),
     );
-    let chains: [(&str, Option<Hook>, Vec<Rule>); 13] = [
+    vec![
         (
             names::SERVICES,
             None,
@@ -108,6 +127,12 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             vec![Rule::Dispatch(names::FIREWALL_IPS)],
         ),
         (names::CLUSTER_IPS_CHECK, None, unallocated),
+    ]
+}
+
+/// The base chains, hooked into netfilter.
+fn base_chains(cfg: &RenderConfig) -> Vec<StaticChain> {
+    vec![
         (
             "nat-prerouting",
             hook("nat", "prerouting", -100),
@@ -159,19 +184,7 @@ pub fn static_ops(f: Family, cfg: &RenderConfig, tx: &mut Vec<(Family, Op)>) {
             hook("filter", "output", -90),
             vec![Rule::JumpIfNew(names::CLUSTER_IPS_CHECK)],
         ),
-    ];
-    for (name, hook, rules) in chains {
-        op(Op::AddChain(Chain {
-            name: name.into(),
-            hook,
-        }));
-        for rule in rules {
-            op(Op::AddRule {
-                chain: name.into(),
-                rule,
-            });
-        }
-    }
+    ]
 }
 
 /// A set wasp does not want any more, known only by name: its kind is read off the name
