@@ -37,6 +37,7 @@ pub fn manifests(data: &[u8]) {
     let mut src = FileSource::new("/fuzz");
     let mut store = ObjectStore::new(ValidationConfig {
         service_cidrs: vec!["10.96.0.0/12".parse().expect("a CIDR")],
+        capture: None,
     });
     let mut log = ErrorLog::default();
     let mut alloc = Allocator::new(vec!["10.96.0.0/12".parse().expect("a CIDR")]);
@@ -183,6 +184,7 @@ pub fn netlink(data: &[u8]) {
         masquerade_all: false,
         masquerade_mark: 0x2000,
         service_cidrs: Vec::new(),
+        capture: None,
     };
     let empty = ProxyState::default();
     let diff = empty.diff(&state);

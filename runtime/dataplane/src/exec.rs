@@ -26,6 +26,9 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// The userspace proxy could not start.
+    #[error("userspace proxy")]
+    Proxy(#[source] std::io::Error),
     /// The tool exited non-zero.
     #[error("{cmd} failed ({status}): {stderr}")]
     Failed {

@@ -11,7 +11,8 @@ use crate::nftables::{Nftables, socket::Socket};
 pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
     let mut done = Vec::new();
     match mode {
-        Mode::Nftables => {
+        // The userspace mode programs the nftables mode's tables.
+        Mode::Nftables | Mode::Userspace => {
             for backend in [Backend::Nft, Backend::Legacy] {
                 let ours = Family::ALL.into_iter().any(|family| {
                     let t = Tables { backend, family };

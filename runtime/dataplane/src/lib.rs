@@ -13,6 +13,8 @@
 //! - [`exec`]: running the kernel tools (iptables-restore, conntrack) with clear errors.
 //! - [`nftables`]: the nftables mode (the default): wasp's own tables over netlink batches.
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
+//! - [`userspace`]: the userspace mode: the `wasp-proxy` crate behind the nftables mode's
+//!   rules, which redirect TCP to it.
 //! - [`leftovers`]: removing what the other mode left behind.
 //! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
 //! - [`sysctl`]: conntrack kernel settings from the config file.
@@ -25,6 +27,7 @@ pub mod leftovers;
 pub mod mode;
 pub mod nftables;
 pub mod sysctl;
+pub mod userspace;
 
 pub use core::{Family, RenderConfig};
 pub use exec::ExecError;

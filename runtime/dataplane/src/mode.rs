@@ -17,6 +17,9 @@ pub enum Mode {
     Nftables,
     /// iptables NAT rules in kube-proxy's chain layout.
     Iptables,
+    /// A userspace L4 proxy (TCP), behind the nftables mode's rules: they redirect TCP to
+    /// it and serve everything else, and take over when the daemon stops.
+    Userspace,
 }
 
 impl FromStr for Mode {
@@ -25,11 +28,12 @@ impl FromStr for Mode {
         match s {
             "nftables" => Ok(Self::Nftables),
             "iptables" => Ok(Self::Iptables),
-            "ipvs" | "userspace" => Err(format!(
-                "mode {s:?} is not built yet; use --mode nftables or --mode iptables"
+            "userspace" => Ok(Self::Userspace),
+            "ipvs" => Err(format!(
+                "mode {s:?} is not built yet; use --mode nftables, iptables or userspace"
             )),
             _ => Err(format!(
-                "unknown mode {s:?}; the modes are: nftables, iptables"
+                "unknown mode {s:?}; the modes are: nftables, iptables, userspace"
             )),
         }
     }
@@ -40,6 +44,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Self::Nftables => "nftables",
             Self::Iptables => "iptables",
+            Self::Userspace => "userspace",
         })
     }
 }
@@ -94,6 +99,23 @@ pub trait Dataplane: Send {
     /// Fails when the kernel tool rejects the change.
     fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError>;
 
+    /// Hands the data path to the kernel as the daemon stops, with `req` (a full sync of the
+    /// last state programmed): the userspace mode replaces its redirects with the nftables
+    /// mode's DNAT, so connections to Services keep working while it is down. Kernel modes
+    /// have nothing to do.
+    ///
+    /// # Errors
+    /// Fails when the kernel rejects the change; the previous rules stay.
+    fn stop(&mut self, _req: SyncRequest<'_>) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    /// The userspace mode's proxy, once started: the daemon gives it a picker and reads its
+    /// stats and counters.
+    fn userspace_proxy(&self) -> Option<&wasp_proxy::Proxy> {
+        None
+    }
+
     /// Removes everything this mode installed, and nothing else.
     ///
     /// # Errors
@@ -121,6 +143,8 @@ pub struct DataplaneConfig {
     pub render: RenderConfig,
     /// The iptables backend, where the mode uses iptables.
     pub iptables_backend: BackendChoice,
+    /// The userspace mode's proxy.
+    pub proxy: wasp_proxy::ProxyConfig,
 }
 
 /// Builds the dataplane for `mode`: the one place that knows every mode's type.
@@ -137,5 +161,9 @@ pub fn build(mode: Mode, cfg: &DataplaneConfig) -> Box<dyn Dataplane> {
             tracing::info!(%backend, "iptables backend");
             Box::new(Iptables::new(backend, cfg.render.clone()))
         }
+        Mode::Userspace => Box::new(crate::userspace::Userspace::new(
+            cfg.render.clone(),
+            cfg.proxy.clone(),
+        )),
     }
 }

@@ -3,7 +3,8 @@
 //! Each case under `tests/golden/<case>/` holds `config.yaml` (and, for a partial sync,
 //! `after.yaml`): the manifests are resolved through the model exactly as the daemon does, and
 //! the iptables-restore input must equal `iptables.txt` and the nftables transactions
-//! `nftables.nft`; and each nftables transaction's netlink batch must read back into it.
+//! `nftables.nft` (and, for some, the userspace mode's `userspace.nft`); and each nftables
+//! transaction's netlink batch must read back into it.
 
 mod common;
 
@@ -75,6 +76,32 @@ fn round_trip(case: &str, tx: &[(Family, wasp_dataplane::nftables::Op)]) {
         raw,
         "{case}: re-encoded bytes differ"
     );
+}
+
+/// The userspace mode's rules (`userspace.nft`): the nftables mode's, with TCP redirected
+/// to the proxy and the reply mark for its transparent connections.
+fn check_userspace(case: &str) {
+    let c = Case::load(case);
+    let cfg = wasp_dataplane::RenderConfig {
+        capture: Some(15001),
+        ..config()
+    };
+    let (full, partial) = c.nftables_transactions_with(cfg);
+    for tx in std::iter::once(&full).chain(partial.as_ref()) {
+        round_trip(case, tx);
+    }
+    let mut got = format!("# full sync of config.yaml\n{}", text(&full));
+    if let Some(partial) = partial {
+        got.push_str(&format!("# partial sync to after.yaml\n{}", text(&partial)));
+    }
+    c.compare("userspace.nft", &got);
+}
+
+#[test]
+fn userspace() {
+    for case in ["article", "affinity", "external"] {
+        check_userspace(case);
+    }
 }
 
 #[test]

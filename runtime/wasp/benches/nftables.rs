@@ -34,6 +34,7 @@ fn cfg() -> RenderConfig {
         masquerade_all: false,
         masquerade_mark: 0x2000,
         service_cidrs: Vec::new(),
+        capture: None,
     }
 }
 

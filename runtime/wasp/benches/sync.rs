@@ -23,6 +23,7 @@ fn bench(n: usize, runs: usize, backend: Backend) {
         masquerade_all: false,
         masquerade_mark: 0x2000,
         service_cidrs: Vec::new(),
+        capture: None,
     };
     let (s0, s1) = (state(n, 0, None), state(n, 1, None));
     let (sel0, sel1) = (selections(&s0), selections(&s1));

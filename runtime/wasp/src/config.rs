@@ -50,6 +50,26 @@ pub struct ConntrackConfig {
     pub tcp_be_liberal: Option<bool>,
 }
 
+/// The userspace section: the userspace mode's proxy (wasp only).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserspaceConfig {
+    /// The listeners' port (default 15001).
+    pub port: Option<u16>,
+    /// How long one connect to an endpoint may take (default 1s).
+    pub connect_timeout: Option<String>,
+    /// How many endpoints one connection tries (default 3).
+    pub connect_attempts: Option<u32>,
+    /// How long an endpoint whose connect failed is skipped (default 5s).
+    pub backoff: Option<String>,
+    /// A connection idle this long is closed (default 1h).
+    pub idle_timeout: Option<String>,
+    /// How long connections to a removed endpoint go on (default 60s).
+    pub drain_timeout: Option<String>,
+    /// The most connections held at once (default 100000).
+    pub max_connections: Option<usize>,
+}
+
 /// The limits section: what one manifest file may hold, and how much of the error list
 /// `/healthz` shows. Each limit is named in the error it causes.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -128,6 +148,8 @@ pub struct FileConfig {
     pub service_proxy_name: Option<String>,
     /// Extra balancer plugins by name → .wasm path (wasp only; used by the plugin host).
     pub plugins: Option<BTreeMap<String, String>>,
+    /// The userspace mode's proxy (wasp only).
+    pub userspace: Option<UserspaceConfig>,
     /// Limits on manifest files and the error list (wasp only).
     pub limits: Option<LimitsConfig>,
     /// The log format.

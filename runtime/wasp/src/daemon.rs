@@ -96,6 +96,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
              where nodePortAddresses says"
         );
     }
+    d.connect_proxy();
     tracing::info!(mode = %s.mode, source = ?s.source, node = %d.resolve.node.name, "wasp starting");
     let mut stop = Stop::new()?;
     // No rules until the initial lists are in, as kube-proxy waits for its informers.
@@ -110,6 +111,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         }
     }
     d.serve(&s, &mut rx, &mut stop).await?;
+    d.hand_over();
     tracing::info!("wasp stopping; the rules stay in place");
     Ok(())
 }
@@ -183,7 +185,45 @@ impl Stop {
     }
 }
 
+/// The plugins' `host.stats`, from the userspace proxy.
+struct ProxyStats(wasp_proxy::Stats);
+
+impl wasp_plugin::state::StatsSource for ProxyStats {
+    fn stats(&self, port: &str, index: u32) -> (u32, u32) {
+        self.0.endpoint(port, index)
+    }
+}
+
 impl Daemon {
+    /// In the userspace mode: per-connection picks go through the plugins, and the plugins
+    /// see the proxy's live stats.
+    fn connect_proxy(&mut self) {
+        let Some(proxy) = self.dataplane.userspace_proxy() else {
+            return;
+        };
+        proxy.set_picker(Arc::new(self.planning.picker()));
+        self.metrics.userspace.follow(proxy.stats());
+        let stats = Arc::new(ProxyStats(proxy.stats()));
+        self.planning.planner().set_stats_source(stats);
+    }
+
+    /// Hands the data path to the kernel as the daemon stops (the userspace mode's DNAT
+    /// takeover), from the last state programmed; nothing when no port was programmed.
+    fn hand_over(&mut self) {
+        if self.synced.ports.is_empty() {
+            return;
+        }
+        let req = SyncRequest {
+            state: &self.synced,
+            previous: &self.synced,
+            selections: self.planning.selections(),
+            diff: None,
+        };
+        if let Err(e) = tokio::task::block_in_place(|| self.dataplane.stop(req)) {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot hand the data path to the kernel");
+        }
+    }
+
     /// The sync loop: a partial sync at most every `min-sync-period` once something changed
     /// (at once after a quiet period), a full one every `sync-period`; failures back off.
     async fn serve(

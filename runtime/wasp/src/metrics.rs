@@ -48,6 +48,74 @@ pub struct Metrics {
     pub plugin_ports_on_fallback: Gauge,
     /// Plugins disabled after repeated failures.
     pub plugins_disabled: Gauge,
+    /// The userspace proxy's counters, read at each scrape.
+    pub userspace: UserspaceMetrics,
+}
+
+/// The userspace mode's metrics: copied from the proxy's own counters when /metrics is read.
+#[derive(Debug, Default)]
+pub struct UserspaceMetrics {
+    proxy: std::sync::OnceLock<wasp_proxy::Stats>,
+    connections: Counter,
+    connect_failures: Counter,
+    resets: Counter,
+    drained: Counter,
+    active: Gauge,
+}
+
+impl UserspaceMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let mut c = |name: &str, help: &str| reg(r, name, help, Counter::default());
+        let connections = c(
+            "wasp_userspace_connections",
+            "Connections the userspace proxy made to an endpoint",
+        );
+        let connect_failures = c(
+            "wasp_userspace_connect_failures",
+            "Connects to an endpoint that failed (refused, unreachable, timed out), each attempt",
+        );
+        let resets = c(
+            "wasp_userspace_connections_reset",
+            "Client connections reset: every attempt failed, or no service port was found",
+        );
+        let drained = c(
+            "wasp_userspace_connections_drained",
+            "Connections closed by the drain timeout after their endpoint was removed",
+        );
+        let active = reg(
+            r,
+            "wasp_userspace_active_connections",
+            "Connections the userspace proxy holds now",
+            Gauge::default(),
+        );
+        Self {
+            proxy: std::sync::OnceLock::new(),
+            connections,
+            connect_failures,
+            resets,
+            drained,
+            active,
+        }
+    }
+
+    /// Reads the counters of `proxy` from now on.
+    pub fn follow(&self, proxy: wasp_proxy::Stats) {
+        let _ = self.proxy.set(proxy);
+    }
+
+    /// Brings the metrics up to the proxy's counters.
+    fn refresh(&self) {
+        let Some(p) = self.proxy.get() else { return };
+        let c = p.counters();
+        let up = |m: &Counter, v: u64| {
+            m.inc_by(v.saturating_sub(m.get()));
+        };
+        up(&self.connections, c.connections.get());
+        up(&self.connect_failures, c.connect_failures.get());
+        up(&self.resets, c.exhausted.get() + c.unrouted.get());
+        up(&self.drained, c.drained.get());
+        self.active.set(c.active.get() as i64);
+    }
 }
 
 fn sync_buckets() -> Histogram {
@@ -180,6 +248,7 @@ impl Default for Metrics {
                 "Service ports whose endpoints changed",
                 Counter::default(),
             ),
+            userspace: UserspaceMetrics::register(r),
             registry: Registry::default(),
         };
         Self {
@@ -192,6 +261,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
+        self.userspace.refresh();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);

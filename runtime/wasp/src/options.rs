@@ -114,6 +114,21 @@ pub struct Flags {
     /// Where /metrics is served [default: 127.0.0.1:10249].
     #[arg(long)]
     pub metrics_bind_address: Option<SocketAddr>,
+    /// The userspace mode's listener port [default: 15001].
+    #[arg(long, value_name = "PORT")]
+    pub userspace_port: Option<u16>,
+    /// The userspace mode's connect timeout per endpoint [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub userspace_connect_timeout: Option<Duration>,
+    /// How many endpoints the userspace mode tries per connection [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub userspace_connect_attempts: Option<u32>,
+    /// How long the userspace mode keeps connections to a removed endpoint [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub userspace_drain_timeout: Option<Duration>,
+    /// The userspace mode closes a connection idle this long [default: 1h].
+    #[arg(long, value_parser = parse_duration)]
+    pub userspace_idle_timeout: Option<Duration>,
 }
 
 /// Where objects come from.
@@ -164,6 +179,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Conntrack kernel settings to apply at start.
     pub conntrack: ConntrackSettings,
+    /// The userspace mode's proxy.
+    pub proxy: wasp_proxy::ProxyConfig,
     /// Extra balancer plugins: name → .wasm path (relative paths are against the config file).
     pub plugins: std::collections::BTreeMap<String, PathBuf>,
     /// What one manifest file may hold.
@@ -192,7 +209,7 @@ impl Settings {
             mode,
             source: m.source()?,
             service_cidrs,
-            cluster_cidrs,
+            cluster_cidrs: cluster_cidrs.clone(),
             masquerade_all: m.masquerade_all(),
             masquerade_bit: m.masquerade_bit()?,
             node_name: m.node_name(),
@@ -207,6 +224,7 @@ impl Settings {
             healthz_addr,
             metrics_addr,
             conntrack: m.conntrack()?,
+            proxy: m.userspace(&cluster_cidrs)?,
             plugins: m.plugins(),
             limits: m.limits(),
             errors_shown: m.errors_shown(),
@@ -293,6 +311,7 @@ impl Settings {
                 BackendFlag::Nft => BackendChoice::Nft,
                 BackendFlag::Legacy => BackendChoice::Legacy,
             },
+            proxy: self.proxy.clone(),
         }
     }
 
@@ -303,6 +322,7 @@ impl Settings {
             masquerade_all: self.masquerade_all,
             masquerade_mark: 1 << self.masquerade_bit,
             service_cidrs: self.service_cidrs.clone(),
+            capture: None,
         }
     }
 }

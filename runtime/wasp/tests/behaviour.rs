@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{MODES, Node, answered_by, root_or_skip};
+use common::{Node, answered_by, modes, root_or_skip};
 use serde::Deserialize;
 use wasp::echo::Outcome;
 use wasp::testbed::{NODE_LINK_IP, NODE_LINK_IP6};
@@ -164,7 +164,7 @@ fn run_case(file: &str) {
     }
     let path = format!("{}/tests/cases/{file}.yaml", env!("CARGO_MANIFEST_DIR"));
     let case: Case = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut node = Node::new(file, mode, backend);
         let mut ips: Vec<(String, String)> = Vec::new();
         for p in &case.pods {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EXE, MODES, Node, dropped, is, root_or_skip, wait_until};
+use common::{EXE, Node, dropped, is, modes, root_or_skip, wait_until};
 
 const VIP: &str = "10.96.0.70:80";
 
@@ -61,7 +61,7 @@ fn watch_follows_edits_renames_deletes_and_corruption() {
     if !root_or_skip("watch") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         watch_case(mode, backend);
     }
 }
@@ -153,7 +153,7 @@ fn watch_case(mode: &str, backend: &str) {
 /// dispatch (and, in iptables, the hook into it) and adds a rule wasp did not write.
 fn break_rules(n: &Node) {
     match n.mode.as_str() {
-        "nftables" => {
+        "nftables" | "userspace" => {
             nft_ok(n, &["flush", "chain", "ip", "wasp", "services"]);
             nft_ok(
                 n,
@@ -201,7 +201,7 @@ fn with_hook(op: &'static str) -> Vec<&'static str> {
 fn repaired(n: &Node) -> bool {
     let t = n.rules();
     match n.mode.as_str() {
-        "nftables" => {
+        "nftables" | "userspace" => {
             t.contains("ip daddr . meta l4proto . th dport vmap @service-ips")
                 && !t.contains("counter")
         }
@@ -218,7 +218,7 @@ fn a_full_resync_repairs_rules_someone_deleted_or_added() {
     if !root_or_skip("resync") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut n = node("resync", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.start();
@@ -244,7 +244,7 @@ fn restart_keeps_traffic_and_reconciles() {
     if !root_or_skip("restart") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut n = node("restart", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         n.write("other.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: other}\nspec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: other}\nsubsets: [{addresses: [{ip: 10.244.7.3}], ports: [{port: 80}]}]\n");
@@ -267,7 +267,7 @@ fn restart_keeps_traffic_and_reconciles() {
         };
         let before = n.rules();
         assert!(before.contains("default/other"), "[{mode}] {before}");
-        if *mode == "iptables" {
+        if mode == "iptables" {
             assert_eq!(sep_chains(&before), 3);
         }
         std::fs::remove_file(n.config_dir().join("other.yaml")).unwrap();
@@ -277,7 +277,7 @@ fn restart_keeps_traffic_and_reconciles() {
             !after.contains("default/other"),
             "[{mode}] the stale service is removed:\n{after}"
         );
-        if *mode == "iptables" {
+        if mode == "iptables" {
             assert_eq!(
                 sep_chains(&after),
                 2,
@@ -293,7 +293,7 @@ fn restart_keeps_traffic_and_reconciles() {
 /// (and an iptables-nft chain), a chain with a hook for iptables.
 fn add_foreign(n: &Node) {
     match n.mode.as_str() {
-        "nftables" => {
+        "nftables" | "userspace" => {
             nft_ok(n, &["add", "table", "ip", "foreign"]);
             nft_ok(
                 n,
@@ -328,7 +328,7 @@ fn add_foreign(n: &Node) {
 /// wasp's rules are gone and the foreign ones are intact.
 fn only_foreign_left(n: &Node) {
     match n.mode.as_str() {
-        "nftables" => {
+        "nftables" | "userspace" => {
             let tables = String::from_utf8_lossy(&n.nft(&["list", "tables"]).stdout).into_owned();
             assert!(
                 !tables.contains("wasp") && tables.contains("table ip foreign"),
@@ -356,7 +356,7 @@ fn cleanup_removes_wasp_rules_and_nothing_else() {
     if !root_or_skip("cleanup") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut n = node("cleanup", mode, backend);
         add_foreign(&n);
         n.write("web.yaml", &service(&["10.244.7.2"]));
@@ -457,7 +457,7 @@ fn config_file_conntrack_settings_reach_the_kernel() {
 /// nft tool and compares `nft list` of both; iptables compares rules as word sets (save
 /// orders match options its own way).
 fn assert_plan_applied(n: &mut Node, plan: &str) {
-    if n.mode == "nftables" {
+    if n.mode != "iptables" {
         let path = n.dir.path().join("plan.nft");
         std::fs::write(&path, plan).unwrap();
         nft_ok(n, &["-f", &path.display().to_string()]);
@@ -503,7 +503,7 @@ fn plan_prints_exactly_what_run_applies() {
     if !root_or_skip("plan") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut n = node("plan", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
         let plan = plan(
@@ -523,7 +523,7 @@ fn plan_prints_exactly_what_run_applies() {
                 "fd00:96::/108",
             ],
         );
-        let header = if *mode == "nftables" {
+        let header = if mode != "iptables" {
             "# nft -f -\n"
         } else {
             "# iptables-restore --noflush\n"

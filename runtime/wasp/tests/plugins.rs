@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{MODES, Node, answered_by, root_or_skip, split, wait_until};
+use common::{Node, answered_by, modes, root_or_skip, split, wait_until};
 use wasp::echo::Outcome;
 
 fn svc(name: &str, vip: &str, annotations: &str, ips: &[&str]) -> String {
@@ -21,7 +21,7 @@ fn a_three_to_one_weighted_plugin_gives_75_percent() {
     if !root_or_skip("weighted") {
         return;
     }
-    for (mode, backend) in MODES {
+    for (mode, backend) in modes() {
         let mut n = Node::new("weighted", mode, backend);
         n.pod("heavy", "10.244.11.2", &[80], &[]);
         n.pod("light", "10.244.11.3", &[80], &[]);

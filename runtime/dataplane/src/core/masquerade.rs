@@ -42,6 +42,7 @@ mod tests {
             masquerade_all: false,
             masquerade_mark: 0x2000,
             service_cidrs: Vec::new(),
+            capture: None,
         };
         assert_eq!(
             decision(&cfg, Family::V6),

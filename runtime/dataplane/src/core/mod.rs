@@ -21,6 +21,10 @@ use ipnet::IpNet;
 
 pub use family::Family;
 
+/// The packet mark of replies to the userspace proxy's transparent connections; policy
+/// routing (`ip rule fwmark`) delivers them locally.
+pub const TRANSPARENT_MARK: u32 = 0x0010_0000;
+
 /// What a render needs besides the model and the selections.
 #[derive(Debug, Clone)]
 pub struct RenderConfig {
@@ -33,4 +37,7 @@ pub struct RenderConfig {
     /// The service CIDRs: traffic to an address in them that no Service took is dropped
     /// (nftables mode).
     pub service_cidrs: Vec<IpNet>,
+    /// The userspace mode's listener port: TCP traffic to a service port with endpoints is
+    /// redirected there instead of DNATed (nftables mode). `None` in the kernel modes.
+    pub capture: Option<u16>,
 }

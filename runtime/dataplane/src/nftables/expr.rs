@@ -39,6 +39,8 @@ pub(super) const FIB_RESULT_ADDRTYPE: u32 = 3;
 pub(super) const FIB_F_SADDR: u32 = 1;
 /// `RTN_LOCAL`: an address of this host.
 pub(super) const RTN_LOCAL: u32 = 2;
+/// `NFT_SOCKET_TRANSPARENT`.
+pub(super) const SOCKET_TRANSPARENT: u32 = 0;
 /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY`.
 pub(super) const NAT_RANDOM_FULLY: u32 = 0x10;
 
@@ -112,6 +114,12 @@ pub fn encode(w: &mut Writer, f: Family, rule: &Rule) {
             map,
         } => e.dnat_rule(when, *proto, pick, map),
         Rule::Sticky { .. } => e.sticky_rule(rule),
+        Rule::Redirect { when, proto, port } => {
+            e.when(when);
+            e.l4proto_is(proto_number(*proto));
+            e.immediate(REG_1, &port.to_be_bytes());
+            e.redir(REG_1);
+        }
     }
 }
 
@@ -217,6 +225,13 @@ impl Exprs<'_> {
                     w.u32(3, FIB_F_SADDR);
                 });
                 self.cmp(CMP_EQ, REG_1, &RTN_LOCAL.to_ne_bytes());
+            }
+            Some(Match::SocketTransparent) => {
+                self.expr("socket", |w| {
+                    w.u32(1, SOCKET_TRANSPARENT);
+                    w.u32(2, REG_1);
+                });
+                self.cmp(CMP_EQ, REG_1, &[1]);
             }
         }
     }
@@ -427,6 +442,11 @@ impl Exprs<'_> {
             w.u32(3, addr);
             w.u32(5, port);
         });
+    }
+
+    /// `redirect to :PORT`, the port in register `port`.
+    fn redir(&mut self, port: u32) {
+        self.expr("redir", |w| w.u32(1, port));
     }
 
     fn masq(&mut self) {

@@ -53,6 +53,13 @@ fn netlink_error(what: &str) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
 }
 
 impl Nftables {
+    /// Redirects TCP to the userspace proxy's `port`, or (`None`) DNATs it again. The next
+    /// sync is a full one.
+    pub fn set_capture(&mut self, port: Option<u16>) {
+        self.cfg.capture = port;
+        self.programmed = None;
+    }
+
     /// The mode with `cfg`; both families are programmed.
     pub fn new(cfg: RenderConfig) -> Self {
         Self {

@@ -150,6 +150,9 @@ pub enum Match {
     Daddr(IpNet),
     /// `ip daddr @SET`.
     DaddrIn(&'static str),
+    /// `socket transparent 1`: the packet belongs to a transparent socket of this node (the
+    /// userspace proxy's upstream connections that keep the client's address).
+    SocketTransparent,
 }
 
 /// What a filter rule does with what it matches.
@@ -206,6 +209,16 @@ pub enum Rule {
         pick: Pick,
         /// The endpoints map (a shard of the protocol's).
         map: String,
+    },
+    /// `[WHEN] meta l4proto P redirect to :PORT`: the userspace mode's capture, to its own
+    /// listener on this node.
+    Redirect {
+        /// What the rule applies to; everything when `None`.
+        when: Option<Match>,
+        /// The protocol.
+        proto: Protocol,
+        /// The listener's port.
+        port: u16,
     },
     /// A ClientIP-affinity rule: `[WHEN] meta l4proto P [ip saddr @SET | numgen random mod M
     /// < W] update @SET { ip saddr } dnat ip to EP`.

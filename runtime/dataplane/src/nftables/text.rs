@@ -197,6 +197,12 @@ impl fmt::Display for RuleText<'_> {
                 }
                 write!(out, " map @{map}")
             }
+            Rule::Redirect { when, proto, port } => write!(
+                out,
+                "{}meta l4proto {} redirect to :{port}",
+                WhenText(f, when),
+                proto.lower()
+            ),
             Rule::Sticky {
                 when,
                 proto,
@@ -253,6 +259,7 @@ impl fmt::Display for WhenText<'_> {
             Some(Match::SaddrLocal) => out.write_str("fib saddr type local "),
             Some(Match::Daddr(cidr)) => write!(out, "{ip} daddr {} ", CidrText(cidr)),
             Some(Match::DaddrIn(set)) => write!(out, "{ip} daddr @{set} "),
+            Some(Match::SocketTransparent) => out.write_str("socket transparent 1 "),
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn config() -> RenderConfig {
             "10.96.0.0/12".parse().unwrap(),
             "fd00:96::/108".parse().unwrap(),
         ],
+        capture: None,
     }
 }
 
@@ -130,7 +131,15 @@ impl Case {
     /// The nftables mode's full transaction for `before` and, with `after`, the partial one
     /// that follows it.
     pub fn nftables_transactions(&self) -> (Transaction, Option<Transaction>) {
-        let mut nft = Nftables::new(config());
+        self.nftables_transactions_with(config())
+    }
+
+    /// The same, rendered with `cfg` (the userspace mode's capture, say).
+    pub fn nftables_transactions_with(
+        &self,
+        cfg: wasp_dataplane::RenderConfig,
+    ) -> (Transaction, Option<Transaction>) {
+        let mut nft = Nftables::new(cfg);
         let sel = self.selections(&self.before);
         let empty = ProxyState::default();
         let req = SyncRequest {

@@ -339,6 +339,54 @@ impl<'a> Merge<'a> {
         })
     }
 
+    /// The userspace mode's proxy: flags over the `userspace` section over the defaults.
+    pub(super) fn userspace(
+        &self,
+        cluster_cidrs: &[IpNet],
+    ) -> anyhow::Result<wasp_proxy::ProxyConfig> {
+        let u = self.file.userspace.clone().unwrap_or_default();
+        let d = wasp_proxy::ProxyConfig::default();
+        let dur = |flag: Option<Duration>, field: &str, v: &Option<String>, default: Duration| {
+            Ok::<_, anyhow::Error>(match flag {
+                Some(f) => f,
+                None => self
+                    .duration(&format!("userspace.{field}"), v.as_ref())?
+                    .unwrap_or(default),
+            })
+        };
+        let f = self.f;
+        Ok(wasp_proxy::ProxyConfig {
+            port: f.userspace_port.or(u.port).unwrap_or(d.port),
+            connect_timeout: dur(
+                f.userspace_connect_timeout,
+                "connectTimeout",
+                &u.connect_timeout,
+                d.connect_timeout,
+            )?,
+            connect_attempts: f
+                .userspace_connect_attempts
+                .or(u.connect_attempts)
+                .unwrap_or(d.connect_attempts)
+                .max(1),
+            backoff: dur(None, "backoff", &u.backoff, d.backoff)?,
+            idle_timeout: dur(
+                f.userspace_idle_timeout,
+                "idleTimeout",
+                &u.idle_timeout,
+                d.idle_timeout,
+            )?,
+            drain_timeout: dur(
+                f.userspace_drain_timeout,
+                "drainTimeout",
+                &u.drain_timeout,
+                d.drain_timeout,
+            )?,
+            max_connections: u.max_connections.unwrap_or(d.max_connections),
+            cluster_cidrs: cluster_cidrs.to_vec(),
+            masquerade_all: self.masquerade_all(),
+        })
+    }
+
     /// Registered plugins, with paths relative to the config file.
     pub(super) fn plugins(&self) -> std::collections::BTreeMap<String, PathBuf> {
         let base = self

@@ -20,7 +20,26 @@ pub const MODES: &[(&str, &str)] = &[
     ("nftables", "auto"),
     ("iptables", "nft"),
     ("iptables", "legacy"),
+    ("userspace", "auto"),
 ];
+
+/// The modes to run: all of [`MODES`], or those `WASP_TEST_MODES` names (comma-separated,
+/// `mode` or `mode/backend`), to run one mode's cases while working on it.
+pub fn modes() -> Vec<(&'static str, &'static str)> {
+    let only = std::env::var("WASP_TEST_MODES").unwrap_or_default();
+    let only: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    MODES
+        .iter()
+        .copied()
+        .filter(|(m, b)| {
+            only.is_empty() || only.iter().any(|o| *o == *m || *o == format!("{m}/{b}"))
+        })
+        .collect()
+}
 
 /// True when the test may run; prints why not and returns false when it may not.
 /// Under CI=true a missing root is a failure, not a skip.
@@ -118,7 +137,7 @@ impl Node {
     /// the backend.
     pub fn rules(&self) -> String {
         match self.mode.as_str() {
-            "nftables" => ["ip", "ip6"]
+            "nftables" | "userspace" => ["ip", "ip6"]
                 .iter()
                 .map(|f| {
                     String::from_utf8_lossy(&self.nft(&["list", "table", f, "wasp"]).stdout)
@@ -137,9 +156,9 @@ impl Node {
             || exists("iptables-legacy-save")
                 && self.save("iptables-legacy-save").contains(":WASP-");
         match self.mode.as_str() {
-            "nftables" => assert!(
+            "nftables" | "userspace" => assert!(
                 nft_table && !wasp_chains,
-                "nftables mode: want table ip wasp and no WASP- iptables chains"
+                "nftables and userspace modes: want table ip wasp and no WASP- iptables chains"
             ),
             _ => assert!(
                 wasp_chains && !nft_table,

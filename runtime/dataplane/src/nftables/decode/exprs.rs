@@ -55,6 +55,10 @@ pub(super) enum Expr {
     Byteorder,
     Nat,
     Masq,
+    Redir,
+    Socket {
+        key: u32,
+    },
     Reject,
     Dynset {
         set: String,
@@ -123,6 +127,8 @@ pub(super) fn expr(e: &[Attr<'_>]) -> Result<Expr, String> {
         "byteorder" => Expr::Byteorder,
         "nat" => Expr::Nat,
         "masq" => Expr::Masq,
+        "redir" => Expr::Redir,
+        "socket" => Expr::Socket { key: u(&d, 1)? },
         "reject" => Expr::Reject,
         "dynset" => Expr::Dynset {
             set: attr(&d, 1)?.string(),

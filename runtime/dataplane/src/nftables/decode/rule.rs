@@ -7,7 +7,7 @@ use super::exprs::{Expr, expr};
 use super::*;
 use crate::nftables::expr::{
     BASE_NETWORK, BASE_TRANSPORT, CMP_EQ, CMP_LT, CMP_NEQ, CT_STATE, CT_STATUS, FIB_F_SADDR,
-    FIB_RESULT_ADDRTYPE, META_L4PROTO, META_MARK,
+    FIB_RESULT_ADDRTYPE, META_L4PROTO, META_MARK, SOCKET_TRANSPARENT,
 };
 use crate::nftables::ops::{Action, Match};
 
@@ -91,6 +91,13 @@ impl Cur {
                 Expr::Cmp { op: CMP_EQ, .. },
                 ..,
             ] => (Match::SaddrLocal, 2),
+            [
+                Expr::Socket {
+                    key: SOCKET_TRANSPARENT,
+                },
+                Expr::Cmp { op: CMP_EQ, .. },
+                ..,
+            ] => (Match::SocketTransparent, 2),
             [
                 Expr::Payload {
                     base: BASE_NETWORK,
@@ -257,6 +264,13 @@ fn nat_rule(f: Family, when: Option<Match>, mut c: Cur) -> Result<Rule, String> 
         Family::V4 => (12, 16),
         Family::V6 => (8, 24),
     };
+    if let [Expr::Immediate { data }, Expr::Redir] = &c.e[c.at..] {
+        return Ok(Rule::Redirect {
+            when,
+            proto,
+            port: port(data, 0)?,
+        });
+    }
     if matches!(c.e.last(), Some(Expr::Nat)) && c.e.iter().any(|x| matches!(x, Expr::Dynset { .. }))
     {
         return sticky(f, when, proto, c, saddr);

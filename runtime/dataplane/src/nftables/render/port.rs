@@ -92,6 +92,8 @@ struct Render<'a> {
     sel: &'a Selection,
     weights: Vec<u32>,
     family: Vec<(usize, &'a Endpoint)>,
+    /// The userspace mode's listener, when this port's protocol is captured.
+    capture: Option<u16>,
     p: PortObjects,
 }
 
@@ -125,6 +127,11 @@ impl<'a> Render<'a> {
     ) -> Vec<Rule> {
         if class.is_empty() {
             return Vec::new();
+        }
+        if let Some(port) = self.capture {
+            // The proxy picks (and keeps affinity) itself, by where the connection was going.
+            let proto = self.port.service.protocol;
+            return vec![Rule::Redirect { when, proto, port }];
         }
         if let Some(timeout) = self.port.service.session_affinity_seconds {
             return self.sticky(when, class, timeout);
@@ -260,6 +267,7 @@ pub fn port_objects(
         sel: &sel,
         weights: sel.weights(port.endpoints.len()),
         family: endpoints::of_family(port, f),
+        capture: cfg.capture.filter(|_| svc.protocol == Protocol::Tcp),
         p: PortObjects {
             proto: svc.protocol,
             chains: Vec::new(),

@@ -132,6 +132,24 @@ fn regular_chains(f: Family, cfg: &RenderConfig) -> Vec<StaticChain> {
 
 /// The base chains, hooked into netfilter.
 fn base_chains(cfg: &RenderConfig) -> Vec<StaticChain> {
+    let mut chains = nat_and_filter_chains(cfg);
+    if cfg.capture.is_some() {
+        // Replies to the userspace proxy's transparent upstream connections are addressed to
+        // the client: marked here, policy routing delivers them to the proxy's socket.
+        chains.push((
+            "mangle-prerouting",
+            hook("filter", "prerouting", -150),
+            vec![Rule::Mark {
+                when: Some(Match::SocketTransparent),
+                mark: crate::core::TRANSPARENT_MARK,
+            }],
+        ));
+    }
+    chains
+}
+
+/// The NAT and filter base chains every sync writes.
+fn nat_and_filter_chains(cfg: &RenderConfig) -> Vec<StaticChain> {
     vec![
         (
             "nat-prerouting",
