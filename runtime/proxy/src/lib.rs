@@ -1,9 +1,10 @@
 //! wasp's userspace L4 proxy: the data path of the userspace mode.
 //!
-//! The mode's nftables rules redirect each TCP connection to a service port that has
-//! endpoints to one listener per family ([`ProxyConfig::port`]); the proxy reads where the
-//! connection was going (`SO_ORIGINAL_DST`), finds the service port in its [`update`]d table,
-//! and picks an endpoint per connection:
+//! The mode's nftables rules redirect each TCP connection and UDP flow to a service port
+//! that has endpoints to the proxy's sockets ([`ProxyConfig::port`], one TCP listener and one
+//! UDP socket per family); the proxy reads where it was going (`SO_ORIGINAL_DST` for TCP,
+//! conntrack for UDP), finds the service port in its [`update`]d table, and picks an
+//! endpoint per connection (per UDP session, keyed by the client's address):
 //! - ClientIP affinity first, then the plugin's own pick when its Selection asks for one
 //!   (`PerConnection`, through a [`Picker`]), else the Selection: a hashed table slot for slot,
 //!   or the weights;
@@ -13,18 +14,24 @@
 //!   ([`Proxy::endpoint_stats`], the stats plugins see, and [`Counters`]);
 //! - bytes move with `splice(2)` both ways, with half-close and an idle timeout;
 //! - an endpoint that leaves the table drains: its connections go on until they end or
-//!   [`ProxyConfig::drain_timeout`] passes.
+//!   [`ProxyConfig::drain_timeout`] passes;
+//! - where the kernel modes would not masquerade, the upstream connection keeps the client's
+//!   address (a transparent socket; the mode's rules route the replies back to it);
+//! - UDP replies leave from the redirected address, so the client sees them come from the
+//!   Service's; sessions end after [`ProxyConfig::udp_idle_timeout`].
 //!
 //! The proxy runs on its own threads, so a long sync never delays a connection and a burst
 //! of connections never delays a sync.
 //!
 //! [`update`]: Proxy::update
 
+mod conntrack;
 mod endpoint;
 mod pick;
 mod splice;
 mod table;
 mod tcp;
+mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -54,6 +61,8 @@ pub struct ProxyConfig {
     pub backoff: Duration,
     /// A connection with no byte either way for this long is closed.
     pub idle_timeout: Duration,
+    /// A UDP session with no datagram either way for this long ends.
+    pub udp_idle_timeout: Duration,
     /// How long connections to a removed endpoint may go on.
     pub drain_timeout: Duration,
     /// The most connections held at once; more wait in the listen backlog.
@@ -73,6 +82,7 @@ impl Default for ProxyConfig {
             connect_attempts: 3,
             backoff: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(3600),
+            udp_idle_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(60),
             max_connections: 100_000,
             cluster_cidrs: Vec::new(),
@@ -216,17 +226,26 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// A listening socket on `addr`, IPv6 only for an IPv6 address.
-fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
+/// The sockets of one family: TCP listening, UDP receiving with each datagram's
+/// (redirected) destination. IPv6 sockets are IPv6 only.
+fn sockets(addr: SocketAddr) -> io::Result<(std::net::TcpListener, std::net::UdpSocket)> {
+    let tcp = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    let udp = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    for s in [&tcp, &udp] {
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
     }
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
+    tcp.listen(4096)?;
+    if addr.is_ipv4() {
+        nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4OrigDstAddr, &true)?;
+    } else {
+        nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv6OrigDstAddr, &true)?;
+    }
+    Ok((tcp.into(), udp.into()))
 }
 
 /// Raises the open-file limit to its hard limit: each connection holds two sockets and two
@@ -250,16 +269,11 @@ impl Proxy {
     /// cannot start.
     pub fn start(cfg: ProxyConfig) -> io::Result<Self> {
         raise_nofile();
-        let v4 = listener(SocketAddr::from(([0, 0, 0, 0], cfg.port))).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("userspace proxy: 0.0.0.0:{}: {e}", cfg.port),
-            )
-        })?;
-        let v6 = listener(SocketAddr::from(([0u16; 8], cfg.port)));
-        if let Err(e) = &v6 {
-            tracing::warn!(error = %e, port = cfg.port, "userspace proxy: no IPv6 listener");
-        }
+        let v4 = sockets(SocketAddr::from(([0, 0, 0, 0], cfg.port)))
+            .map_err(|e| io::Error::new(e.kind(), format!("0.0.0.0:{}: {e}", cfg.port)))?;
+        let v6 = sockets(SocketAddr::from(([0u16; 8], cfg.port)))
+            .inspect_err(|e| tracing::warn!(error = %e, port = cfg.port, "userspace proxy: no IPv6 listener"))
+            .ok();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("wasp-proxy")
@@ -274,13 +288,14 @@ impl Proxy {
             picker: RwLock::new(None),
             counters: Counters::default(),
         });
-        for l in std::iter::once(Ok(v4)).chain(v6.into_iter().map(Ok)) {
-            let l: io::Result<std::net::TcpListener> = l;
-            let sh = Arc::clone(&shared);
-            let _guard = runtime.enter();
-            let l = tokio::net::TcpListener::from_std(l?)?;
-            runtime.spawn(tcp::serve(l, sh));
+        let _guard = runtime.enter();
+        for (tcp, udp) in std::iter::once(v4).chain(v6) {
+            let tcp = tokio::net::TcpListener::from_std(tcp)?;
+            let udp = tokio::net::UdpSocket::from_std(udp)?;
+            runtime.spawn(tcp::serve(tcp, Arc::clone(&shared)));
+            runtime.spawn(udp::serve(udp, Arc::clone(&shared)));
         }
+        drop(_guard);
         Ok(Self {
             shared,
             runtime: Some(runtime),

@@ -64,6 +64,8 @@ pub struct UserspaceConfig {
     pub backoff: Option<String>,
     /// A connection idle this long is closed (default 1h).
     pub idle_timeout: Option<String>,
+    /// A UDP session idle this long ends (default 30s).
+    pub udp_idle_timeout: Option<String>,
     /// How long connections to a removed endpoint go on (default 60s).
     pub drain_timeout: Option<String>,
     /// The most connections held at once (default 100000).

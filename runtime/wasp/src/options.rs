@@ -129,6 +129,9 @@ pub struct Flags {
     /// The userspace mode closes a connection idle this long [default: 1h].
     #[arg(long, value_parser = parse_duration)]
     pub userspace_idle_timeout: Option<Duration>,
+    /// The userspace mode ends a UDP session idle this long [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    pub userspace_udp_idle_timeout: Option<Duration>,
 }
 
 /// Where objects come from.

@@ -381,6 +381,12 @@ impl<'a> Merge<'a> {
                 &u.drain_timeout,
                 d.drain_timeout,
             )?,
+            udp_idle_timeout: dur(
+                f.userspace_udp_idle_timeout,
+                "udpIdleTimeout",
+                &u.udp_idle_timeout,
+                d.udp_idle_timeout,
+            )?,
             max_connections: u.max_connections.unwrap_or(d.max_connections),
             cluster_cidrs: cluster_cidrs.to_vec(),
             masquerade_all: self.masquerade_all(),

@@ -267,7 +267,7 @@ pub fn port_objects(
         sel: &sel,
         weights: sel.weights(port.endpoints.len()),
         family: endpoints::of_family(port, f),
-        capture: cfg.capture.filter(|_| svc.protocol == Protocol::Tcp),
+        capture: cfg.capture.filter(|_| svc.protocol != Protocol::Sctp),
         p: PortObjects {
             proto: svc.protocol,
             chains: Vec::new(),
