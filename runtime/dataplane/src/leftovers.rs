@@ -10,6 +10,9 @@ use crate::nftables::{Nftables, socket::Socket};
 /// reported in the list too: they never stop the daemon.
 pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
     let mut done = Vec::new();
+    if mode != Mode::Userspace {
+        done.extend(crate::userspace::remove_reply_routing());
+    }
     match mode {
         // The userspace mode programs the nftables mode's tables.
         Mode::Nftables | Mode::Userspace => {

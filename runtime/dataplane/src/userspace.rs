@@ -74,6 +74,18 @@ fn reply_routing(add: bool) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Removes the reply routing the userspace mode left, if it did; says so.
+pub(crate) fn remove_reply_routing() -> Option<String> {
+    let rules = exec::run("ip", &["-4", "rule", "show"], None).unwrap_or_default();
+    if !rules.contains(&format!("lookup {ROUTE_TABLE}")) {
+        return None;
+    }
+    Some(match reply_routing(false) {
+        Ok(()) => "removed the userspace mode's reply routing (ip rule fwmark lookup 15001)".into(),
+        Err(e) => format!("cannot remove the userspace mode's reply routing: {e}"),
+    })
+}
+
 /// The userspace mode.
 pub struct Userspace {
     nft: Nftables,

@@ -11,7 +11,7 @@
 //! - a refused, unreachable or timed-out connect tries another endpoint, up to
 //!   [`ProxyConfig::connect_attempts`]; the failing endpoint is skipped for
 //!   [`ProxyConfig::backoff`] (passive health) and its failures are counted
-//!   ([`Proxy::endpoint_stats`], the stats plugins see, and [`Counters`]);
+//!   ([`Stats::endpoint`], the stats plugins see, and [`Counters`]);
 //! - bytes move with `splice(2)` both ways, with half-close and an idle timeout;
 //! - an endpoint that leaves the table drains: its connections go on until they end or
 //!   [`ProxyConfig::drain_timeout`] passes;
@@ -47,6 +47,31 @@ use wasp_model::{ProxyState, Selection, ServicePortName};
 
 use endpoint::Endpoints;
 use table::{Route, Table};
+
+/// When a connection (or a UDP session) last moved a byte either way: its idle timeout.
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
 
 /// How the proxy behaves.
 #[derive(Debug, Clone)]

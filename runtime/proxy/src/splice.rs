@@ -9,54 +9,52 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::Activity;
+
 /// The most one splice moves, and so the most a direction holds in flight.
-const CHUNK: usize = 64 * 1024;
-
-/// When either direction last moved a byte.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
+const CHUNK: usize = 1 << 20;
 
 /// Moves bytes both ways between `a` and `b` until both directions end, one fails, or
 /// neither moved a byte for `idle`. Returns the bytes moved a → b and b → a.
 pub(crate) async fn bridge(a: &TcpStream, b: &TcpStream, idle: Duration) -> io::Result<(u64, u64)> {
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
+    let activity = Activity::new();
+    let ab = one_way(a, b, &activity);
+    let ba = one_way(b, a, &activity);
+    let both = async {
+        tokio::pin!(ab, ba);
+        tokio::select! {
+            r = &mut ab => {
+                let sent = r?;
+                Ok((sent, ba.await?))
+            }
+            r = &mut ba => {
+                let received = r?;
+                Ok((ab.await?, received))
+            }
+        }
     };
-    let ab = one_way(a, b, &activity, idle);
-    let ba = one_way(b, a, &activity, idle);
-    tokio::pin!(ab, ba);
+    // One timer per connection, not one per wait.
     tokio::select! {
-        r = &mut ab => {
-            let sent = r?;
-            Ok((sent, ba.await?))
+        r = both => r,
+        e = watchdog(&activity, idle) => Err(e),
+    }
+}
+
+/// Resolves once neither direction moved a byte for `idle`.
+async fn watchdog(activity: &Activity, idle: Duration) -> io::Error {
+    loop {
+        let left = idle.saturating_sub(activity.idle_for());
+        if left.is_zero() {
+            return io::Error::new(io::ErrorKind::TimedOut, "idle timeout");
         }
-        r = &mut ba => {
-            let received = r?;
-            Ok((ab.await?, received))
-        }
+        tokio::time::sleep(left).await;
     }
 }
 
@@ -72,7 +70,11 @@ fn take_pipe() -> io::Result<Pipe> {
     if let Some(p) = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop() {
         return Ok(p);
     }
-    Ok(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
+    let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    // A bigger pipe moves a bulk stream in fewer calls; where the kernel refuses (above
+    // fs.pipe-max-size for this user), the default 64 KiB works too.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
+    Ok((r, w))
 }
 
 /// Gives back a pipe that is empty again.
@@ -83,34 +85,12 @@ fn put_pipe(p: Pipe) {
     }
 }
 
-/// Waits until `ready` resolves, failing once no byte moved either way for `idle`.
-async fn within_idle<F: Future<Output = io::Result<()>>>(
-    activity: &Activity,
-    idle: Duration,
-    ready: impl Fn() -> F,
-) -> io::Result<()> {
-    loop {
-        let left = idle.saturating_sub(activity.idle_for());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
-        }
-        if let Ok(r) = tokio::time::timeout(left, ready()).await {
-            return r;
-        }
-    }
-}
-
-async fn one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
-    activity: &Activity,
-    idle: Duration,
-) -> io::Result<u64> {
+async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        within_idle(activity, idle, || src.readable()).await?;
+        src.readable().await?;
         let pipe = take_pipe()?;
-        let moved = move_ready(src, dst, &pipe, activity, idle).await;
+        let moved = move_ready(src, dst, &pipe, activity).await;
         // Only an empty pipe goes back: after an error it may hold bytes.
         if moved.is_ok() {
             put_pipe(pipe);
@@ -133,7 +113,6 @@ async fn move_ready(
     dst: &TcpStream,
     (pr, pw): &Pipe,
     activity: &Activity,
-    idle: Duration,
 ) -> io::Result<Option<u64>> {
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
     let mut total = 0u64;
@@ -149,7 +128,7 @@ async fn move_ready(
         activity.touch();
         let mut left = n;
         while left > 0 {
-            within_idle(activity, idle, || dst.writable()).await?;
+            dst.writable().await?;
             match dst.try_io(Interest::WRITABLE, || {
                 Ok(splice(pr, None, dst, None, left, flags)?)
             }) {

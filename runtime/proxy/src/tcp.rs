@@ -38,9 +38,9 @@ pub(crate) async fn serve(listener: TcpListener, sh: Arc<Shared>) {
     }
 }
 
-/// Where the client was going before the redirect.
-fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
-    if s.local_addr()?.is_ipv4() {
+/// Where the client (at `peer`) was going before the redirect.
+fn original_dst(s: &TcpStream, peer: SocketAddr) -> io::Result<SocketAddr> {
+    if peer.is_ipv4() {
         let a = getsockopt(s, sockopt::OriginalDst)?;
         let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
         Ok(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
@@ -81,7 +81,7 @@ fn reset(s: TcpStream) {
 
 async fn handle(client: TcpStream, peer: SocketAddr, sh: &Shared) {
     let _ = client.set_nodelay(true);
-    let Ok(dst) = original_dst(&client) else {
+    let Ok(dst) = original_dst(&client, peer) else {
         return reset(client);
     };
     let route = sh.table().route(Protocol::Tcp, dst, peer);

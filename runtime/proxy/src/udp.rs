@@ -10,8 +10,8 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::libc;
 use nix::sys::socket::{
@@ -22,9 +22,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use wasp_model::Protocol;
 
-use crate::Shared;
 use crate::conntrack::Conntrack;
 use crate::pick::choose;
+use crate::{Activity, Shared};
 
 /// The most sessions held at once; datagrams of new flows beyond it are dropped.
 const MAX_SESSIONS: usize = 65_536;
@@ -34,24 +34,6 @@ struct Session {
     upstream: Arc<UdpSocket>,
     done: Arc<AtomicBool>,
     activity: Arc<Activity>,
-}
-
-/// When a session last carried a datagram either way.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
 }
 
 /// Receives one datagram: its length, sender, and the (redirected) address it was sent to.
@@ -203,10 +185,7 @@ async fn open(
     sh.counters.connections.inc();
     let state = sh.endpoints.get(route.target.id, addr);
     let done = Arc::new(AtomicBool::new(false));
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
+    let activity = Arc::new(Activity::new());
     let (sh2, up, lis) = (Arc::clone(sh), Arc::clone(&upstream), Arc::clone(listener));
     let (done2, act) = (Arc::clone(&done), Arc::clone(&activity));
     tokio::spawn(async move {

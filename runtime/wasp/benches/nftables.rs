@@ -21,7 +21,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{NODE_IP, fmt, lb_ip, median, node_port, selections, state, vip, with_external};
+use common::{
+    NODE_IP, fmt, in_netns, lb_ip, median, node_port, selections, state, vip, with_external,
+};
 use wasp_dataplane::RenderConfig;
 use wasp_dataplane::iptables::{Backend, Iptables};
 use wasp_dataplane::nftables::{Existing, Nftables, text::text};
@@ -192,20 +194,6 @@ fn sync(n: usize, runs: usize) {
         f.row(n, &format!("iptables mode ({backend})"), Some(&base));
     }
     println!("(the full transaction is {ops} lines of nft text)");
-}
-
-/// Runs `f` on a thread inside the network namespace `ns`.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 /// Connect+response latencies to each of `addrs`, taken in turn so that both see the same

@@ -107,6 +107,20 @@ pub fn fmt(d: Duration) -> String {
     }
 }
 
+/// Runs `f` on a thread inside the network namespace `ns`.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 /// Re-runs this benchmark inside a fresh network namespace unless it already is there;
 /// returns false in the parent (which should exit) or when not root (a message says so).
 pub fn in_fresh_netns(args: &[String]) -> bool {
