@@ -37,7 +37,6 @@ pub fn manifests(data: &[u8]) {
     let mut src = FileSource::new("/fuzz");
     let mut store = ObjectStore::new(ValidationConfig {
         service_cidrs: vec!["10.96.0.0/12".parse().expect("a CIDR")],
-        capture: None,
     });
     let mut log = ErrorLog::default();
     let mut alloc = Allocator::new(vec!["10.96.0.0/12".parse().expect("a CIDR")]);
