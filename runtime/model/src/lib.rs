@@ -22,5 +22,5 @@ pub mod state;
 pub use categorize::NodeTopology;
 pub use name::{NamespacedName, ObjectRef, Protocol, ServicePortName};
 pub use selection::{EqualWeights, HashKey, Planner, Selection, SelectionError};
-pub use service::{BalancerRef, Endpoint, ServicePort};
+pub use service::{BalancerRef, Endpoint, HealthCheck, HealthProbe, ServicePort};
 pub use state::{ProxyState, ServicePortState, StateDiff};

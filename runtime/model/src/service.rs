@@ -16,6 +16,31 @@ pub struct BalancerRef {
     pub config: String,
 }
 
+/// An active health check of a Service's endpoints (`wasp.dev/health-check`): for endpoints
+/// no kubelet watches, as on a node without an API server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// What a probe does.
+    pub probe: HealthProbe,
+    /// Time between probes of one endpoint.
+    pub interval: std::time::Duration,
+    /// How long one probe may take.
+    pub timeout: std::time::Duration,
+    /// Successes in a row that make an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// One health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthProbe {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP GET of this path; a 2xx or 3xx answer is healthy.
+    Http(String),
+}
+
 /// One port of a Service as the dataplane needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePort {

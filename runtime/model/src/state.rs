@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::categorize::NodeTopology;
 use crate::name::ServicePortName;
-use crate::service::{Endpoint, ServicePort};
+use crate::service::{Endpoint, HealthCheck, ServicePort};
 
 /// One service port with the endpoints its traffic may use, after kube-proxy's
 /// categorisation.
@@ -77,6 +77,11 @@ pub struct ProxyState {
     /// The addresses node ports answer on; `None` for every local address (the iptables
     /// mode's default, which matches by address type).
     pub node_port_ips: Option<Vec<IpAddr>>,
+    /// The endpoints (address and target port) to probe, with their Service's check: every
+    /// endpoint the source gives a Service with a health check, healthy or not.
+    pub health_checks: BTreeMap<std::net::SocketAddr, HealthCheck>,
+    /// Per port, the endpoints the health checks hold back (for `wasp status`).
+    pub held_back: BTreeMap<ServicePortName, Vec<std::net::SocketAddr>>,
 }
 
 /// What changed between two states.

@@ -92,6 +92,15 @@ impl PluginPlanner {
             ..self.counters.clone()
         }
     }
+    /// The ports on the default selection because their plugin failed.
+    pub fn on_fallback(&self) -> std::collections::BTreeSet<ServicePortName> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| p.fallback.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// One line per port on the default selection and per disabled plugin, for /healthz.
     pub fn status(&self) -> Vec<String> {
         let mut out: Vec<String> = self

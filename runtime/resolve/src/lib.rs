@@ -18,6 +18,7 @@
 pub mod allocate;
 pub mod controllers;
 pub mod error;
+pub mod health;
 pub mod object;
 pub mod validate;
 

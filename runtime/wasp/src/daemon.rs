@@ -39,6 +39,9 @@ struct Daemon {
     health_errors: Vec<String>,
     /// What the node's addresses are re-read from at each full resync.
     settings: Settings,
+    /// The active health checks, and the channel they wake the loop on.
+    checker: crate::checks::Checker,
+    checks_changed: mpsc::Receiver<()>,
 }
 
 fn now_secs() -> f64 {
@@ -72,6 +75,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     {
         tracing::warn!(warning = %w, "sysctl not applied");
     }
+    let (wake, checks_changed) = mpsc::channel(1);
+    let checker = crate::checks::Checker::new(wake, metrics.checks.clone());
     let mut d = Daemon {
         store: s.store(),
         log: ErrorLog::default(),
@@ -89,6 +94,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         service_health: ServiceHealth::new(Arc::clone(&health)),
         health_errors: Vec::new(),
         settings: s.clone(),
+        checker,
+        checks_changed,
     };
     if d.resolve.node_ips.is_empty() && matches!(s.source, crate::options::SourceKind::Files(_)) {
         tracing::warn!(
@@ -257,6 +264,11 @@ impl Daemon {
                     Some(ev) => self.event(ev),
                     None => anyhow::bail!("the source ended"),
                 },
+                Some(()) = self.checks_changed.recv() => {
+                    // An endpoint's health turned: one more change for the next sync.
+                    self.pending += 1;
+                    self.health.queued();
+                }
                 _ = tokio::time::sleep_until(due.into()) => {
                     let full = self.needs_full || Instant::now() >= full_due;
                     let ok = tokio::task::block_in_place(|| self.sync(full));
@@ -320,6 +332,7 @@ impl Daemon {
             // Addresses come and go (DHCP, a new interface); a full resync picks them up.
             self.resolve = self.settings.resolve_config();
         }
+        self.resolve.unhealthy = self.checker.unhealthy();
         self.health.set_node_eligible(wasp_resolve::node_eligible(
             &self.store,
             &self.resolve.node.name,
@@ -401,6 +414,8 @@ impl Daemon {
         self.metrics.service_ports.set(state.ports.len() as i64);
         self.metrics.endpoints.set(state.endpoint_count() as i64);
         self.health.updated();
+        self.checker.update(&state.health_checks);
+        self.publish_status(state);
         let errors = self.service_health.sync(state);
         for e in errors.iter().filter(|e| !self.health_errors.contains(e)) {
             tracing::warn!(error = %e, "health check node port not served");
@@ -409,6 +424,24 @@ impl Daemon {
             self.health_errors = errors;
             self.report_errors();
         }
+    }
+
+    /// What `wasp status` shows, as of this sync.
+    fn publish_status(&self, state: &ProxyState) {
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let errors: Vec<String> = self
+            .log
+            .all()
+            .chain(&self.resolve_errors)
+            .map(ToString::to_string)
+            .chain(self.planning.planner().status())
+            .chain(self.health_errors.iter().cloned())
+            .collect();
+        let fallback = self.planning.planner().on_fallback();
+        let mode = self.settings.mode.to_string();
+        let status = crate::status::build(state, &mode, Some(now), &fallback, errors);
+        self.health
+            .set_status(serde_json::to_string(&status).unwrap_or_default());
     }
 
     /// Copies the plugin counters into the metrics and the plugin notes into /healthz.
@@ -439,6 +472,7 @@ impl Daemon {
             .set(self.source_problems.len() as i64);
         detail.extend(self.planning.planner().status());
         detail.extend(self.health_errors.iter().cloned());
+        detail.extend(self.checker.report());
         for (source, (problem, since)) in &self.source_problems {
             let since = since
                 .duration_since(UNIX_EPOCH)

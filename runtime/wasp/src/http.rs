@@ -68,6 +68,8 @@ struct HealthState {
     config_errors: usize,
     detail: Vec<String>,
     detail_omitted: usize,
+    /// `wasp status`'s JSON, as of the last sync.
+    status: String,
 }
 
 impl Default for HealthState {
@@ -79,6 +81,7 @@ impl Default for HealthState {
             config_errors: 0,
             detail: Vec::new(),
             detail_omitted: 0,
+            status: "{}".into(),
         }
     }
 }
@@ -100,6 +103,11 @@ impl Health {
             shown,
             inner: Mutex::new(HealthState::default()),
         }
+    }
+
+    /// Sets what `/status` serves.
+    pub fn set_status(&self, json: String) {
+        self.lock().status = json;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
@@ -212,7 +220,8 @@ pub async fn bind(
     })
 }
 
-/// Serves `/healthz` and `/metrics` on `listener` until the process ends.
+/// Serves `/healthz`, `/metrics` and (to loopback clients) `/status` on `listener` until the
+/// process ends.
 pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /healthz and /metrics");
@@ -238,6 +247,13 @@ pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) 
                                 };
                                 respond(code, "application/json", body)
                             }
+                            // The admin endpoint of `wasp status`: it names files and
+                            // objects, so only to the node itself.
+                            "/status" if local => respond(
+                                StatusCode::OK,
+                                "application/json",
+                                health.lock().status.clone(),
+                            ),
                             "/metrics" => respond(
                                 StatusCode::OK,
                                 "text/plain; version=0.0.4",

@@ -18,6 +18,7 @@
 //! - [`testbed`]: nodes and pods as network namespaces joined by veth pairs.
 //! - [`demo`]: the article's walk-through, end to end.
 
+pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -32,4 +33,5 @@ pub mod node;
 pub mod options;
 pub mod planning;
 pub mod source;
+pub mod status;
 pub mod testbed;

@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, default_value = "nftables")]
         mode: Mode,
     },
+    /// Show what the running daemon serves: each Service port with its addresses, balancer
+    /// and endpoints (readiness and health), the last sync, and the config errors.
+    Status {
+        /// The daemon's metrics address (`--metrics-bind-address`), where it answers.
+        #[arg(long, default_value = "127.0.0.1:10249")]
+        address: SocketAddr,
+        /// A table, or the same data as JSON.
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Serve "Hello from NAME" over TCP and UDP (a demo and test pod).
     #[command(hide = true)]
     Serve {
@@ -81,6 +91,13 @@ enum Command {
         proto: String,
         addr: SocketAddr,
     },
+}
+
+/// `wasp status --output`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -148,6 +165,13 @@ fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
                 }
             });
             wasp::demo::run(&mode.to_string(), cancel)?;
+        }
+        Command::Status { address, output } => {
+            let s = wasp::status::fetch(address)?;
+            match output {
+                Output::Table => print!("{}", wasp::status::table(&s)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
         }
         Command::Serve { name, tcp, udp } => {
             runtime()?.block_on(wasp::echo::serve(name, tcp, udp))?

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub plugins_disabled: Gauge,
     /// The userspace proxy's counters, read at each scrape.
     pub userspace: UserspaceMetrics,
+    /// The active health checks'.
+    pub checks: crate::checks::CheckMetrics,
 }
 
 /// The userspace mode's metrics: copied from the proxy's own counters when /metrics is read.
@@ -61,6 +63,22 @@ pub struct UserspaceMetrics {
     resets: Counter,
     drained: Counter,
     active: Gauge,
+}
+
+/// The health checker's metrics, registered.
+fn register_checks(r: &mut Registry) -> crate::checks::CheckMetrics {
+    let m = crate::checks::CheckMetrics::default();
+    r.register(
+        "wasp_endpoint_health_checks",
+        "Active health check probes, by result",
+        m.checks.clone(),
+    );
+    r.register(
+        "wasp_unhealthy_endpoints",
+        "Endpoints the active health checks find unhealthy now",
+        m.unhealthy.clone(),
+    );
+    m
 }
 
 impl UserspaceMetrics {
@@ -249,6 +267,7 @@ impl Default for Metrics {
                 Counter::default(),
             ),
             userspace: UserspaceMetrics::register(r),
+            checks: register_checks(r),
             registry: Registry::default(),
         };
         Self {

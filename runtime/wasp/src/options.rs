@@ -281,6 +281,7 @@ impl Settings {
                 _ => Vec::new(),
             },
             node_port_addresses: self.node_port_addresses.clone(),
+            unhealthy: Default::default(),
         }
     }
 

@@ -65,6 +65,9 @@ pub struct ResolveConfig {
     pub host_addresses: Vec<IpAddr>,
     /// Where node ports answer.
     pub node_port_addresses: NodePortAddresses,
+    /// Endpoints (address and target port) the active health checks found unhealthy: they
+    /// count as not ready.
+    pub unhealthy: std::collections::HashSet<std::net::SocketAddr>,
 }
 
 /// Resolves every stored Service into service ports; returns the state and the errors met.
@@ -124,11 +127,34 @@ pub fn resolve(
                 mirror::endpoints(&e.object, &spn, &node, &mut eps);
             }
             eps.retain(|e| cluster_ips.iter().any(|ip| ip.is_ipv4() == e.ip.is_ipv4()));
+            if let Ok(Some(check)) = crate::health::health_check(&svc.object) {
+                apply_health(&mut eps, &check, cfg, &mut state, &spn);
+            }
             eps.sort_by_key(|e| (e.ip, e.port));
             state.ports.insert(spn, port_state(service, &eps, &node));
         }
     }
     (state, errors)
+}
+
+/// Records `eps` for probing with `check`, and marks the unhealthy ones neither ready nor
+/// serving, so categorisation treats them as a kubelet's failed readiness probe would.
+fn apply_health(
+    eps: &mut [Endpoint],
+    check: &wasp_model::HealthCheck,
+    cfg: &ResolveConfig,
+    state: &mut ProxyState,
+    spn: &ServicePortName,
+) {
+    for e in eps {
+        let addr = std::net::SocketAddr::new(e.ip, e.port);
+        state.health_checks.insert(addr, check.clone());
+        if cfg.unhealthy.contains(&addr) {
+            e.ready = false;
+            e.serving = false;
+            state.held_back.entry(spn.clone()).or_default().push(addr);
+        }
+    }
 }
 
 /// A port's endpoints after kube-proxy's categorisation: every reachable one, and which of

@@ -62,6 +62,9 @@ pub(super) fn service(c: &mut Check<'_>, svc: &Service, cfg: &ValidationConfig) 
         }
     }
     external(c, svc, spec, ty);
+    if let Err((annotation, why)) = crate::health::health_check(svc) {
+        c.fail(format!("metadata.annotations[{annotation}]"), why);
+    }
     for (k, v) in spec.selector.iter().flatten() {
         if !is_label_value(v) {
             c.fail(

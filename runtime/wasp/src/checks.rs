@@ -1,0 +1,238 @@
+//! Active health checks of hand-written endpoints (`wasp.dev/health-check`), off the sync
+//! loop: one task per endpoint, started at a random point of its interval (so 10,000
+//! endpoints do not probe at once), at most [`CONCURRENT`] probes in flight. An endpoint turns
+//! unhealthy after the unhealthy threshold of failures in a row and healthy again after the
+//! healthy threshold of successes; each turn wakes the sync loop, whose next (partial) sync
+//! resolves with the new set of unhealthy endpoints.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use wasp_model::{HealthCheck, HealthProbe};
+
+/// The most probes in flight at once.
+pub const CONCURRENT: usize = 64;
+
+/// `wasp_endpoint_health_checks_total`'s label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `healthy` or `unhealthy`.
+    pub result: String,
+}
+
+/// The checker's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CheckMetrics {
+    /// Probes by result.
+    pub checks: Family<ResultLabel, Counter>,
+    /// Endpoints unhealthy now.
+    pub unhealthy: Gauge,
+}
+
+/// What the probe tasks share.
+struct Shared {
+    /// Unhealthy endpoints, with the last failure.
+    unhealthy: Mutex<HashMap<SocketAddr, String>>,
+    permits: Semaphore,
+    wake: mpsc::Sender<()>,
+    metrics: CheckMetrics,
+}
+
+/// The running checks.
+pub struct Checker {
+    shared: Arc<Shared>,
+    tasks: HashMap<SocketAddr, (HealthCheck, AbortHandle)>,
+}
+
+impl Checker {
+    /// A checker with no endpoints; `wake` hears of every change of an endpoint's health.
+    pub fn new(wake: mpsc::Sender<()>, metrics: CheckMetrics) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                unhealthy: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(CONCURRENT),
+                wake,
+                metrics,
+            }),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Probes exactly `targets` from now on: new endpoints start (healthy until proven
+    /// otherwise), gone ones stop and are forgotten, a changed check starts over.
+    pub fn update(&mut self, targets: &BTreeMap<SocketAddr, HealthCheck>) {
+        self.tasks.retain(|addr, (check, task)| {
+            let keep = targets.get(addr) == Some(check);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        {
+            let mut bad = self
+                .shared
+                .unhealthy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            bad.retain(|addr, _| self.tasks.contains_key(addr) || targets.contains_key(addr));
+            self.shared.metrics.unhealthy.set(bad.len() as i64);
+        }
+        for (addr, check) in targets {
+            if self.tasks.contains_key(addr) {
+                continue;
+            }
+            let task = tokio::spawn(watch(*addr, check.clone(), Arc::clone(&self.shared)));
+            self.tasks
+                .insert(*addr, (check.clone(), task.abort_handle()));
+        }
+    }
+
+    /// The endpoints unhealthy now.
+    pub fn unhealthy(&self) -> HashSet<SocketAddr> {
+        let bad = self
+            .shared
+            .unhealthy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        bad.keys().copied().collect()
+    }
+
+    /// One line per unhealthy endpoint, for `/healthz`.
+    pub fn report(&self) -> Vec<String> {
+        let bad = self
+            .shared
+            .unhealthy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut lines: Vec<String> = bad
+            .iter()
+            .map(|(addr, why)| format!("endpoint {addr} is unhealthy: {why}"))
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Probes one endpoint forever, turning it unhealthy and healthy by the thresholds.
+async fn watch(addr: SocketAddr, check: HealthCheck, sh: Arc<Shared>) {
+    let offset = check.interval.mul_f64(fraction(addr));
+    tokio::time::sleep(offset).await;
+    let (mut successes, mut failures) = (0u32, 0u32);
+    let mut healthy = true;
+    loop {
+        let result = {
+            let _permit = sh.permits.acquire().await;
+            probe(addr, &check).await
+        };
+        let label = if result.is_ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        sh.metrics
+            .checks
+            .get_or_create(&ResultLabel {
+                result: label.into(),
+            })
+            .inc();
+        match result {
+            Ok(()) => (successes, failures) = (successes + 1, 0),
+            Err(why) => {
+                (successes, failures) = (0, failures + 1);
+                if healthy && failures >= check.unhealthy_threshold {
+                    healthy = false;
+                    tracing::warn!(endpoint = %addr, reason = %why, failures, "endpoint unhealthy: it gets no new connections");
+                    sh.set(addr, Some(why));
+                }
+            }
+        }
+        if !healthy && successes >= check.healthy_threshold {
+            healthy = true;
+            tracing::info!(endpoint = %addr, successes, "endpoint healthy again");
+            sh.set(addr, None);
+        }
+        tokio::time::sleep(check.interval).await;
+    }
+}
+
+impl Shared {
+    /// Records `addr` unhealthy (with why) or healthy, and wakes the sync loop.
+    fn set(&self, addr: SocketAddr, why: Option<String>) {
+        let mut bad = self
+            .unhealthy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match why {
+            Some(why) => bad.insert(addr, why),
+            None => bad.remove(&addr),
+        };
+        self.metrics.unhealthy.set(bad.len() as i64);
+        // A full channel already holds a wake-up.
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Where in its interval an endpoint's probes fall: a fraction from its address, so probes
+/// spread evenly and an endpoint keeps its slot.
+fn fraction(addr: SocketAddr) -> f64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    addr.hash(&mut h);
+    (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+/// One probe: `Err` says what failed.
+async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+    let attempt = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let HealthProbe::Http(path) = &check.probe else {
+            return Ok(());
+        };
+        let req =
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: wasp-health-check\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut head = vec![0u8; 64];
+        let n = s.read(&mut head).await.map_err(|e| format!("read: {e}"))?;
+        let line = String::from_utf8_lossy(&head[..n]);
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "not an HTTP answer: {:?}",
+                    line.lines().next().unwrap_or("")
+                )
+            })?;
+        if (200..400).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("GET {path}: HTTP {status}"))
+        }
+    };
+    match tokio::time::timeout(check.timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+    }
+}
