@@ -152,6 +152,12 @@ pub struct FileConfig {
     pub plugins: Option<BTreeMap<String, String>>,
     /// The userspace mode's proxy (wasp only).
     pub userspace: Option<UserspaceConfig>,
+    /// Where the DNS responder listens (wasp only; off when absent).
+    pub dns_bind_address: Option<String>,
+    /// The cluster domain (default `cluster.local`).
+    pub cluster_domain: Option<String>,
+    /// Where the DNS responder forwards other names (wasp only).
+    pub dns_upstreams: Option<Vec<String>>,
     /// Limits on manifest files and the error list (wasp only).
     pub limits: Option<LimitsConfig>,
     /// The log format.

@@ -42,6 +42,8 @@ struct Daemon {
     /// The active health checks, and the channel they wake the loop on.
     checker: crate::checks::Checker,
     checks_changed: mpsc::Receiver<()>,
+    /// The DNS responder, when on.
+    dns: Option<crate::dns::Dns>,
 }
 
 fn now_secs() -> f64 {
@@ -59,6 +61,10 @@ fn now_secs() -> f64 {
 /// run on this kernel; each before anything touches the kernel.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
     let (listeners, mut rx, dataplane) = prepare(&s).await?;
+    let dns = match &s.dns {
+        Some(d) => Some(crate::dns::Dns::start(d.addr, d.upstreams.clone()).await?),
+        None => None,
+    };
     for what in wasp_dataplane::leftovers::remove_other_modes(s.mode, &s.render_config()) {
         tracing::warn!("{what}");
     }
@@ -96,6 +102,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         settings: s.clone(),
         checker,
         checks_changed,
+        dns,
     };
     if d.resolve.node_ips.is_empty() && matches!(s.source, crate::options::SourceKind::Files(_)) {
         tracing::warn!(
@@ -416,6 +423,9 @@ impl Daemon {
         self.health.updated();
         self.checker.update(&state.health_checks);
         self.publish_status(state);
+        if let (Some(dns), Some(cfg)) = (&self.dns, &self.settings.dns) {
+            dns.set(crate::dns::Records::build(state, &self.store, &cfg.domain));
+        }
         let errors = self.service_health.sync(state);
         for e in errors.iter().filter(|e| !self.health_errors.contains(e)) {
             tracing::warn!(error = %e, "health check node port not served");

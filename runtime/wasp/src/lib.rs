@@ -22,6 +22,7 @@ pub mod checks;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dns;
 pub mod duration;
 pub mod echo;
 pub mod healthcheck;

@@ -114,6 +114,16 @@ pub struct Flags {
     /// Where /metrics is served [default: 127.0.0.1:10249].
     #[arg(long)]
     pub metrics_bind_address: Option<SocketAddr>,
+    /// Answer DNS for Service names here, over UDP and TCP (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_bind_address: Option<SocketAddr>,
+    /// The cluster domain the DNS responder answers for [default: cluster.local].
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// Where the DNS responder forwards other names; repeatable, `none` to refuse them
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long, value_name = "IP[:PORT]|none")]
+    pub dns_upstream: Vec<String>,
     /// The userspace mode's listener port [default: 15001].
     #[arg(long, value_name = "PORT")]
     pub userspace_port: Option<u16>,
@@ -141,6 +151,17 @@ pub enum SourceKind {
     Files(PathBuf),
     /// The Kubernetes API, through this kubeconfig or the in-cluster config.
     Kubernetes(Option<PathBuf>),
+}
+
+/// The DNS responder's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsSettings {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The cluster domain.
+    pub domain: String,
+    /// Where other names go (none: they are refused).
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// Everything the daemon runs with.
@@ -184,6 +205,8 @@ pub struct Settings {
     pub conntrack: ConntrackSettings,
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
+    /// The DNS responder, when on.
+    pub dns: Option<DnsSettings>,
     /// Extra balancer plugins: name → .wasm path (relative paths are against the config file).
     pub plugins: std::collections::BTreeMap<String, PathBuf>,
     /// What one manifest file may hold.
@@ -228,6 +251,7 @@ impl Settings {
             metrics_addr,
             conntrack: m.conntrack()?,
             proxy: m.userspace(&cluster_cidrs)?,
+            dns: m.dns()?,
             plugins: m.plugins(),
             limits: m.limits(),
             errors_shown: m.errors_shown(),

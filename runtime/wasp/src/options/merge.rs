@@ -393,6 +393,42 @@ impl<'a> Merge<'a> {
         })
     }
 
+    /// The DNS responder: on when an address is given.
+    pub(super) fn dns(&self) -> anyhow::Result<Option<super::DnsSettings>> {
+        let addr = match (&self.f.dns_bind_address, &self.file.dns_bind_address) {
+            (Some(a), _) => *a,
+            (None, Some(a)) => a
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}: {a:?}", self.ctx("dnsBindAddress")))?,
+            (None, None) => return Ok(None),
+        };
+        let domain = (self.f.cluster_domain.clone())
+            .or_else(|| self.file.cluster_domain.clone())
+            .unwrap_or_else(|| "cluster.local".into());
+        let given = if self.f.dns_upstream.is_empty() {
+            self.file.dns_upstreams.clone().unwrap_or_default()
+        } else {
+            self.f.dns_upstream.clone()
+        };
+        let upstreams = match given.as_slice() {
+            [] => crate::dns::system_upstreams(addr),
+            [none] if none == "none" => Vec::new(),
+            list => list
+                .iter()
+                .map(|u| {
+                    u.parse::<SocketAddr>()
+                        .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                        .map_err(|_| anyhow::anyhow!("--dns-upstream, dnsUpstreams: invalid value {u:?}: give IP[:PORT] or none"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        Ok(Some(super::DnsSettings {
+            addr,
+            domain,
+            upstreams,
+        }))
+    }
+
     /// Registered plugins, with paths relative to the config file.
     pub(super) fn plugins(&self) -> std::collections::BTreeMap<String, PathBuf> {
         let base = self

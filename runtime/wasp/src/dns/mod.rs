@@ -1,0 +1,267 @@
+//! The DNS responder (`--dns-bind-address`), for nodes without cluster DNS: Service names
+//! from the same store and resolution as the proxy ([`Records`]), over UDP and TCP. Names in
+//! the cluster domain are answered here (NXDOMAIN when unknown); others go to the upstream
+//! servers when there are any, else are REFUSED. A UDP answer larger than the client can take
+//! (512 bytes, or its EDNS size) is sent truncated, and the client retries over TCP.
+
+mod records;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SRV};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+pub use records::Records;
+
+/// Answers' time to live: short, as the names follow the config.
+const TTL: u32 = 5;
+
+/// The running responder: its records, replaced after every sync.
+#[derive(Debug, Clone)]
+pub struct Dns {
+    records: Arc<RwLock<Arc<Records>>>,
+    upstreams: Arc<Vec<SocketAddr>>,
+}
+
+/// What to do with one query.
+enum Reply {
+    /// Send this.
+    Local(Message),
+    /// Ask the upstream servers.
+    Forward,
+}
+
+impl Dns {
+    /// Binds UDP and TCP on `addr` and serves on the current runtime, with no names until
+    /// [`set`](Self::set).
+    ///
+    /// # Errors
+    /// Fails when `addr` cannot be bound.
+    pub async fn start(addr: SocketAddr, upstreams: Vec<SocketAddr>) -> anyhow::Result<Self> {
+        let bind = |e: std::io::Error| anyhow::anyhow!("--dns-bind-address {addr}: {e}");
+        let udp = UdpSocket::bind(addr).await.map_err(bind)?;
+        let tcp = TcpListener::bind(addr).await.map_err(bind)?;
+        let dns = Self {
+            records: Arc::new(RwLock::new(Arc::new(Records::default()))),
+            upstreams: Arc::new(upstreams),
+        };
+        tokio::spawn(dns.clone().serve_udp(udp));
+        tokio::spawn(dns.clone().serve_tcp(tcp));
+        tracing::info!(%addr, upstreams = ?dns.upstreams, "DNS responder listening");
+        Ok(dns)
+    }
+
+    /// Answers from `records` from now on.
+    pub fn set(&self, records: Records) {
+        *self.records.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(records);
+    }
+
+    fn records(&self) -> Arc<Records> {
+        Arc::clone(&self.records.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn serve_udp(self, sock: UdpSocket) {
+        let sock = Arc::new(sock);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let (dns, sock, query) = (self.clone(), Arc::clone(&sock), buf[..n].to_vec());
+            tokio::spawn(async move {
+                if let Some(out) = dns.respond(&query, true).await {
+                    let _ = sock.send_to(&out, peer).await;
+                }
+            });
+        }
+    }
+
+    async fn serve_tcp(self, l: TcpListener) {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let dns = self.clone();
+            tokio::spawn(async move {
+                // Queries one after another on the connection, until it closes or idles.
+                let idle = Duration::from_secs(10);
+                while let Ok(Ok(len)) = tokio::time::timeout(idle, s.read_u16()).await {
+                    let mut q = vec![0u8; usize::from(len)];
+                    if s.read_exact(&mut q).await.is_err() {
+                        return;
+                    }
+                    let Some(out) = dns.respond(&q, false).await else {
+                        return;
+                    };
+                    let len = u16::try_from(out.len()).unwrap_or(u16::MAX);
+                    if s.write_u16(len).await.is_err() || s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The answer to `query`'s bytes; `None` for bytes that are no query.
+    async fn respond(&self, query: &[u8], udp: bool) -> Option<Vec<u8>> {
+        let q = Message::from_vec(query).ok()?;
+        let m = match answer(&self.records(), &q, !self.upstreams.is_empty()) {
+            Reply::Local(m) => m,
+            Reply::Forward => match forward(&self.upstreams, query).await {
+                Some(bytes) => return Some(bytes),
+                None => error(&q, ResponseCode::ServFail),
+            },
+        };
+        let out = m.to_vec().ok()?;
+        let limit = usize::from(q.max_payload().max(512));
+        if udp && out.len() > limit {
+            let mut t = m.clone();
+            t.answers_mut().clear();
+            t.additionals_mut().clear();
+            t.set_truncated(true);
+            return t.to_vec().ok();
+        }
+        Some(out)
+    }
+}
+
+/// A response to `q` with `code` and no answers.
+fn error(q: &Message, code: ResponseCode) -> Message {
+    let mut m = Message::error_msg(q.id(), OpCode::Query, code);
+    m.add_queries(q.queries().to_vec());
+    m.set_recursion_desired(q.recursion_desired());
+    m
+}
+
+/// The answer to one query from `records`, or forward it when the name is outside the
+/// cluster domain and there is somewhere to forward to.
+fn answer(records: &Records, q: &Message, can_forward: bool) -> Reply {
+    let Some(query) = q.queries().first().filter(|_| q.queries().len() == 1) else {
+        return Reply::Local(error(q, ResponseCode::FormErr));
+    };
+    let name = query.name().to_ascii().to_lowercase();
+    let name = if name.ends_with('.') {
+        name
+    } else {
+        format!("{name}.")
+    };
+    if !records.in_zone(&name) {
+        return if can_forward {
+            Reply::Forward
+        } else {
+            Reply::Local(error(q, ResponseCode::Refused))
+        };
+    }
+    let (addrs, srv) = (records.addresses.get(&name), records.srv.get(&name));
+    if addrs.is_none() && srv.is_none() {
+        let mut m = error(q, ResponseCode::NXDomain);
+        m.set_authoritative(true);
+        return Reply::Local(m);
+    }
+    let mut m = error(q, ResponseCode::NoError);
+    m.set_authoritative(true);
+    m.set_recursion_available(can_forward);
+    let owner = query.name().clone();
+    let t = query.query_type();
+    for ip in addrs.into_iter().flatten() {
+        let rdata = match ip {
+            std::net::IpAddr::V4(v4) if matches!(t, RecordType::A | RecordType::ANY) => {
+                RData::A(A(*v4))
+            }
+            std::net::IpAddr::V6(v6) if matches!(t, RecordType::AAAA | RecordType::ANY) => {
+                RData::AAAA(AAAA(*v6))
+            }
+            _ => continue,
+        };
+        m.add_answer(Record::from_rdata(owner.clone(), TTL, rdata));
+    }
+    if matches!(t, RecordType::SRV | RecordType::ANY) {
+        for (port, target) in srv.into_iter().flatten() {
+            let Ok(target) = Name::from_ascii(target) else {
+                continue;
+            };
+            let rdata = RData::SRV(SRV::new(0, 100, *port, target));
+            m.add_answer(Record::from_rdata(owner.clone(), TTL, rdata));
+        }
+    }
+    m.set_message_type(MessageType::Response);
+    Reply::Local(m)
+}
+
+/// Asks each upstream in turn (2 s each) over UDP; the first answer's bytes.
+async fn forward(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let any: SocketAddr = if up.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let Ok(sock) = UdpSocket::bind(any).await else {
+            continue;
+        };
+        if sock.connect(up).await.is_err() || sock.send(query).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await {
+            buf.truncate(n);
+            return Some(buf);
+        }
+        tracing::debug!(upstream = %up, "DNS upstream did not answer");
+    }
+    None
+}
+
+/// The nameservers of `/etc/resolv.conf` (port 53), except `own` (the responder itself).
+pub fn system_upstreams(own: SocketAddr) -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .filter(|a| *a != own)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+
+    fn ask(records: &Records, name: &str, t: RecordType, can_forward: bool) -> Option<Message> {
+        let mut q = Message::new();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        match answer(records, &q, can_forward) {
+            Reply::Local(m) => Some(m),
+            Reply::Forward => None,
+        }
+    }
+
+    #[test]
+    fn outside_the_zone_is_refused_or_forwarded_and_a_known_name_without_the_type_is_empty() {
+        let mut r = Records {
+            zone: "cluster.local.".into(),
+            domain: "svc.cluster.local.".into(),
+            ..Records::default()
+        };
+        r.addresses.insert(
+            "web.shop.svc.cluster.local.".into(),
+            ["10.96.0.1".parse().unwrap()].into(),
+        );
+        let refused = ask(&r, "example.org.", RecordType::A, false).unwrap();
+        assert_eq!(refused.response_code(), ResponseCode::Refused);
+        assert!(ask(&r, "example.org.", RecordType::A, true).is_none(), "forwarded");
+        let nodata = ask(&r, "WEB.shop.svc.cluster.local.", RecordType::AAAA, false).unwrap();
+        assert_eq!(nodata.response_code(), ResponseCode::NoError);
+        assert!(nodata.answers().is_empty());
+        let a = ask(&r, "WEB.shop.svc.cluster.local.", RecordType::A, false).unwrap();
+        assert_eq!(a.answers().len(), 1, "names are case-insensitive");
+        let nx = ask(&r, "other.cluster.local.", RecordType::A, true).unwrap();
+        assert_eq!(nx.response_code(), ResponseCode::NXDomain, "never forwarded");
+    }
+}
