@@ -158,7 +158,9 @@ fn every_fault_falls_back_at_once_and_other_ports_keep_working() {
     // A loop returns at all only because of the deadline; each fault names itself.
     let faults = [
         ("loop", "ran past its deadline"),
-        ("alloc", "trapped"),
+        // Growing to the memory cap takes long enough that a loaded machine (CI running
+        // tests in parallel) may reach the deadline first; either way the port falls back.
+        ("alloc", "trapped|ran past its deadline"),
         ("trap", "trapped"),
         ("out-of-range", "invalid selection: slot 1 names endpoint 8"),
         ("empty-table", "invalid selection: empty hash table"),
@@ -179,7 +181,8 @@ fn every_fault_falls_back_at_once_and_other_ports_keep_working() {
         assert_eq!(s.failures + s.rejected, 1, "{mode}: {s:?}");
         let status = p.status();
         assert!(
-            status[0].contains("on the default selection") && status[0].contains(reason),
+            status[0].contains("on the default selection")
+                && reason.split('|').any(|r| status[0].contains(r)),
             "{mode}: {status:?}"
         );
         assert_eq!(

@@ -72,12 +72,25 @@ impl Dns {
             let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
                 continue;
             };
-            let (dns, sock, query) = (self.clone(), Arc::clone(&sock), buf[..n].to_vec());
-            tokio::spawn(async move {
-                if let Some(out) = dns.respond(&query, true).await {
-                    let _ = sock.send_to(&out, peer).await;
+            // Names of the cluster are answered in line; only forwarding waits, on a task.
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            match answer(&self.records(), &q, !self.upstreams.is_empty()) {
+                Reply::Local(m) => {
+                    if let Some(out) = encode(&q, &m, true) {
+                        let _ = sock.send_to(&out, peer).await;
+                    }
                 }
-            });
+                Reply::Forward => {
+                    let (dns, sock, query) = (self.clone(), Arc::clone(&sock), buf[..n].to_vec());
+                    tokio::spawn(async move {
+                        if let Some(out) = dns.respond(&query, true).await {
+                            let _ = sock.send_to(&out, peer).await;
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -117,17 +130,23 @@ impl Dns {
                 None => error(&q, ResponseCode::ServFail),
             },
         };
-        let out = m.to_vec().ok()?;
-        let limit = usize::from(q.max_payload().max(512));
-        if udp && out.len() > limit {
-            let mut t = m.clone();
-            t.answers_mut().clear();
-            t.additionals_mut().clear();
-            t.set_truncated(true);
-            return t.to_vec().ok();
-        }
-        Some(out)
+        encode(&q, &m, udp)
     }
+}
+
+/// `m`'s bytes, truncated (no answers, the TC bit) when over UDP they exceed what the
+/// client of `q` takes.
+fn encode(q: &Message, m: &Message, udp: bool) -> Option<Vec<u8>> {
+    let out = m.to_vec().ok()?;
+    let limit = usize::from(q.max_payload().max(512));
+    if udp && out.len() > limit {
+        let mut t = m.clone();
+        t.answers_mut().clear();
+        t.additionals_mut().clear();
+        t.set_truncated(true);
+        return t.to_vec().ok();
+    }
+    Some(out)
 }
 
 /// A response to `q` with `code` and no answers.
@@ -255,13 +274,20 @@ mod tests {
         );
         let refused = ask(&r, "example.org.", RecordType::A, false).unwrap();
         assert_eq!(refused.response_code(), ResponseCode::Refused);
-        assert!(ask(&r, "example.org.", RecordType::A, true).is_none(), "forwarded");
+        assert!(
+            ask(&r, "example.org.", RecordType::A, true).is_none(),
+            "forwarded"
+        );
         let nodata = ask(&r, "WEB.shop.svc.cluster.local.", RecordType::AAAA, false).unwrap();
         assert_eq!(nodata.response_code(), ResponseCode::NoError);
         assert!(nodata.answers().is_empty());
         let a = ask(&r, "WEB.shop.svc.cluster.local.", RecordType::A, false).unwrap();
         assert_eq!(a.answers().len(), 1, "names are case-insensitive");
         let nx = ask(&r, "other.cluster.local.", RecordType::A, true).unwrap();
-        assert_eq!(nx.response_code(), ResponseCode::NXDomain, "never forwarded");
+        assert_eq!(
+            nx.response_code(),
+            ResponseCode::NXDomain,
+            "never forwarded"
+        );
     }
 }
