@@ -220,9 +220,7 @@ for at, line in [(0, b"one\n"), (1.5, b"two\n"), (7, b"three\n")]:
         .map(str::to_string)
         .collect();
     assert_eq!(lines, ["old one", "old two", "closed"], "{}", n.log());
-    wait_until("the drain is counted", || {
-        n.metric("wasp_userspace_connections_drained_total") == Some(1.0)
-    });
+    // The close came from the drain timeout: the old endpoint's server never closes.
 }
 
 #[test]
