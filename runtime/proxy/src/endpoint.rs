@@ -118,6 +118,23 @@ impl Endpoints {
         map.get(&(id, addr)).cloned()
     }
 
+    /// Of `candidates` (indices into `addrs`, port `id`'s endpoints), those not in backoff
+    /// at `now`: one lock for the whole list, as this runs for every new connection.
+    pub fn not_backing_off(
+        &self,
+        id: u64,
+        addrs: &[SocketAddr],
+        candidates: &[usize],
+        now: Instant,
+    ) -> Vec<usize> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        candidates
+            .iter()
+            .copied()
+            .filter(|&i| map.get(&(id, addrs[i])).is_none_or(|s| !s.backing_off(now)))
+            .collect()
+    }
+
     /// After an update to `live`: endpoints that left start draining; their connections are
     /// closed after `drain` unless they come back first. Returns the timers to run.
     pub fn update(

@@ -37,15 +37,7 @@ pub(crate) fn choose(
         .copied()
         .filter(|i| !tried.contains(i))
         .collect();
-    let healthy: Vec<usize> = left
-        .iter()
-        .copied()
-        .filter(|&i| {
-            sh.endpoints
-                .find(t.id, t.endpoints[i])
-                .is_none_or(|s| !s.backing_off(now))
-        })
-        .collect();
+    let healthy = sh.endpoints.not_backing_off(t.id, &t.endpoints, &left, now);
     // With every endpoint failing, try them anyway: one may have come back.
     let pool = if healthy.is_empty() { left } else { healthy };
     if pool.is_empty() {
