@@ -3,6 +3,7 @@
 
 use crate::core::{Family, RenderConfig};
 use crate::iptables::{Backend, Iptables, Tables};
+use crate::ipvs::{Ipvs, link::DEVICE};
 use crate::mode::{Dataplane, Mode};
 use crate::nftables::{Nftables, socket::Socket};
 
@@ -13,38 +14,57 @@ pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
     if mode != Mode::Userspace {
         done.extend(crate::userspace::remove_reply_routing());
     }
-    match mode {
-        // The userspace mode programs the nftables mode's tables.
-        Mode::Nftables | Mode::Userspace => {
-            for backend in [Backend::Nft, Backend::Legacy] {
-                let ours = Family::ALL.into_iter().any(|family| {
-                    let t = Tables { backend, family };
-                    t.available()
-                        && ["nat", "filter"]
-                            .iter()
-                            .any(|table| t.chains(table).is_ok_and(|c| !c.is_empty()))
-                });
-                if ours {
-                    done.push(match Iptables::new(backend, cfg.clone()).cleanup() {
-                        Ok(()) => format!("removed the iptables mode's WASP- chains (iptables-{backend})"),
-                        Err(e) => format!("cannot remove the iptables mode's WASP- chains (iptables-{backend}): {e}"),
-                    });
-                }
-            }
-        }
-        Mode::Iptables => {
-            let ours = Socket::open().is_ok_and(|mut s| {
-                Family::ALL
-                    .into_iter()
-                    .any(|f| s.names(f, false).is_ok_and(|c| !c.is_empty()))
+    // The userspace mode programs the nftables mode's tables.
+    if matches!(mode, Mode::Iptables | Mode::Ipvs) {
+        done.extend(nftables_tables(cfg));
+    }
+    if mode != Mode::Iptables {
+        done.extend(iptables_chains(cfg));
+    }
+    if mode != Mode::Ipvs {
+        let mut ipvs = Ipvs::new(cfg.clone(), std::time::Duration::ZERO);
+        if ipvs.left_behind() {
+            done.push(match ipvs.cleanup() {
+                Ok(()) => format!(
+                    "removed the ipvs mode's virtual servers, {DEVICE} and its helper table"
+                ),
+                Err(e) => format!("cannot remove the ipvs mode's leftovers: {e}"),
             });
-            if ours {
-                done.push(match Nftables::new(cfg.clone()).cleanup() {
-                    Ok(()) => "removed the nftables mode's tables (ip wasp, ip6 wasp)".to_string(),
-                    Err(e) => format!("cannot remove the nftables mode's tables: {e}"),
-                });
-            }
         }
     }
     done
+}
+
+fn iptables_chains(cfg: &RenderConfig) -> Vec<String> {
+    let mut done = Vec::new();
+    for backend in [Backend::Nft, Backend::Legacy] {
+        let ours = Family::ALL.into_iter().any(|family| {
+            let t = Tables { backend, family };
+            t.available()
+                && ["nat", "filter"]
+                    .iter()
+                    .any(|table| t.chains(table).is_ok_and(|c| !c.is_empty()))
+        });
+        if ours {
+            done.push(match Iptables::new(backend, cfg.clone()).cleanup() {
+                Ok(()) => format!("removed the iptables mode's WASP- chains (iptables-{backend})"),
+                Err(e) => format!(
+                    "cannot remove the iptables mode's WASP- chains (iptables-{backend}): {e}"
+                ),
+            });
+        }
+    }
+    done
+}
+
+fn nftables_tables(cfg: &RenderConfig) -> Option<String> {
+    let ours = Socket::open().is_ok_and(|mut s| {
+        Family::ALL
+            .into_iter()
+            .any(|f| s.names(f, false).is_ok_and(|c| !c.is_empty()))
+    });
+    ours.then(|| match Nftables::new(cfg.clone()).cleanup() {
+        Ok(()) => "removed the nftables mode's tables (ip wasp, ip6 wasp)".to_string(),
+        Err(e) => format!("cannot remove the nftables mode's tables: {e}"),
+    })
 }

@@ -15,6 +15,8 @@
 //! - [`iptables`]: the iptables mode, in kube-proxy's chain layout under a `WASP-` prefix.
 //! - [`userspace`]: the userspace mode: the `wasp-proxy` crate behind the nftables mode's
 //!   rules, which redirect TCP to it.
+//! - [`ipvs`]: the ipvs mode: IPVS virtual servers over generic netlink, service addresses
+//!   on a dummy device, and a small nftables helper table.
 //! - [`leftovers`]: removing what the other mode left behind.
 //! - [`conntrack`]: clearing stale UDP flows when endpoints go away.
 //! - [`sysctl`]: conntrack kernel settings from the config file.
@@ -23,6 +25,7 @@ pub mod conntrack;
 pub mod core;
 pub mod exec;
 pub mod iptables;
+pub mod ipvs;
 pub mod leftovers;
 pub mod mode;
 pub mod nftables;

@@ -20,6 +20,8 @@ pub enum Mode {
     /// A userspace L4 proxy (TCP), behind the nftables mode's rules: they redirect TCP to
     /// it and serve everything else, and take over when the daemon stops.
     Userspace,
+    /// IPVS virtual servers, with a small nftables helper table.
+    Ipvs,
 }
 
 impl FromStr for Mode {
@@ -29,11 +31,9 @@ impl FromStr for Mode {
             "nftables" => Ok(Self::Nftables),
             "iptables" => Ok(Self::Iptables),
             "userspace" => Ok(Self::Userspace),
-            "ipvs" => Err(format!(
-                "mode {s:?} is not built yet; use --mode nftables, iptables or userspace"
-            )),
+            "ipvs" => Ok(Self::Ipvs),
             _ => Err(format!(
-                "unknown mode {s:?}; the modes are: nftables, iptables, userspace"
+                "unknown mode {s:?}; the modes are: nftables, iptables, ipvs, userspace"
             )),
         }
     }
@@ -45,6 +45,7 @@ impl fmt::Display for Mode {
             Self::Nftables => "nftables",
             Self::Iptables => "iptables",
             Self::Userspace => "userspace",
+            Self::Ipvs => "ipvs",
         })
     }
 }
@@ -145,6 +146,8 @@ pub struct DataplaneConfig {
     pub iptables_backend: BackendChoice,
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
+    /// The ipvs mode: how long a removed real server drains at weight 0 at most.
+    pub ipvs_drain_timeout: std::time::Duration,
 }
 
 /// Builds the dataplane for `mode`: the one place that knows every mode's type.
@@ -164,6 +167,10 @@ pub fn build(mode: Mode, cfg: &DataplaneConfig) -> Box<dyn Dataplane> {
         Mode::Userspace => Box::new(crate::userspace::Userspace::new(
             cfg.render.clone(),
             cfg.proxy.clone(),
+        )),
+        Mode::Ipvs => Box::new(crate::ipvs::Ipvs::new(
+            cfg.render.clone(),
+            cfg.ipvs_drain_timeout,
         )),
     }
 }

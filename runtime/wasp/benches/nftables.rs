@@ -22,7 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    NODE_IP, fmt, in_netns, lb_ip, median, node_port, selections, state, vip, with_external,
+    NODE_IP, fmt, in_netns, latencies, lb_ip, median, node_port, percentile, pin_to_cpu0,
+    selections, state, vip, with_external,
 };
 use wasp_dataplane::RenderConfig;
 use wasp_dataplane::iptables::{Backend, Iptables};
@@ -194,36 +195,6 @@ fn sync(n: usize, runs: usize) {
         f.row(n, &format!("iptables mode ({backend})"), Some(&base));
     }
     println!("(the full transaction is {ops} lines of nft text)");
-}
-
-/// Connect+response latencies to each of `addrs`, taken in turn so that both see the same
-/// machine: at most `count` rounds and `limit` time.
-fn latencies(addrs: [SocketAddr; 2], count: usize, limit: Duration) -> [Vec<Duration>; 2] {
-    let start = Instant::now();
-    let mut out = [Vec::with_capacity(count), Vec::with_capacity(count)];
-    let mut buf = [0u8; 16];
-    while out[0].len() < count && start.elapsed() < limit {
-        for (i, addr) in addrs.iter().enumerate() {
-            let t = Instant::now();
-            let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1)).expect("connect");
-            let _ = s.read(&mut buf).expect("response");
-            out[i].push(t.elapsed());
-        }
-    }
-    out
-}
-
-/// Client and server share CPU 0: otherwise the scheduler's choice of one core or two makes
-/// the latency bimodal (about 23 µs or 53 µs here), which would swamp the lookup cost.
-fn pin_to_cpu0() {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(0).expect("cpu 0");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
-}
-
-fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p) as usize]
 }
 
 /// Where a lookup benchmark connects: service `i`'s address.

@@ -142,6 +142,10 @@ pub struct Flags {
     /// The userspace mode ends a UDP session idle this long [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub userspace_udp_idle_timeout: Option<Duration>,
+    /// The ipvs mode keeps a removed real server at weight 0 until its connections are
+    /// gone, or this long at most [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub ipvs_drain_timeout: Option<Duration>,
 }
 
 /// Where objects come from.
@@ -205,6 +209,8 @@ pub struct Settings {
     pub conntrack: ConntrackSettings,
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
+    /// The ipvs mode's drain timeout for removed real servers.
+    pub ipvs_drain_timeout: Duration,
     /// The DNS responder, when on.
     pub dns: Option<DnsSettings>,
     /// Extra balancer plugins: name → .wasm path (relative paths are against the config file).
@@ -251,6 +257,7 @@ impl Settings {
             metrics_addr,
             conntrack: m.conntrack()?,
             proxy: m.userspace(&cluster_cidrs)?,
+            ipvs_drain_timeout: f.ipvs_drain_timeout.unwrap_or(Duration::from_secs(60)),
             dns: m.dns()?,
             plugins: m.plugins(),
             limits: m.limits(),
@@ -340,6 +347,7 @@ impl Settings {
                 BackendFlag::Legacy => BackendChoice::Legacy,
             },
             proxy: self.proxy.clone(),
+            ipvs_drain_timeout: self.ipvs_drain_timeout,
         }
     }
 

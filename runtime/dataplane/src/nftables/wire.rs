@@ -5,6 +5,8 @@
 
 /// `NLM_F_REQUEST`.
 pub const F_REQUEST: u16 = 0x1;
+/// `NLM_F_MULTI`: one of a dump's answers.
+pub const F_MULTI: u16 = 0x2;
 /// `NLM_F_ACK`.
 pub const F_ACK: u16 = 0x4;
 /// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
@@ -57,15 +59,21 @@ fn align(n: usize) -> usize {
 impl Writer {
     /// Starts a message: `nlmsghdr` + `nfgenmsg`.
     pub fn begin(&mut self, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) {
+        let id = res_id.to_be_bytes();
+        self.begin_with(kind, flags, seq, &[family, 0, id[0], id[1]]);
+    }
+
+    /// Starts a message: `nlmsghdr` + a family's own fixed header (`genlmsghdr`,
+    /// `ifinfomsg`, ...), given as bytes.
+    pub fn begin_with(&mut self, kind: u16, flags: u16, seq: u32, header: &[u8]) {
         self.open.push((self.buf.len(), false));
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&seq.to_ne_bytes());
         self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.push(family);
-        self.buf.push(0);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
+        self.buf.extend_from_slice(header);
+        self.buf.resize(align(self.buf.len()), 0);
     }
 
     /// Ends the message (or nest) begun last, writing its length.
@@ -99,6 +107,21 @@ impl Writer {
 
     /// A big-endian u32 attribute.
     pub fn u32(&mut self, ty: u16, v: u32) {
+        self.bytes(ty, &v.to_be_bytes());
+    }
+
+    /// A native-endian u16 attribute (generic netlink's integers).
+    pub fn ne16(&mut self, ty: u16, v: u16) {
+        self.bytes(ty, &v.to_ne_bytes());
+    }
+
+    /// A native-endian u32 attribute.
+    pub fn ne32(&mut self, ty: u16, v: u32) {
+        self.bytes(ty, &v.to_ne_bytes());
+    }
+
+    /// A big-endian u16 attribute (ports).
+    pub fn be16(&mut self, ty: u16, v: u16) {
         self.bytes(ty, &v.to_be_bytes());
     }
 
@@ -137,6 +160,30 @@ impl<'a> Attr<'a> {
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .map_or(0, u32::from_be_bytes)
+    }
+
+    /// The payload as a native-endian u32.
+    pub fn ne32(&self) -> u32 {
+        self.data
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_ne_bytes)
+    }
+
+    /// The payload as a native-endian u16.
+    pub fn ne16(&self) -> u16 {
+        self.data
+            .get(..2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u16::from_ne_bytes)
+    }
+
+    /// The payload as a big-endian u16.
+    pub fn be16(&self) -> u16 {
+        self.data
+            .get(..2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u16::from_be_bytes)
     }
 
     /// The payload as a string, without its NUL.
@@ -187,6 +234,11 @@ impl<'a> Message<'a> {
     pub fn attrs(&self) -> Vec<Attr<'a>> {
         attrs(self.payload.get(4..).unwrap_or_default())
     }
+}
+
+/// The bytes message `m` takes in its buffer, padding included.
+pub fn aligned_len(m: &Message<'_>) -> usize {
+    align(16 + m.payload.len())
 }
 
 /// Splits a buffer into netlink messages.

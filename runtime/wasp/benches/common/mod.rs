@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasp_model::{
     Endpoint, NamespacedName, Protocol, ProxyState, Selection, ServicePort, ServicePortName,
@@ -161,4 +162,35 @@ pub fn runs(default: usize) -> usize {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(default)
+}
+
+/// Connect+response latencies to each of `addrs`, taken in turn so that both see the same
+/// machine: at most `count` rounds and `limit` time.
+pub fn latencies(addrs: [SocketAddr; 2], count: usize, limit: Duration) -> [Vec<Duration>; 2] {
+    let start = Instant::now();
+    let mut out = [Vec::with_capacity(count), Vec::with_capacity(count)];
+    let mut buf = [0u8; 16];
+    while out[0].len() < count && start.elapsed() < limit {
+        for (i, addr) in addrs.iter().enumerate() {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1)).expect("connect");
+            let _ = s.read(&mut buf).expect("response");
+            out[i].push(t.elapsed());
+        }
+    }
+    out
+}
+
+/// Client and server share CPU 0: otherwise the scheduler's choice of one core or two makes
+/// the latency bimodal (about 23 µs or 53 µs here), which would swamp the lookup cost.
+pub fn pin_to_cpu0() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+}
+
+/// The `p` quantile of `v`.
+pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p) as usize]
 }

@@ -277,7 +277,7 @@ impl<'a> Merge<'a> {
             .collect();
         if given.is_empty() {
             return Ok(match mode {
-                Mode::Iptables => NodePortAddresses::AllLocal,
+                Mode::Iptables | Mode::Ipvs => NodePortAddresses::AllLocal,
                 _ => NodePortAddresses::Primary,
             });
         }

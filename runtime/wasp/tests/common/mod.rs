@@ -15,13 +15,17 @@ use wasp::testbed::{Testbed, is_root};
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_wasp");
 
-/// The (mode, iptables backend) pairs every behaviour case runs against.
+/// The (mode, iptables backend) pairs every behaviour case runs against on this host.
 pub const MODES: &[(&str, &str)] = &[
     ("nftables", "auto"),
     ("iptables", "nft"),
     ("iptables", "legacy"),
     ("userspace", "auto"),
 ];
+
+/// Modes that run only when named: the ipvs mode needs a kernel with IPVS, which this host
+/// lacks; `scripts/vm-test` runs its cases inside a VM with `WASP_TEST_MODES=ipvs`.
+pub const NAMED_ONLY: &[(&str, &str)] = &[("ipvs", "auto")];
 
 /// The modes to run: all of [`MODES`], or those `WASP_TEST_MODES` names (comma-separated,
 /// `mode` or `mode/backend`), to run one mode's cases while working on it.
@@ -32,12 +36,14 @@ pub fn modes() -> Vec<(&'static str, &'static str)> {
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .collect();
+    if only.is_empty() {
+        return MODES.to_vec();
+    }
     MODES
         .iter()
+        .chain(NAMED_ONLY)
         .copied()
-        .filter(|(m, b)| {
-            only.is_empty() || only.iter().any(|o| *o == *m || *o == format!("{m}/{b}"))
-        })
+        .filter(|(m, b)| only.iter().any(|o| *o == *m || *o == format!("{m}/{b}")))
         .collect()
 }
 
@@ -144,6 +150,18 @@ impl Node {
                         .into_owned()
                 })
                 .collect(),
+            "ipvs" => {
+                let ipvs = self
+                    .tb
+                    .exec_in(&self.tb.node(), &["ipvsadm", "-Sn"])
+                    .unwrap();
+                let helper = self.nft(&["list", "table", "ip", "wasp-ipvs"]);
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&ipvs.stdout),
+                    String::from_utf8_lossy(&helper.stdout)
+                )
+            }
             _ => self.iptables_save(),
         }
     }
@@ -160,6 +178,16 @@ impl Node {
                 nft_table && !wasp_chains,
                 "nftables and userspace modes: want table ip wasp and no WASP- iptables chains"
             ),
+            "ipvs" => {
+                let helper = self
+                    .nft(&["list", "table", "ip", "wasp-ipvs"])
+                    .status
+                    .success();
+                assert!(
+                    helper && !nft_table && !wasp_chains,
+                    "ipvs mode: want table ip wasp-ipvs, no table ip wasp, no WASP- iptables chains"
+                );
+            }
             _ => assert!(
                 wasp_chains && !nft_table,
                 "iptables mode: want WASP- chains and no table ip wasp"

@@ -1,0 +1,382 @@
+//! Planning a sync: the commands, the helper table's changes and the device's addresses
+//! that take the kernel to the wanted state, from wasp's record (a partial sync) or from a
+//! dump of the kernel (a full sync); and applying the device's addresses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use wasp_model::ServicePortName;
+
+use super::diff::{self, Server};
+use super::genl::{self, Command, VsKey};
+use super::render::{self, Elem, PortPlan};
+use super::{Ipvs, NODE_PORTS, helper, io_error, link};
+use crate::core::Family;
+use crate::exec::ExecError;
+use crate::mode::SyncRequest;
+
+/// Every address, with its device's index.
+pub(super) type Addresses = Vec<(u32, IpAddr)>;
+
+/// What wasp programmed.
+#[derive(Debug, Default)]
+pub(super) struct Programmed {
+    pub(super) ports: BTreeMap<ServicePortName, PortPlan>,
+    pub(super) servers: BTreeMap<VsKey, Server>,
+    /// Each helper element, with how many ports want it.
+    pub(super) elems: BTreeMap<Elem, usize>,
+    pub(super) node_ips: Vec<IpAddr>,
+}
+
+/// The node's addresses for node ports: the configured ones, else every address but the
+/// device's, loopback and link-local ones.
+fn node_ips(req: &SyncRequest<'_>, device: u32, addrs: &[(u32, IpAddr)]) -> Vec<IpAddr> {
+    if let Some(ips) = &req.state.node_port_ips {
+        return ips.clone();
+    }
+    let link_local = |ip: &IpAddr| match ip {
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(a) => a.is_link_local(),
+    };
+    let mut ips: Vec<IpAddr> = addrs
+        .iter()
+        .filter(|(i, ip)| *i != device && !ip.is_loopback() && !link_local(ip))
+        .map(|(_, ip)| *ip)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Everything `plans` want: the virtual servers (the first port wins a shared one) and the
+/// helper elements, counted.
+fn wanted<'a>(
+    plans: impl Iterator<Item = &'a PortPlan>,
+) -> (BTreeMap<VsKey, Server>, BTreeMap<Elem, usize>) {
+    let mut servers = BTreeMap::new();
+    let mut elems = BTreeMap::new();
+    for p in plans {
+        for (s, ds) in &p.servers {
+            servers
+                .entry(s.key)
+                .or_insert_with(|| Server::new(s.clone(), ds));
+        }
+        for e in &p.elems {
+            *elems.entry(e.clone()).or_insert(0) += 1;
+        }
+    }
+    (servers, elems)
+}
+
+/// One sync's work, planned.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    pub(super) commands: Vec<Command>,
+    /// `nft -f` input for the helper table, when it changes.
+    pub(super) helper: String,
+    /// Addresses to add to and remove from the device.
+    pub(super) add: Vec<IpAddr>,
+    pub(super) remove: Vec<IpAddr>,
+    pub(super) next: Programmed,
+    pub(super) full: bool,
+}
+
+impl Ipvs {
+    /// The port's firewall mark when it needs a marked virtual server: the one it has, or
+    /// the next free one that holds neither the masquerade nor the transparent bit.
+    fn mark_for(
+        &mut self,
+        name: &ServicePortName,
+        p: &wasp_model::ServicePortState,
+    ) -> Option<u32> {
+        if !render::needs_mark(p) {
+            self.marks.remove(name);
+            return None;
+        }
+        if let Some(m) = self.marks.get(name) {
+            return Some(*m);
+        }
+        let reserved = self.cfg.masquerade_mark | crate::core::TRANSPARENT_MARK;
+        let taken: BTreeSet<u32> = self.marks.values().copied().collect();
+        loop {
+            self.last_mark = self.last_mark % !render::MARK_MASK + 1;
+            let m = render::MARK_BASE | self.last_mark;
+            if m & reserved == 0 && !taken.contains(&m) {
+                self.marks.insert(name.clone(), m);
+                return Some(m);
+            }
+        }
+    }
+
+    pub(super) fn plan(&mut self, req: &SyncRequest<'_>, reading: bool) -> Result<Plan, ExecError> {
+        let now = Instant::now();
+        let full = req.diff.is_none() || self.programmed.is_none();
+        if full {
+            return self.plan_full(req, reading, now);
+        }
+        let mut prog = self.programmed.take().expect("partial syncs have a record");
+        let diff = req.diff.expect("partial syncs have a diff");
+        let mut plan = Plan::default();
+        let mut old_elems = BTreeMap::new();
+        let mut touched_keys = BTreeSet::new();
+        for name in diff.touched() {
+            if let Some(old) = prog.ports.remove(name) {
+                touched_keys.extend(old.servers.iter().map(|(s, _)| s.key));
+                for e in old.elems {
+                    *old_elems.entry(e).or_insert(0usize) += 1;
+                }
+            }
+            if !req.state.ports.contains_key(name) {
+                self.marks.remove(name);
+            }
+            if let Some(p) = req.state.ports.get(name) {
+                let mark = self.mark_for(name, p);
+                let new =
+                    render::port(p, req.selections.get(name), &self.cfg, &prog.node_ips, mark);
+                touched_keys.extend(new.servers.iter().map(|(s, _)| s.key));
+                prog.ports.insert(name.clone(), new);
+            }
+        }
+        // A touched key may be shared with an untouched port: recompute it from every
+        // port that names it.
+        let (want, _) = wanted(
+            prog.ports
+                .values()
+                .filter(|p| p.servers.iter().any(|(s, _)| touched_keys.contains(&s.key))),
+        );
+        for key in &touched_keys {
+            diff::server(
+                *key,
+                prog.servers.get(key),
+                want.get(key),
+                &mut self.draining,
+                now,
+                &mut plan.commands,
+            );
+        }
+        let mut new_elems = BTreeMap::new();
+        for name in diff.changed.iter() {
+            for e in prog
+                .ports
+                .get(name)
+                .map(|p| p.elems.clone())
+                .unwrap_or_default()
+            {
+                *new_elems.entry(e).or_insert(0usize) += 1;
+            }
+        }
+        self.element_changes(&mut prog, &old_elems, &new_elems, &mut plan);
+        plan.next = prog;
+        Ok(plan)
+    }
+
+    /// Applies the element counts' change to `prog` and plans the set elements and device
+    /// addresses that appear or go.
+    fn element_changes(
+        &self,
+        prog: &mut Programmed,
+        old: &BTreeMap<Elem, usize>,
+        new: &BTreeMap<Elem, usize>,
+        plan: &mut Plan,
+    ) {
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for e in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
+            let before = prog.elems.get(e).copied().unwrap_or(0);
+            let after = (before + new.get(e).copied().unwrap_or(0))
+                .saturating_sub(old.get(e).copied().unwrap_or(0));
+            match (before > 0, after > 0) {
+                (false, true) => added.push(e.clone()),
+                (true, false) => removed.push(e.clone()),
+                _ => {}
+            }
+            prog.elems.insert(e.clone(), after);
+        }
+        prog.elems.retain(|_, c| *c > 0);
+        let firewall = |v: &[Elem]| v.iter().any(|e| matches!(e, Elem::Firewall(..)));
+        let rewrite_firewall = firewall(&added) || firewall(&removed);
+        for f in Family::ALL {
+            plan.helper += &helper::elements(f, "delete", removed.iter());
+            plan.helper += &helper::elements(f, "add", added.iter());
+            if rewrite_firewall {
+                let all: BTreeSet<&Elem> = prog.elems.keys().collect();
+                plan.helper += &helper::firewall(f, &all);
+            }
+        }
+        plan.add = added.iter().filter_map(vip).collect();
+        plan.remove = removed.iter().filter_map(vip).collect();
+    }
+
+    fn plan_full(
+        &mut self,
+        req: &SyncRequest<'_>,
+        reading: bool,
+        now: Instant,
+    ) -> Result<Plan, ExecError> {
+        // A dry run creates nothing: it reads the device if it is there.
+        let (device, addrs) = if reading {
+            self.device()?
+        } else {
+            self.existing_device()
+                .map(|(d, a)| (d.unwrap_or(0), a))
+                .unwrap_or_default()
+        };
+        let node_ips = node_ips(req, device, &addrs);
+        self.marks
+            .retain(|name, _| req.state.ports.contains_key(name));
+        let ports: BTreeMap<ServicePortName, PortPlan> = req
+            .state
+            .ports
+            .iter()
+            .map(|(name, p)| {
+                let mark = self.mark_for(name, p);
+                let plan = render::port(p, req.selections.get(name), &self.cfg, &node_ips, mark);
+                (name.clone(), plan)
+            })
+            .collect();
+        let (want, elems) = wanted(ports.values());
+        let on_device: BTreeSet<IpAddr> = addrs
+            .iter()
+            .filter(|(i, _)| *i == device)
+            .map(|(_, ip)| *ip)
+            .collect();
+        let previous = self.programmed.take().unwrap_or_default();
+        let kernel = match self.dump_services() {
+            Ok(k) => k,
+            Err(_) if !reading => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut have = BTreeMap::new();
+        for s in kernel {
+            let k = s.key;
+            let ours = k.fwmark & render::MARK_MASK == render::MARK_BASE
+                || on_device.contains(&k.addr)
+                || (node_ips.contains(&k.addr) && NODE_PORTS.contains(&k.port))
+                || want.contains_key(&k)
+                || previous.servers.contains_key(&k);
+            if !ours {
+                continue;
+            }
+            let dests = self.dump_dests(k)?;
+            let ds: Vec<genl::Dest> = dests.iter().map(|d| d.dest).collect();
+            have.insert(k, Server::new(s, &ds));
+        }
+        let mut plan = Plan {
+            full: true,
+            ..Plan::default()
+        };
+        let keys: BTreeSet<VsKey> = have.keys().chain(want.keys()).copied().collect();
+        for k in keys {
+            diff::server(
+                k,
+                have.get(&k),
+                want.get(&k),
+                &mut self.draining,
+                now,
+                &mut plan.commands,
+            );
+        }
+        let wanted_vips: BTreeSet<IpAddr> = elems.keys().filter_map(vip).collect();
+        plan.add = wanted_vips.difference(&on_device).copied().collect();
+        plan.remove = on_device.difference(&wanted_vips).copied().collect();
+        let all: BTreeSet<&Elem> = elems.keys().collect();
+        for f in Family::ALL {
+            plan.helper += &helper::full(&self.cfg, f, &all);
+        }
+        plan.next = Programmed {
+            ports,
+            servers: have,
+            elems,
+            node_ips,
+        };
+        Ok(plan)
+    }
+
+    /// Real servers whose drain is over: no connections left, or past the timeout.
+    pub(super) fn drained(&mut self, now: Instant) -> Result<Vec<Command>, ExecError> {
+        let keys: BTreeSet<VsKey> = self.draining.keys().map(|(k, _)| *k).collect();
+        let mut out = Vec::new();
+        for k in keys {
+            let dests = self.dump_dests(k)?;
+            for ((key, d), since) in self
+                .draining
+                .clone()
+                .range((k, (IpAddr::from([0u8; 4]), 0))..)
+            {
+                if *key != k {
+                    break;
+                }
+                let conns = dests
+                    .iter()
+                    .find(|x| (x.dest.addr, x.dest.port) == *d)
+                    .map_or(0, |x| x.active + x.inactive);
+                if conns == 0 || now.duration_since(*since) >= self.drain_timeout {
+                    self.draining.remove(&(k, *d));
+                    out.push(Command::DelDest(
+                        k,
+                        genl::Dest {
+                            addr: d.0,
+                            port: d.1,
+                            weight: 0,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn addresses(&mut self, plan: &Plan) -> Result<(), ExecError> {
+        if plan.add.is_empty() && plan.remove.is_empty() {
+            return Ok(());
+        }
+        let nl = self.route()?;
+        let index = link::index(nl, link::DEVICE)
+            .map_err(io_error("cannot find the dummy device"))?
+            .ok_or_else(|| {
+                io_error("the dummy device is gone")(std::io::Error::from_raw_os_error(
+                    libc::ENODEV,
+                ))
+            })?;
+        let first = nl.seq();
+        let mut buf = Vec::new();
+        let msgs = plan
+            .remove
+            .iter()
+            .map(|ip| link::address(index, *ip, false))
+            .chain(plan.add.iter().map(|ip| link::address(index, *ip, true)));
+        let mut count = 0;
+        for (i, m) in msgs.enumerate() {
+            let flags = if i < plan.remove.len() {
+                0
+            } else {
+                netlink_packet_core::NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE
+            };
+            buf.extend(link::bytes(m, flags, first.wrapping_add(i as u32)));
+            count += 1;
+        }
+        for _ in 1..count {
+            nl.seq();
+        }
+        let failed = nl
+            .apply(&buf, first, count)
+            .map_err(io_error("the rtnetlink socket failed"))?;
+        // An address already gone is what a removal wants.
+        match failed.into_iter().find(|(i, e)| {
+            !(*i < plan.remove.len() && e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+        }) {
+            None => Ok(()),
+            Some((_, source)) => Err(ExecError::Netlink {
+                what: format!("ipvs: cannot change the addresses of {}", link::DEVICE),
+                source,
+            }),
+        }
+    }
+}
+
+fn vip(e: &Elem) -> Option<IpAddr> {
+    match e {
+        Elem::Vip(ip) => Some(*ip),
+        _ => None,
+    }
+}

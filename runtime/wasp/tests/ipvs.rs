@@ -1,0 +1,201 @@
+//! The ipvs mode on a real IPVS kernel: per-Service schedulers changed in place, other
+//! programs' virtual servers left alone, `wasp plan` and `wasp cleanup`. This host's kernel
+//! has no IPVS: `scripts/vm-test` runs these inside a VM (`WASP_IPVS_VM=1`), with the
+//! behaviour cases in ipvs mode.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{EXE, Node, is};
+
+fn in_vm(test: &str) -> bool {
+    if std::env::var("WASP_IPVS_VM").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIP {test}: needs a kernel with IPVS; scripts/vm-test runs it in a VM");
+    false
+}
+
+fn svc(name: &str, vip: &str, balancer: &str, ips: &[&str]) -> String {
+    let addrs: Vec<String> = ips.iter().map(|ip| format!("{{ip: {ip}}}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{wasp.dev/balancer: {balancer}}}\nspec: {{clusterIP: {vip}, ports: [{{port: 80}}]}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\nsubsets: [{{addresses: [{}], ports: [{{port: 80}}]}}]\n",
+        addrs.join(", ")
+    )
+}
+
+fn ipvsadm(node: &Node, args: &[&str]) -> String {
+    let mut full = vec!["ipvsadm"];
+    full.extend_from_slice(args);
+    let out = node.tb.exec_in(&node.tb.node(), &full).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (at most 180 s: a plugin compiles slowly in the emulated VM) until `f` holds.
+fn wait_long(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(180) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not within 180 s");
+}
+
+fn scheduler_of(node: &Node, vip: &str) -> Option<String> {
+    ipvsadm(node, &["-Ln", "-t", vip])
+        .lines()
+        .find(|l| l.starts_with("TCP"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+}
+
+#[test]
+fn each_service_has_its_own_scheduler_changed_in_place() {
+    if !in_vm("each_service_has_its_own_scheduler_changed_in_place") {
+        return;
+    }
+    let mut node = Node::new("ipvs-sched", "ipvs", "auto");
+    node.pod("a", "10.244.1.2", &[80], &[]);
+    node.pod("b", "10.244.1.3", &[80], &[]);
+    let ips = ["10.244.1.2", "10.244.1.3"];
+    let both = |hashed: &str| {
+        format!(
+            "{}---\n{}",
+            svc("plain", "10.96.0.30", "round-robin", &ips),
+            svc("hashed", "10.96.0.31", hashed, &ips)
+        )
+    };
+    node.write("svc.yaml", &both("maglev"));
+    node.spawn();
+    wait_long("the first sync", || {
+        scheduler_of(&node, "10.96.0.31:80").as_deref() == Some("mh")
+    });
+    assert_eq!(scheduler_of(&node, "10.96.0.30:80").as_deref(), Some("wrr"));
+    node.eventually("maglev spreads", "node", "tcp", "10.96.0.31:80", |o| {
+        o.len() == 8
+            && o.iter()
+                .all(|x| matches!(x, wasp::echo::Outcome::Answered { .. }))
+    });
+    // The hashed Service goes back to weights: the same virtual server, another scheduler.
+    node.write("svc.yaml", &both("round-robin"));
+    wait_long("the scheduler changes", || {
+        scheduler_of(&node, "10.96.0.31:80").as_deref() == Some("wrr")
+    });
+    assert_eq!(scheduler_of(&node, "10.96.0.30:80").as_deref(), Some("wrr"));
+    node.eventually(
+        "both answer",
+        "node",
+        "tcp",
+        "10.96.0.31:80",
+        is(&["a", "b"]),
+    );
+    let log = node.log();
+    assert!(
+        !log.contains("-D -t 10.96.0.31:80"),
+        "deleted instead of edited:\n{log}"
+    );
+}
+
+#[test]
+fn other_programs_virtual_servers_are_left_alone() {
+    if !in_vm("other_programs_virtual_servers_are_left_alone") {
+        return;
+    }
+    let mut node = Node::new("ipvs-others", "ipvs", "auto");
+    node.pod("a", "10.244.1.2", &[80], &[]);
+    let theirs = ["-A", "-t", "192.0.2.1:80", "-s", "rr"];
+    ipvsadm(&node, &theirs);
+    node.write(
+        "svc.yaml",
+        &svc("plain", "10.96.0.30", "round-robin", &["10.244.1.2"]),
+    );
+    node.start();
+    let listed = ipvsadm(&node, &["-Sn"]);
+    assert!(listed.contains("-A -t 192.0.2.1:80 -s rr"), "{listed}");
+    assert!(listed.contains("-A -t 10.96.0.30:80 -s wrr"), "{listed}");
+    // A plan prints ipvsadm lines and the helper table.
+    let cfg = node.config_dir();
+    let plan = node
+        .tb
+        .exec_in(
+            &node.tb.node(),
+            &[
+                EXE,
+                "plan",
+                "--mode",
+                "ipvs",
+                "--config-dir",
+                cfg.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("# ipvsadm -R") && plan.contains("# nft -f -"),
+        "{plan}"
+    );
+    node.stop();
+    let out = node
+        .tb
+        .exec_in(&node.tb.node(), &[EXE, "cleanup", "--mode", "ipvs"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ipvsadm(&node, &["-Sn"]);
+    assert!(
+        listed.contains("-A -t 192.0.2.1:80 -s rr"),
+        "theirs removed: {listed}"
+    );
+    assert!(!listed.contains("10.96.0.30"), "ours left: {listed}");
+    let link = node
+        .tb
+        .exec_in(&node.tb.node(), &["ip", "link", "show", "wasp-ipvs0"])
+        .unwrap();
+    assert!(!link.status.success(), "the dummy device is left");
+}
+
+#[test]
+fn a_removed_real_server_drains_at_weight_zero_then_goes() {
+    if !in_vm("a_removed_real_server_drains_at_weight_zero_then_goes") {
+        return;
+    }
+    let mut node = Node::new("ipvs-drain", "ipvs", "auto");
+    node.extra_args = vec!["--ipvs-drain-timeout".into(), "4s".into()];
+    node.pod("a", "10.244.1.2", &[80], &[]);
+    node.pod("b", "10.244.1.3", &[80], &[]);
+    let plain = |ips: &[&str]| svc("plain", "10.96.0.40", "round-robin", ips);
+    node.write("svc.yaml", &plain(&["10.244.1.2", "10.244.1.3"]));
+    node.spawn();
+    wait_long("the first sync", || {
+        scheduler_of(&node, "10.96.0.40:80").is_some()
+    });
+    // Connections to both leave IPVS entries behind (closing, then TIME_WAIT).
+    node.eventually(
+        "both answer",
+        "node",
+        "tcp",
+        "10.96.0.40:80",
+        is(&["a", "b"]),
+    );
+    node.write("svc.yaml", &plain(&["10.244.1.2"]));
+    let b = "10.244.1.3:80";
+    let weight_of_b = |node: &Node| {
+        ipvsadm(node, &["-Ln", "-t", "10.96.0.40:80"])
+            .lines()
+            .find(|l| l.contains(b))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+    };
+    wait_long("b at weight 0", || {
+        weight_of_b(&node).as_deref() == Some("0")
+    });
+    node.eventually("only a answers", "node", "tcp", "10.96.0.40:80", is(&["a"]));
+    // Its connections outlive the drain timeout (4 s); a later sync deletes it.
+    wait_long("b deleted", || weight_of_b(&node).is_none());
+    let listed = ipvsadm(&node, &["-Ln", "-t", "10.96.0.40:80"]);
+    assert!(listed.contains("10.244.1.2:80"), "{listed}");
+}
