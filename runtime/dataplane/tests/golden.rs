@@ -59,6 +59,23 @@ fn check(case: &str) {
         got.push_str(&format!("# partial sync to after.yaml\n{}", text(&partial)));
     }
     c.compare("nftables.nft", &got);
+
+    // The ipvs mode's full render, with node ports on the testbed's node address.
+    let node_ips = c
+        .before
+        .node_port_ips
+        .clone()
+        .unwrap_or_else(|| vec!["10.250.0.1".parse().unwrap()]);
+    let sel = c.selections(&c.before);
+    let empty = wasp_model::ProxyState::default();
+    let req = wasp_dataplane::SyncRequest {
+        state: &c.before,
+        previous: &empty,
+        selections: &sel,
+        diff: None,
+    };
+    let mut ipvs = wasp_dataplane::ipvs::Ipvs::new(config(), std::time::Duration::ZERO);
+    c.compare("ipvs.txt", &ipvs.render_text(&req, &node_ips));
 }
 
 /// The netlink batch of `tx` reads back into `tx` (element lists cut per message), and

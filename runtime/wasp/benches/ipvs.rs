@@ -39,12 +39,30 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     (t.elapsed(), v)
 }
 
-/// `ipvsadm -R` of `lines`, from empty, timed.
+/// A new network namespace: each measurement starts from an empty IPVS table there, since
+/// deleting thousands of virtual servers is slow under emulation (a grace period each).
+/// Namespaces are deleted as the benchmark ends.
+fn fresh_ns(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let ns = format!("wasp-ipvs-{tag}-{n}");
+    let ok = Command::new("ip").args(["netns", "add", &ns]).status();
+    assert!(ok.is_ok_and(|s| s.success()), "ip netns add {ns}");
+    // Loopback up gives the namespace its local routing table: IPVS checks real servers'
+    // address types in it.
+    let up = Command::new("ip")
+        .args(["-n", &ns, "link", "set", "lo", "up"])
+        .status();
+    assert!(up.is_ok_and(|s| s.success()), "lo up in {ns}");
+    ns
+}
+
+/// `ipvsadm -R` of `lines` in an empty namespace, timed.
 fn ipvsadm_restore(lines: &str) -> Duration {
-    let _ = Command::new("ipvsadm").arg("-C").status();
+    let ns = fresh_ns("restore");
     let (d, out) = timed(|| {
-        let mut c = Command::new("ipvsadm")
-            .arg("-R")
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &ns, "ipvsadm", "-R"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -58,7 +76,6 @@ fn ipvsadm_restore(lines: &str) -> Duration {
         "ipvsadm -R: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = Command::new("ipvsadm").arg("-C").status();
     d
 }
 
@@ -91,13 +108,19 @@ fn sync(n: usize, runs: usize) {
     };
     let (mut wasp, mut one, mut restore) = (Vec::new(), Vec::new(), Vec::new());
     let mut lines = String::new();
-    for _ in 0..runs {
-        let mut dp = Ipvs::new(cfg(), Duration::ZERO);
-        dp.cleanup().expect("cleanup");
-        lines = ipvsadm_lines(&dp.preview(full).expect("plan"));
-        wasp.push(timed(|| dp.sync(full).expect("full sync")).0);
-        one.push(timed(|| dp.sync(change).expect("one endpoint")).0);
-        dp.cleanup().expect("cleanup");
+    for run in 0..runs {
+        eprintln!("sync {n}: run {run}");
+        let ns = fresh_ns("sync");
+        let (w, o) = in_netns(&ns, || {
+            let mut dp = Ipvs::new(cfg(), Duration::ZERO);
+            dp.probe().expect("probe");
+            lines = ipvsadm_lines(&dp.preview(full).expect("plan"));
+            let w = timed(|| dp.sync(full).expect("full sync")).0;
+            (w, timed(|| dp.sync(change).expect("one endpoint")).0)
+        });
+        wasp.push(w);
+        one.push(o);
+        eprintln!("sync {n}: ipvsadm -R");
         restore.push(ipvsadm_restore(&lines));
     }
     let (w, o, r) = (median(wasp), median(one), median(restore));
@@ -112,13 +135,17 @@ fn sync(n: usize, runs: usize) {
     println!("(ipvsadm -R input: {} lines)", lines.lines().count());
 }
 
-/// Latency through the first and the last of 10 and of 10,000 Services.
-fn lookup(runs: usize) {
-    let mut tb = wasp::testbed::Testbed::new("wb", "10.96.0.0/12").expect("testbed");
+/// A node namespace with one backend pod that answers and closes: `(testbed, node, pod
+/// address)`.
+fn backend(tag: &str) -> (wasp::testbed::Testbed, String, Ipv4Addr) {
+    let mut tb = wasp::testbed::Testbed::new(tag, "10.96.0.0/12").expect("testbed");
     let server = Ipv4Addr::new(10, 244, 1, 2);
     tb.add_pod("srv", &server.to_string()).expect("pod");
-    let (pod, node) = (tb.pod_ns("srv"), tb.node());
-    let listener = in_netns(&pod, || TcpListener::bind((server, 80)).expect("bind"));
+    let listener = in_netns(&tb.pod_ns("srv"), || {
+        TcpListener::bind((server, 80)).expect("bind")
+    });
+    // The client closes first (its TIME_WAIT stays before NAT); a second thread waits for
+    // those closes, so that the answering one never does.
     let (closes, closing) = std::sync::mpsc::channel::<std::net::TcpStream>();
     std::thread::spawn(move || {
         for mut s in closing {
@@ -132,27 +159,37 @@ fn lookup(runs: usize) {
             let _ = closes.send(s);
         }
     });
+    let node = tb.node();
+    (tb, node, server)
+}
+
+/// Latency through the first and the last of 10 and of 10,000 Services, each size in its own
+/// node (re-syncing from one size to the other would delete thousands of virtual servers).
+fn lookup(runs: usize) {
     let sizes = [10usize, 10_000];
-    let states: Vec<ProxyState> = sizes
-        .iter()
-        .map(|&n| state(n, 0, Some((server, 80))))
-        .collect();
-    let sels: Vec<_> = states.iter().map(selections).collect();
-    let mut dp = Ipvs::new(cfg(), Duration::ZERO);
+    let mut nodes = Vec::new();
+    for (k, &n) in sizes.iter().enumerate() {
+        let (tb, node, server) = backend(&format!("wb{k}"));
+        let s = state(n, 0, Some((server, 80)));
+        let sel = selections(&s);
+        let empty = ProxyState::default();
+        let req = SyncRequest {
+            state: &s,
+            previous: &empty,
+            selections: &sel,
+            diff: None,
+        };
+        let mut dp = Ipvs::new(cfg(), Duration::ZERO);
+        in_netns(&node, || dp.sync(req).expect("sync"));
+        nodes.push((tb, node, dp));
+    }
     let mut got: Vec<[Vec<Duration>; 2]> = vec![Default::default(), Default::default()];
+    // Sizes alternate, round by round, so that both see the same machine.
     for _ in 0..runs {
         for (k, &n) in sizes.iter().enumerate() {
-            let empty = ProxyState::default();
-            let req = SyncRequest {
-                state: &states[k],
-                previous: &empty,
-                selections: &sels[k],
-                diff: None,
-            };
-            in_netns(&node, || dp.sync(req).expect("sync"));
             let first = SocketAddr::from((vip(0), 80));
             let last = SocketAddr::from((vip(n as u32 - 1), 80));
-            let [a, b] = in_netns(&node, || {
+            let [a, b] = in_netns(&nodes[k].1, || {
                 pin_to_cpu0();
                 latencies([first, last], 50, Duration::from_secs(5));
                 latencies([first, last], 300, Duration::from_secs(30))
@@ -161,7 +198,6 @@ fn lookup(runs: usize) {
             got[k][1].extend(b);
         }
     }
-    in_netns(&node, || dp.cleanup().expect("cleanup"));
     println!("| services installed | first median | first p90 | last median | last p90 |");
     println!("|---|---|---|---|---|");
     let mut medians = Vec::new();
@@ -213,5 +249,18 @@ fn main() {
     }
     if all || args.iter().any(|a| a == "lookup") {
         lookup(runs);
+    }
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
+    for ns in String::from_utf8_lossy(&list.stdout).lines() {
+        if let Some(name) = ns
+            .split_whitespace()
+            .next()
+            .filter(|n| n.starts_with("wasp-ipvs-"))
+        {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
     }
 }

@@ -199,3 +199,44 @@ fn a_removed_real_server_drains_at_weight_zero_then_goes() {
     let listed = ipvsadm(&node, &["-Ln", "-t", "10.96.0.40:80"]);
     assert!(listed.contains("10.244.1.2:80"), "{listed}");
 }
+
+#[test]
+fn switching_modes_removes_the_other_modes_rules() {
+    if !in_vm("switching_modes_removes_the_other_modes_rules") {
+        return;
+    }
+    let mut node = Node::new("ipvs-switch", "nftables", "auto");
+    node.pod("a", "10.244.1.2", &[80], &[]);
+    node.write(
+        "svc.yaml",
+        &svc("plain", "10.96.0.50", "round-robin", &["10.244.1.2"]),
+    );
+    node.start();
+    node.stop();
+    // nftables → ipvs: the nftables mode's tables go.
+    node.mode = "ipvs".into();
+    node.spawn();
+    wait_long("ipvs serves", || {
+        scheduler_of(&node, "10.96.0.50:80").is_some()
+    });
+    node.assert_mode_in_use();
+    node.eventually("a answers", "node", "tcp", "10.96.0.50:80", is(&["a"]));
+    node.stop();
+    // ipvs → nftables: the virtual servers, the device and the helper table go.
+    node.mode = "nftables".into();
+    node.start();
+    assert!(
+        scheduler_of(&node, "10.96.0.50:80").is_none(),
+        "{}",
+        ipvsadm(&node, &["-Sn"])
+    );
+    let link = node
+        .tb
+        .exec_in(&node.tb.node(), &["ip", "link", "show", "wasp-ipvs0"])
+        .unwrap();
+    assert!(!link.status.success(), "the dummy device is left");
+    let helper = node.nft(&["list", "table", "ip", "wasp-ipvs"]);
+    assert!(!helper.status.success(), "the helper table is left");
+    node.assert_mode_in_use();
+    node.eventually("a answers", "node", "tcp", "10.96.0.50:80", is(&["a"]));
+}

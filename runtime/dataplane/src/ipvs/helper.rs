@@ -30,7 +30,8 @@ pub const TABLE: &str = "wasp-ipvs";
 
 const TUPLE: &str = "ip daddr . meta l4proto . th dport";
 
-fn set_of(e: &Elem) -> &'static str {
+/// The set (or map) an element belongs to.
+pub fn set_name(e: &Elem) -> &'static str {
     match e {
         Elem::Vip(_) => "vips",
         Elem::Service(_) => "services",
@@ -44,7 +45,8 @@ fn set_of(e: &Elem) -> &'static str {
     }
 }
 
-fn family_of(e: &Elem) -> Family {
+/// The family of the table an element belongs to.
+pub fn family(e: &Elem) -> Family {
     match e {
         Elem::Vip(a) | Elem::Hairpin(a) => Family::of(a),
         Elem::Service(k)
@@ -94,7 +96,7 @@ fn in_family(f: Family, s: String) -> String {
 
 fn firewall_rules(f: Family, elems: &BTreeSet<&Elem>) -> String {
     let mut out = String::new();
-    for e in elems.iter().filter(|e| family_of(e) == f) {
+    for e in elems.iter().filter(|e| family(e) == f) {
         if let Elem::Firewall(k, ranges) = e {
             let allowed: Vec<String> = ranges.iter().map(IpNet::to_string).collect();
             let from = if allowed.is_empty() {
@@ -226,13 +228,13 @@ pub fn full(cfg: &RenderConfig, f: Family, elems: &BTreeSet<&Elem>) -> String {
 /// `add element` (or `delete element`) lines for `elems` of family `f`, one per set.
 pub fn elements<'a>(f: Family, verb: &str, elems: impl Iterator<Item = &'a Elem>) -> String {
     let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for e in elems.filter(|e| family_of(e) == f && !matches!(e, Elem::Firewall(..))) {
+    for e in elems.filter(|e| family(e) == f && !matches!(e, Elem::Firewall(..))) {
         let item = match e {
             // A map's element is deleted by its key.
             Elem::ShortCircuit(k, _) if verb == "delete" => tuple(k),
             _ => element(e),
         };
-        by_set.entry(set_of(e)).or_default().push(item);
+        by_set.entry(set_name(e)).or_default().push(item);
     }
     let mut s = String::new();
     for (set, items) in by_set {

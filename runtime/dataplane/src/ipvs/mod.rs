@@ -19,6 +19,7 @@
 //! - [`helper`]: the helper table, as `nft -f` input.
 
 pub mod diff;
+pub mod elements;
 pub mod genl;
 pub mod helper;
 pub mod link;
@@ -42,6 +43,7 @@ use diff::Draining;
 use genl::{Command, VsKey};
 use netlink::Netlink;
 use plan::{Addresses, Plan, Programmed};
+use render::Elem;
 
 /// The node-port range: a virtual server on a node address at one of these ports is wasp's.
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
@@ -53,6 +55,7 @@ pub struct Ipvs {
     drain_timeout: Duration,
     genl: Option<(Netlink, u16)>,
     route: Option<Netlink>,
+    nft: Option<crate::nftables::socket::Socket>,
     programmed: Option<Programmed>,
     draining: Draining,
     stale_flows: StaleFlows,
@@ -107,6 +110,7 @@ impl Ipvs {
             drain_timeout,
             genl: None,
             route: None,
+            nft: None,
             programmed: None,
             draining: Draining::new(),
             stale_flows: StaleFlows::default(),
@@ -263,6 +267,10 @@ impl Dataplane for Ipvs {
         }
         out += "# nft -f -\n";
         out += &plan.helper;
+        for f in Family::ALL {
+            out += &helper::elements(f, "delete", plan.removed.iter());
+            out += &helper::elements(f, "add", plan.added.iter());
+        }
         Ok(out)
     }
 
@@ -275,14 +283,17 @@ impl Dataplane for Ipvs {
             }
         };
         let full = plan.full;
-        let result = self.apply(&plan);
-        if let Err(e) = result {
-            // Part may have been applied: the next sync reads the kernel and starts over.
-            self.programmed = None;
-            return Err(e);
-        }
+        let drained = match self.apply(&plan) {
+            Ok(d) => d,
+            Err(e) => {
+                // Part may have been applied: the next sync reads the kernel and starts over.
+                self.programmed = None;
+                return Err(e);
+            }
+        };
         let mut next = plan.next;
         diff::record(&mut next.servers, &plan.commands);
+        diff::record(&mut next.servers, &drained);
         self.programmed = Some(next);
         self.stale_flows.clear(&req);
         Ok(SyncReport {
@@ -340,7 +351,9 @@ impl Dataplane for Ipvs {
 }
 
 impl Ipvs {
-    fn apply(&mut self, plan: &Plan) -> Result<(), ExecError> {
+    /// Applies `plan`, then deletes the real servers whose drain is over; returns those
+    /// deletions.
+    fn apply(&mut self, plan: &Plan) -> Result<Vec<Command>, ExecError> {
         self.addresses(plan)?;
         self.send(&plan.commands)?;
         let drained = self.drained(Instant::now())?;
@@ -348,7 +361,46 @@ impl Ipvs {
         if !plan.helper.is_empty() {
             exec::run("nft", &["-f", "-"], Some(&plan.helper))?;
         }
-        Ok(())
+        self.send_elements(&plan.removed, &plan.added)?;
+        Ok(drained)
+    }
+
+    /// Sends the helper table's element changes in one netlink batch.
+    fn send_elements(&mut self, removed: &[Elem], added: &[Elem]) -> Result<(), ExecError> {
+        let groups = elements::groups(removed, added);
+        if groups.is_empty() {
+            return Ok(());
+        }
+        if self.nft.is_none() {
+            let s = crate::nftables::socket::Socket::open()
+                .map_err(io_error("cannot open a netfilter netlink socket"))?;
+            self.nft = Some(s);
+        }
+        let socket = self.nft.as_mut().expect("just opened");
+        let batch = elements::batch(&groups, socket.next_seq());
+        match socket.apply_batch(&batch) {
+            Ok(_) => Ok(()),
+            Err(Ok(r)) => {
+                let g = r.op.and_then(|i| groups.get(i));
+                let what = g.map_or("the helper table's elements".to_string(), |g| {
+                    format!(
+                        "{} {} elements of {} {}",
+                        if g.2 { "adding" } else { "deleting" },
+                        g.3.len(),
+                        g.0.nft_name(),
+                        g.1
+                    )
+                });
+                Err(ExecError::Netlink {
+                    what: format!(
+                        "ipvs: the kernel rejected {what} in table {}",
+                        helper::TABLE
+                    ),
+                    source: r.error,
+                })
+            }
+            Err(Err(e)) => Err(io_error("the netfilter socket failed")(e)),
+        }
     }
 
     /// The device's index, if it exists, and every address.

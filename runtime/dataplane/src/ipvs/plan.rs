@@ -73,8 +73,12 @@ fn wanted<'a>(
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub(super) commands: Vec<Command>,
-    /// `nft -f` input for the helper table, when it changes.
+    /// `nft -f` input for the helper table, when it is rewritten (a full sync, a source
+    /// range's change).
     pub(super) helper: String,
+    /// The helper table's elements that go and come (a partial sync).
+    pub(super) removed: Vec<Elem>,
+    pub(super) added: Vec<Elem>,
     /// Addresses to add to and remove from the device.
     pub(super) add: Vec<IpAddr>,
     pub(super) remove: Vec<IpAddr>,
@@ -107,6 +111,51 @@ impl Ipvs {
                 return Some(m);
             }
         }
+    }
+
+    /// Every port's render, with the marks they need; the pure part of a full sync.
+    fn render_ports(
+        &mut self,
+        req: &SyncRequest<'_>,
+        node_ips: &[IpAddr],
+    ) -> BTreeMap<ServicePortName, PortPlan> {
+        self.marks
+            .retain(|name, _| req.state.ports.contains_key(name));
+        (req.state.ports.iter())
+            .map(|(name, p)| {
+                let mark = self.mark_for(name, p);
+                let plan = render::port(p, req.selections.get(name), &self.cfg, node_ips, mark);
+                (name.clone(), plan)
+            })
+            .collect()
+    }
+
+    /// What a full sync of `req` programs on a host without wasp's virtual servers, as
+    /// text, with node ports on `node_ips`: the pure render, without the kernel (the golden
+    /// tests' view of the mode).
+    pub fn render_text(&mut self, req: &SyncRequest<'_>, node_ips: &[IpAddr]) -> String {
+        let ports = self.render_ports(req, node_ips);
+        let (want, elems) = wanted(ports.values());
+        let mut cmds = Vec::new();
+        let mut draining = diff::Draining::new();
+        for (k, w) in &want {
+            diff::server(*k, None, Some(w), &mut draining, Instant::now(), &mut cmds);
+        }
+        let mut out = String::from("# ipvsadm -R\n");
+        for c in &cmds {
+            out += &diff::line(c);
+            out.push('\n');
+        }
+        out += &format!("# ip address add ... dev {}\n", link::DEVICE);
+        for ip in elems.keys().filter_map(vip) {
+            out += &format!("{ip}/{}\n", Family::of(&ip).host_prefix());
+        }
+        out += "# nft -f -\n";
+        let all: BTreeSet<&Elem> = elems.keys().collect();
+        for f in Family::ALL {
+            out += &helper::full(&self.cfg, f, &all);
+        }
+        out
     }
 
     pub(super) fn plan(&mut self, req: &SyncRequest<'_>, reading: bool) -> Result<Plan, ExecError> {
@@ -196,8 +245,6 @@ impl Ipvs {
         let firewall = |v: &[Elem]| v.iter().any(|e| matches!(e, Elem::Firewall(..)));
         let rewrite_firewall = firewall(&added) || firewall(&removed);
         for f in Family::ALL {
-            plan.helper += &helper::elements(f, "delete", removed.iter());
-            plan.helper += &helper::elements(f, "add", added.iter());
             if rewrite_firewall {
                 let all: BTreeSet<&Elem> = prog.elems.keys().collect();
                 plan.helper += &helper::firewall(f, &all);
@@ -205,6 +252,8 @@ impl Ipvs {
         }
         plan.add = added.iter().filter_map(vip).collect();
         plan.remove = removed.iter().filter_map(vip).collect();
+        plan.added = added;
+        plan.removed = removed;
     }
 
     fn plan_full(
@@ -222,18 +271,7 @@ impl Ipvs {
                 .unwrap_or_default()
         };
         let node_ips = node_ips(req, device, &addrs);
-        self.marks
-            .retain(|name, _| req.state.ports.contains_key(name));
-        let ports: BTreeMap<ServicePortName, PortPlan> = req
-            .state
-            .ports
-            .iter()
-            .map(|(name, p)| {
-                let mark = self.mark_for(name, p);
-                let plan = render::port(p, req.selections.get(name), &self.cfg, &node_ips, mark);
-                (name.clone(), plan)
-            })
-            .collect();
+        let ports = self.render_ports(req, &node_ips);
         let (want, elems) = wanted(ports.values());
         let on_device: BTreeSet<IpAddr> = addrs
             .iter()

@@ -103,6 +103,26 @@ impl Socket {
             self.seq = 1;
         }
         let batch = encode::encode(tx, self.seq);
+        self.apply_batch(&batch)
+    }
+
+    /// The next batch's first sequence number (for a batch encoded elsewhere).
+    pub fn next_seq(&mut self) -> u32 {
+        if self.seq > 1 << 31 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    /// Sends an encoded batch and waits for the kernel's verdict on all of it, as
+    /// [`Socket::apply`] does.
+    ///
+    /// # Errors
+    /// As [`Socket::apply`].
+    pub fn apply_batch(
+        &mut self,
+        batch: &encode::Batch,
+    ) -> Result<usize, Result<Rejected, io::Error>> {
         self.seq = batch.last_seq.wrapping_add(2);
         // The batch goes in one sendto: the send buffer must hold it.
         let want = (batch.bytes.len() + 4096).min(i32::MAX as usize);
