@@ -16,28 +16,14 @@ mod common;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{fmt, in_netns, latencies, median, percentile, pin_to_cpu0, selections, state, vip};
+use common::{
+    cfg, fmt, in_netns, latencies, median, percentile, pin_to_cpu0, selections, state, timed, vip,
+};
 use wasp_dataplane::ipvs::Ipvs;
-use wasp_dataplane::{Dataplane, RenderConfig, SyncRequest};
+use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
-
-fn cfg() -> RenderConfig {
-    RenderConfig {
-        cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
-        masquerade_all: false,
-        masquerade_mark: 0x2000,
-        service_cidrs: Vec::new(),
-        capture: None,
-    }
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let v = f();
-    (t.elapsed(), v)
-}
 
 /// A new network namespace: each measurement starts from an empty IPVS table there, since
 /// deleting thousands of virtual servers is slow under emulation (a grace period each).
@@ -169,6 +155,7 @@ fn lookup(runs: usize) {
     let sizes = [10usize, 10_000];
     let mut nodes = Vec::new();
     for (k, &n) in sizes.iter().enumerate() {
+        eprintln!("lookup: node with {n} Services");
         let (tb, node, server) = backend(&format!("wb{k}"));
         let s = state(n, 0, Some((server, 80)));
         let sel = selections(&s);
@@ -180,13 +167,18 @@ fn lookup(runs: usize) {
             diff: None,
         };
         let mut dp = Ipvs::new(cfg(), Duration::ZERO);
-        in_netns(&node, || dp.sync(req).expect("sync"));
+        // As the daemon: the probe sets the sysctls (vs/conntrack for masquerade) first.
+        in_netns(&node, || {
+            dp.probe().expect("probe");
+            dp.sync(req).expect("sync")
+        });
         nodes.push((tb, node, dp));
     }
     let mut got: Vec<[Vec<Duration>; 2]> = vec![Default::default(), Default::default()];
     // Sizes alternate, round by round, so that both see the same machine.
-    for _ in 0..runs {
+    for run in 0..runs {
         for (k, &n) in sizes.iter().enumerate() {
+            eprintln!("lookup: run {run} at {n}");
             let first = SocketAddr::from((vip(0), 80));
             let last = SocketAddr::from((vip(n as u32 - 1), 80));
             let [a, b] = in_netns(&nodes[k].1, || {

@@ -22,30 +22,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    NODE_IP, fmt, in_netns, latencies, lb_ip, median, node_port, percentile, pin_to_cpu0,
-    selections, state, vip, with_external,
+    NODE_IP, cfg, fmt, in_netns, latencies, lb_ip, median, node_port, percentile, pin_to_cpu0,
+    selections, state, timed, vip, with_external,
 };
-use wasp_dataplane::RenderConfig;
 use wasp_dataplane::iptables::{Backend, Iptables};
 use wasp_dataplane::nftables::{Existing, Nftables, text::text};
 use wasp_dataplane::{Dataplane, SyncRequest};
 use wasp_model::ProxyState;
-
-fn cfg() -> RenderConfig {
-    RenderConfig {
-        cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
-        masquerade_all: false,
-        masquerade_mark: 0x2000,
-        service_cidrs: Vec::new(),
-        capture: None,
-    }
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
-    let v = f();
-    (t.elapsed(), v)
-}
 
 /// `nft -f FILE`, timed.
 fn nft_file(text: &str) -> Duration {

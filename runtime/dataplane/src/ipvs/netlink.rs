@@ -7,9 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::socket::{
-    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sockopt,
-};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::nftables::wire::{self, Writer};
@@ -80,13 +78,7 @@ impl Netlink {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        socket::sendto(
-            self.fd.as_raw_fd(),
-            bytes,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )?;
-        Ok(())
+        crate::nftables::socket::send_to_kernel(&self.fd, bytes)
     }
 
     /// Reads answers until `done` says the one it waits for has come; every message read

@@ -15,6 +15,17 @@ use super::encode::{self, GETCHAIN, GETSET, nfproto};
 use super::ops::{Family, Op, TABLE};
 use super::wire::{self, F_DUMP, F_REQUEST, SUBSYS_NFTABLES, Writer};
 
+/// Sends `bytes` to the kernel (netlink port 0) on `fd`, in one datagram.
+pub(crate) fn send_to_kernel(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    socket::sendto(
+        fd.as_raw_fd(),
+        bytes,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    Ok(())
+}
+
 /// A netlink socket on `NETLINK_NETFILTER`, in the calling thread's network namespace.
 #[derive(Debug)]
 pub struct Socket {
@@ -74,13 +85,7 @@ impl Socket {
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        socket::sendto(
-            self.fd.as_raw_fd(),
-            bytes,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )?;
-        Ok(())
+        send_to_kernel(&self.fd, bytes)
     }
 
     fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {

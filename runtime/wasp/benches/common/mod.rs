@@ -173,8 +173,13 @@ pub fn latencies(addrs: [SocketAddr; 2], count: usize, limit: Duration) -> [Vec<
     while out[0].len() < count && start.elapsed() < limit {
         for (i, addr) in addrs.iter().enumerate() {
             let t = Instant::now();
-            let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1)).expect("connect");
-            let _ = s.read(&mut buf).expect("response");
+            let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1))
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let _ = s
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("response from {addr}: {e}"));
             out[i].push(t.elapsed());
         }
     }
@@ -193,4 +198,22 @@ pub fn pin_to_cpu0() {
 pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// The render configuration the sync and lookup benchmarks use.
+pub fn cfg() -> wasp_dataplane::RenderConfig {
+    wasp_dataplane::RenderConfig {
+        cluster_cidrs: vec!["10.128.0.0/9".parse().unwrap()],
+        masquerade_all: false,
+        masquerade_mark: 0x2000,
+        service_cidrs: Vec::new(),
+        capture: None,
+    }
+}
+
+/// `f`'s result, with how long it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t = Instant::now();
+    let v = f();
+    (t.elapsed(), v)
 }
