@@ -26,6 +26,16 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel rejected an IPVS, rtnetlink or helper-table change of the ipvs mode, or
+    /// its socket failed.
+    #[error("ipvs: {what}")]
+    Ipvs {
+        /// What was being done: the rejected command in ipvsadm syntax.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The userspace proxy could not start.
     #[error("userspace proxy")]
     Proxy(#[source] std::io::Error),

@@ -27,12 +27,11 @@ pub mod netlink;
 mod plan;
 pub mod render;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::SockProtocol;
-use wasp_model::ServicePortName;
 
 use crate::conntrack::StaleFlows;
 use crate::core::{Family, RenderConfig};
@@ -42,7 +41,7 @@ use crate::nftables::wire::Writer;
 use diff::Draining;
 use genl::{Command, VsKey};
 use netlink::Netlink;
-use plan::{Addresses, Plan, Programmed};
+use plan::{Addresses, Marks, Plan, Programmed};
 use render::Elem;
 
 /// The node-port range: a virtual server on a node address at one of these ports is wasp's.
@@ -59,14 +58,13 @@ pub struct Ipvs {
     programmed: Option<Programmed>,
     draining: Draining,
     stale_flows: StaleFlows,
-    /// The firewall mark of each port with a marked virtual server, and the last one given.
-    marks: BTreeMap<ServicePortName, u32>,
-    last_mark: u32,
+    /// The firewall mark of each port with a marked virtual server.
+    marks: Marks,
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {
     let what = what.into();
-    move |source| ExecError::Netlink { what, source }
+    move |source| ExecError::Ipvs { what, source }
 }
 
 /// The sysctls kube-proxy's ipvs mode sets: conntrack entries for IPVS connections (for
@@ -114,8 +112,7 @@ impl Ipvs {
             programmed: None,
             draining: Draining::new(),
             stale_flows: StaleFlows::default(),
-            marks: BTreeMap::new(),
-            last_mark: 0,
+            marks: Marks::default(),
         }
     }
 
@@ -168,9 +165,9 @@ impl Ipvs {
             .map_err(io_error("the IPVS socket failed"))?;
         match failed.into_iter().next() {
             None => Ok(()),
-            Some((i, source)) => Err(ExecError::Netlink {
+            Some((i, source)) => Err(ExecError::Ipvs {
                 what: format!(
-                    "ipvs: the kernel rejected `ipvsadm {}`",
+                    "the kernel rejected `ipvsadm {}`",
                     cmds.get(i).map(diff::line).unwrap_or_default()
                 ),
                 source,
@@ -239,11 +236,10 @@ impl Dataplane for Ipvs {
             self.programmed.take(),
             self.draining.clone(),
             self.marks.clone(),
-            self.last_mark,
         );
         self.programmed = None;
         let plan = self.plan(&SyncRequest { diff: None, ..req }, false);
-        (self.programmed, self.draining, self.marks, self.last_mark) = saved;
+        (self.programmed, self.draining, self.marks) = saved;
         let plan = plan?;
         let mut out = String::from("# ipvsadm -R\n");
         for c in &plan.commands {
@@ -391,11 +387,8 @@ impl Ipvs {
                         g.1
                     )
                 });
-                Err(ExecError::Netlink {
-                    what: format!(
-                        "ipvs: the kernel rejected {what} in table {}",
-                        helper::TABLE
-                    ),
+                Err(ExecError::Ipvs {
+                    what: format!("the kernel rejected {what} in table {}", helper::TABLE),
                     source: r.error,
                 })
             }

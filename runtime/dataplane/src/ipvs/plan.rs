@@ -69,6 +69,49 @@ fn wanted<'a>(
     (servers, elems)
 }
 
+/// The firewall marks of the ports with a marked virtual server.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Marks {
+    by_port: BTreeMap<ServicePortName, u32>,
+    used: BTreeSet<u32>,
+    last: u32,
+}
+
+impl Marks {
+    /// The port's mark: the one it has, or the next free one (`MARK_BASE | n`) that holds
+    /// none of the `reserved` bits.
+    fn get(&mut self, name: &ServicePortName, reserved: u32) -> u32 {
+        if let Some(m) = self.by_port.get(name) {
+            return *m;
+        }
+        loop {
+            self.last = self.last % !render::MARK_MASK + 1;
+            let m = render::MARK_BASE | self.last;
+            if m & reserved == 0 && self.used.insert(m) {
+                self.by_port.insert(name.clone(), m);
+                return m;
+            }
+        }
+    }
+
+    fn release(&mut self, name: &ServicePortName) {
+        if let Some(m) = self.by_port.remove(name) {
+            self.used.remove(&m);
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&ServicePortName) -> bool) {
+        let used = &mut self.used;
+        self.by_port.retain(|name, m| {
+            let k = keep(name);
+            if !k {
+                used.remove(m);
+            }
+            k
+        });
+    }
+}
+
 /// One sync's work, planned.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
@@ -87,30 +130,18 @@ pub(super) struct Plan {
 }
 
 impl Ipvs {
-    /// The port's firewall mark when it needs a marked virtual server: the one it has, or
-    /// the next free one that holds neither the masquerade nor the transparent bit.
+    /// The port's firewall mark when it needs a marked virtual server.
     fn mark_for(
         &mut self,
         name: &ServicePortName,
         p: &wasp_model::ServicePortState,
     ) -> Option<u32> {
         if !render::needs_mark(p) {
-            self.marks.remove(name);
+            self.marks.release(name);
             return None;
         }
-        if let Some(m) = self.marks.get(name) {
-            return Some(*m);
-        }
         let reserved = self.cfg.masquerade_mark | crate::core::TRANSPARENT_MARK;
-        let taken: BTreeSet<u32> = self.marks.values().copied().collect();
-        loop {
-            self.last_mark = self.last_mark % !render::MARK_MASK + 1;
-            let m = render::MARK_BASE | self.last_mark;
-            if m & reserved == 0 && !taken.contains(&m) {
-                self.marks.insert(name.clone(), m);
-                return Some(m);
-            }
-        }
+        Some(self.marks.get(name, reserved))
     }
 
     /// Every port's render, with the marks they need; the pure part of a full sync.
@@ -119,8 +150,7 @@ impl Ipvs {
         req: &SyncRequest<'_>,
         node_ips: &[IpAddr],
     ) -> BTreeMap<ServicePortName, PortPlan> {
-        self.marks
-            .retain(|name, _| req.state.ports.contains_key(name));
+        self.marks.retain(|name| req.state.ports.contains_key(name));
         (req.state.ports.iter())
             .map(|(name, p)| {
                 let mark = self.mark_for(name, p);
@@ -177,7 +207,7 @@ impl Ipvs {
                 }
             }
             if !req.state.ports.contains_key(name) {
-                self.marks.remove(name);
+                self.marks.release(name);
             }
             if let Some(p) = req.state.ports.get(name) {
                 let mark = self.mark_for(name, p);
@@ -404,8 +434,8 @@ impl Ipvs {
             !(*i < plan.remove.len() && e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
         }) {
             None => Ok(()),
-            Some((_, source)) => Err(ExecError::Netlink {
-                what: format!("ipvs: cannot change the addresses of {}", link::DEVICE),
+            Some((_, source)) => Err(ExecError::Ipvs {
+                what: format!("cannot change the addresses of {}", link::DEVICE),
                 source,
             }),
         }
@@ -416,5 +446,29 @@ fn vip(e: &Elem) -> Option<IpAddr> {
     match e {
         Elem::Vip(ip) => Some(*ip),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasp_model::{NamespacedName, Protocol};
+
+    fn name(n: &str) -> ServicePortName {
+        ServicePortName::new(NamespacedName::new("default", n), "", Protocol::Tcp)
+    }
+
+    #[test]
+    fn marks_are_stable_skip_reserved_bits_and_are_freed() {
+        let mut m = Marks::default();
+        let reserved = 0x2;
+        let a = m.get(&name("a"), reserved);
+        let b = m.get(&name("b"), reserved);
+        assert_eq!((a, b), (render::MARK_BASE | 1, render::MARK_BASE | 4));
+        assert_eq!(m.get(&name("a"), reserved), a, "a port keeps its mark");
+        m.retain(|n| n != &name("a"));
+        assert!(!m.used.contains(&a) && m.used.contains(&b));
+        m.release(&name("b"));
+        assert!(m.used.is_empty() && m.by_port.is_empty());
     }
 }
