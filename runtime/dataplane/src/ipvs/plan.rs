@@ -362,32 +362,27 @@ impl Ipvs {
 
     /// Real servers whose drain is over: no connections left, or past the timeout.
     pub(super) fn drained(&mut self, now: Instant) -> Result<Vec<Command>, ExecError> {
-        let keys: BTreeSet<VsKey> = self.draining.keys().map(|(k, _)| *k).collect();
+        // The draining real servers, by virtual server: one dump each.
+        let mut by_server: BTreeMap<VsKey, Vec<(diff::DestKey, Instant)>> = BTreeMap::new();
+        for (&(k, d), &since) in &self.draining {
+            by_server.entry(k).or_default().push((d, since));
+        }
         let mut out = Vec::new();
-        for k in keys {
+        for (k, waiting) in by_server {
             let dests = self.dump_dests(k)?;
-            for ((key, d), since) in self
-                .draining
-                .clone()
-                .range((k, (IpAddr::from([0u8; 4]), 0))..)
-            {
-                if *key != k {
-                    break;
-                }
+            for (d, since) in waiting {
                 let conns = dests
                     .iter()
-                    .find(|x| (x.dest.addr, x.dest.port) == *d)
+                    .find(|x| (x.dest.addr, x.dest.port) == d)
                     .map_or(0, |x| x.active + x.inactive);
-                if conns == 0 || now.duration_since(*since) >= self.drain_timeout {
-                    self.draining.remove(&(k, *d));
-                    out.push(Command::DelDest(
-                        k,
-                        genl::Dest {
-                            addr: d.0,
-                            port: d.1,
-                            weight: 0,
-                        },
-                    ));
+                if conns == 0 || now.duration_since(since) >= self.drain_timeout {
+                    self.draining.remove(&(k, d));
+                    let dest = genl::Dest {
+                        addr: d.0,
+                        port: d.1,
+                        weight: 0,
+                    };
+                    out.push(Command::DelDest(k, dest));
                 }
             }
         }
