@@ -23,6 +23,6 @@ pub mod object;
 pub mod validate;
 
 pub use allocate::Allocator;
-pub use controllers::{NodePortAddresses, ResolveConfig, node_eligible, resolve};
+pub use controllers::{NodePortAddresses, ResolveConfig, Resolver, node_eligible, resolve};
 pub use error::{ConfigError, Origin};
-pub use object::{Object, ObjectKind, ObjectStore};
+pub use object::{Changes, Object, ObjectKind, ObjectStore};

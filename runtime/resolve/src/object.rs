@@ -1,6 +1,6 @@
 //! The Kubernetes kinds wasp reads, and `ObjectStore`, which holds the last good version of each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
@@ -164,6 +164,46 @@ pub struct ObjectStore {
     pub pods: BTreeMap<NamespacedName, Stored<Pod>>,
     /// Nodes (keyed with an empty namespace).
     pub nodes: BTreeMap<NamespacedName, Stored<Node>>,
+    /// EndpointSlices by the Service their `kubernetes.io/service-name` label names.
+    slice_index: BTreeMap<NamespacedName, BTreeSet<NamespacedName>>,
+    /// What changed since the last [`ObjectStore::take_changes`].
+    changes: Changes,
+}
+
+/// What changed in a store: the Services whose resolution an object change can affect, and
+/// whether a Node changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The Services to resolve again (some may be gone).
+    pub services: BTreeSet<NamespacedName>,
+    /// A Node changed (its zone or addresses may move every port).
+    pub node: bool,
+}
+
+/// The Service an EndpointSlice's label ties it to.
+fn slice_service(key: &NamespacedName, slice: &EndpointSlice) -> Option<NamespacedName> {
+    let labels = slice.metadata.labels.as_ref()?;
+    let svc = labels.get(crate::controllers::SERVICE_NAME_LABEL)?;
+    Some(NamespacedName::new(key.namespace.clone(), svc.clone()))
+}
+
+/// Whether `svc`'s selector picks a Pod with `labels`.
+pub(crate) fn selects(svc: &Service, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+        return false;
+    };
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+/// The entries of `map` in namespace `ns`.
+fn in_namespace<'a, T>(
+    map: &'a BTreeMap<NamespacedName, T>,
+    ns: &'a str,
+) -> impl Iterator<Item = (&'a NamespacedName, &'a T)> {
+    map.range(NamespacedName::new(ns, "")..)
+        .take_while(move |(k, _)| k.namespace == ns)
 }
 
 impl ObjectStore {
@@ -185,25 +225,107 @@ impl ObjectStore {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let key = obj.key();
-        Ok(match obj {
-            Object::Service(o) => put(&mut self.services, key, *o, origin),
-            Object::Endpoints(o) => put(&mut self.endpoints, key, *o, origin),
-            Object::EndpointSlice(o) => put(&mut self.slices, key, *o, origin),
-            Object::Pod(o) => put(&mut self.pods, key, *o, origin),
-            Object::Node(o) => put(&mut self.nodes, key, *o, origin),
-        })
+        let (kind, key) = (obj.kind(), obj.key());
+        let before = self.affected(kind, &key);
+        let changed = match obj {
+            Object::Service(o) => put(&mut self.services, key.clone(), *o, origin),
+            Object::Endpoints(o) => put(&mut self.endpoints, key.clone(), *o, origin),
+            Object::EndpointSlice(o) => put(&mut self.slices, key.clone(), *o, origin),
+            Object::Pod(o) => put(&mut self.pods, key.clone(), *o, origin),
+            Object::Node(o) => put(&mut self.nodes, key.clone(), *o, origin),
+        };
+        if changed {
+            self.changed(kind, &key, before);
+        }
+        Ok(changed)
     }
 
     /// Removes an object; returns whether it was there.
     pub fn delete(&mut self, kind: ObjectKind, key: &NamespacedName) -> bool {
-        match kind {
+        let before = self.affected(kind, key);
+        let removed = match kind {
             ObjectKind::Service => self.services.remove(key).is_some(),
             ObjectKind::Endpoints => self.endpoints.remove(key).is_some(),
             ObjectKind::EndpointSlice => self.slices.remove(key).is_some(),
             ObjectKind::Pod => self.pods.remove(key).is_some(),
             ObjectKind::Node => self.nodes.remove(key).is_some(),
+        };
+        if removed {
+            self.changed(kind, key, before);
         }
+        removed
+    }
+
+    /// Records a change of the object at `key`: the Services its old version affected
+    /// (`before`) and those its new version affects; keeps the slice index current.
+    fn changed(&mut self, kind: ObjectKind, key: &NamespacedName, before: Vec<NamespacedName>) {
+        if kind == ObjectKind::EndpointSlice {
+            for svc in &before {
+                if let Some(set) = self.slice_index.get_mut(svc) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.slice_index.remove(svc);
+                    }
+                }
+            }
+            if let Some(svc) = self
+                .slices
+                .get(key)
+                .and_then(|s| slice_service(key, &s.object))
+            {
+                self.slice_index.entry(svc).or_default().insert(key.clone());
+            }
+        }
+        let after = self.affected(kind, key);
+        self.changes.node |= kind == ObjectKind::Node;
+        self.changes.services.extend(before);
+        self.changes.services.extend(after);
+    }
+
+    /// The Services whose resolution the stored object at `key` takes part in.
+    fn affected(&self, kind: ObjectKind, key: &NamespacedName) -> Vec<NamespacedName> {
+        match kind {
+            ObjectKind::Service | ObjectKind::Endpoints => vec![key.clone()],
+            ObjectKind::EndpointSlice => self
+                .slices
+                .get(key)
+                .and_then(|s| slice_service(key, &s.object))
+                .into_iter()
+                .collect(),
+            ObjectKind::Pod => {
+                let Some(pod) = self.pods.get(key) else {
+                    return Vec::new();
+                };
+                let labels = pod.object.metadata.labels.as_ref();
+                in_namespace(&self.services, &key.namespace)
+                    .filter(|(_, s)| selects(&s.object, labels))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }
+            ObjectKind::Node => Vec::new(),
+        }
+    }
+
+    /// What changed since the last call, and forgets it.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The EndpointSlices labelled with Service `svc`'s name, in its namespace.
+    pub fn slices_of<'a>(
+        &'a self,
+        svc: &NamespacedName,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.slice_index
+            .get(svc)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k).map(|s| &s.object))
+    }
+
+    /// The Pods in namespace `ns`.
+    pub fn pods_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
+        in_namespace(&self.pods, ns).map(|(_, p)| &p.object)
     }
 
     /// The number of objects held.

@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use wasp_dataplane::{Dataplane, SyncRequest};
-use wasp_model::ProxyState;
-use wasp_resolve::{Allocator, NodePortAddresses, ObjectStore, ResolveConfig, resolve};
+use wasp_model::{ProxyState, StateDiff};
+use wasp_resolve::{Allocator, NodePortAddresses, ObjectStore, ResolveConfig, Resolver};
 use wasp_source::{Batch, ErrorLog, SourceEvent};
 
 use crate::healthcheck::ServiceHealth;
@@ -26,7 +26,11 @@ struct Daemon {
     resolve: ResolveConfig,
     planning: Planning,
     dataplane: Box<dyn Dataplane>,
-    synced: ProxyState,
+    /// The resolved state, brought up to date with what changed at each sync; its pending
+    /// changes are committed once the dataplane has programmed them.
+    resolver: Resolver,
+    /// Whether any port was programmed.
+    programmed: bool,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     pending: i64,
@@ -44,6 +48,12 @@ struct Daemon {
     checks_changed: mpsc::Receiver<()>,
     /// The DNS responder, when on.
     dns: Option<crate::dns::Dns>,
+    /// `/status` asks here for `wasp status`'s JSON.
+    status_requests: mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
+    /// When the last sync finished (RFC 3339), for `wasp status`.
+    last_sync: Option<String>,
+    /// The resolver's health check version the checker last saw.
+    checks_seen: u64,
 }
 
 fn now_secs() -> f64 {
@@ -90,7 +100,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         resolve: s.resolve_config(),
         planning: Planning::new(s.planner()?),
         dataplane,
-        synced: ProxyState::default(),
+        resolver: Resolver::default(),
+        programmed: false,
         health: Arc::clone(&health),
         metrics,
         pending: 0,
@@ -103,6 +114,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         checker,
         checks_changed,
         dns,
+        status_requests: health.serve_status(),
+        last_sync: None,
+        checks_seen: u64::MAX,
     };
     if d.resolve.node_ips.is_empty() && matches!(s.source, crate::options::SourceKind::Files(_)) {
         tracing::warn!(
@@ -122,6 +136,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 Some(ev) => d.event(ev),
                 None => anyhow::bail!("the source ended before it synced"),
             },
+            Some(reply) = d.status_requests.recv() => {
+                let _ = reply.send(d.status_json());
+            }
         }
     }
     d.serve(&s, &mut rx, &mut stop).await?;
@@ -177,6 +194,17 @@ async fn prepare(
     Ok((listeners, rx, dataplane))
 }
 
+/// Whether `diff` touched a port that has, or had, a health check node port (whose server
+/// reports the port's local endpoints).
+fn touches_health_ports(state: &ProxyState, previous: &ProxyState, diff: &StateDiff) -> bool {
+    diff.touched().any(|n| {
+        [state.ports.get(n), previous.ports.get(n)]
+            .into_iter()
+            .flatten()
+            .any(|p| p.service.health_check_node_port.is_some())
+    })
+}
+
 /// SIGTERM or SIGINT.
 struct Stop {
     term: tokio::signal::unix::Signal,
@@ -224,12 +252,13 @@ impl Daemon {
     /// Hands the data path to the kernel as the daemon stops (the userspace mode's DNAT
     /// takeover), from the last state programmed; nothing when no port was programmed.
     fn hand_over(&mut self) {
-        if self.synced.ports.is_empty() {
+        if !self.programmed {
             return;
         }
+        let state = self.resolver.state();
         let req = SyncRequest {
-            state: &self.synced,
-            previous: &self.synced,
+            state,
+            previous: state,
             selections: self.planning.selections(),
             diff: None,
         };
@@ -271,6 +300,9 @@ impl Daemon {
                     Some(ev) => self.event(ev),
                     None => anyhow::bail!("the source ended"),
                 },
+                Some(reply) = self.status_requests.recv() => {
+                    let _ = reply.send(self.status_json());
+                }
                 Some(()) = self.checks_changed.recv() => {
                     // An endpoint's health turned: one more change for the next sync.
                     self.pending += 1;
@@ -335,42 +367,26 @@ impl Daemon {
     /// One sync; returns whether it succeeded.
     fn sync(&mut self, full: bool) -> bool {
         let start = Instant::now();
-        if full {
-            // Addresses come and go (DHCP, a new interface); a full resync picks them up.
-            self.resolve = self.settings.resolve_config();
-        }
-        self.resolve.unhealthy = self.checker.unhealthy();
-        self.health.set_node_eligible(wasp_resolve::node_eligible(
-            &self.store,
-            &self.resolve.node.name,
-        ));
-        let (state, resolve_errors) = resolve(&self.store, &mut self.alloc, &self.resolve);
-        for e in resolve_errors
-            .iter()
-            .filter(|e| !self.resolve_errors.contains(e))
-        {
-            tracing::warn!(error = %e, "config error");
-        }
-        let errors = self.log.len() + resolve_errors.len();
-        self.resolve_errors = resolve_errors;
-        self.report_errors();
-        let mut diff = self.synced.diff(&state);
+        self.resolve(full);
+        let state = self.resolver.state();
+        let (mut diff, previous) = self.resolver.changes();
         let (service_changes, endpoint_changes) = (
             diff.service_changed.len() + diff.removed.len(),
             diff.changed.len() - diff.service_changed.len(),
         );
         // Ports whose plugin came back, or whose .wasm changed, are planned (and so rewritten)
         // again even though the model did not change.
-        self.planning.replans(&state, &mut diff);
+        self.planning.replans(state, &mut diff);
         if !full && diff.is_empty() {
-            self.done(&state);
+            self.done(&diff, &previous, false);
+            self.resolver.commit();
             return true;
         }
-        self.planning.update(&state, &diff);
+        self.planning.update(state, &diff);
         self.report_plugins();
         let req = SyncRequest {
-            state: &state,
-            previous: &self.synced,
+            state,
+            previous: &previous,
             selections: self.planning.selections(),
             diff: if full { None } else { Some(&diff) },
         };
@@ -396,12 +412,13 @@ impl Daemon {
                     removed = diff.removed.len(),
                     rules = report.rules,
                     ms = secs * 1000.0,
-                    errors,
+                    errors = self.log.len() + self.resolve_errors.len(),
                     "synced"
                 );
                 self.needs_full = false;
-                self.done(&state);
-                self.synced = state;
+                self.programmed = true;
+                self.done(&diff, &previous, full);
+                self.resolver.commit();
                 true
             }
             Err(e) => {
@@ -413,7 +430,45 @@ impl Daemon {
         }
     }
 
-    fn done(&mut self, state: &ProxyState) {
+    /// Brings the resolved state up to date: everything on a full sync, else what the
+    /// store's changes and the health checks' verdicts can affect.
+    fn resolve(&mut self, full: bool) {
+        if full {
+            // Addresses come and go (DHCP, a new interface); a full resync picks them up.
+            self.resolve = self.settings.resolve_config();
+        }
+        self.resolve.unhealthy = self.checker.unhealthy();
+        self.health.set_node_eligible(wasp_resolve::node_eligible(
+            &self.store,
+            &self.resolve.node.name,
+        ));
+        let changes = self.store.take_changes();
+        let before = self.resolver.resolved().len();
+        if full {
+            self.resolver
+                .full(&self.store, &mut self.alloc, &self.resolve);
+        } else {
+            self.resolver
+                .update(&self.store, changes, &mut self.alloc, &self.resolve);
+        }
+        let resolved = self.resolver.resolved().len().saturating_sub(before);
+        self.metrics.services_resolved.inc_by(resolved as u64);
+        let resolve_errors = self.resolver.errors();
+        for e in resolve_errors
+            .iter()
+            .filter(|e| !self.resolve_errors.contains(e))
+        {
+            tracing::warn!(error = %e, "config error");
+        }
+        self.resolve_errors = resolve_errors;
+        self.report_errors();
+    }
+
+    /// After a sync (or a sync with nothing to do): the metrics, the health checks, the DNS
+    /// records and the health check node ports follow what `diff` changed (everything on a
+    /// full sync).
+    fn done(&mut self, diff: &StateDiff, previous: &ProxyState, full: bool) {
+        let state = self.resolver.state();
         self.pending = 0;
         self.metrics.changes_pending.set(0);
         self.metrics.last_queued_timestamp.set(0.0);
@@ -421,24 +476,34 @@ impl Daemon {
         self.metrics.service_ports.set(state.ports.len() as i64);
         self.metrics.endpoints.set(state.endpoint_count() as i64);
         self.health.updated();
-        self.checker.update(&state.health_checks);
-        self.publish_status(state);
+        self.last_sync = Some(k8s_openapi::jiff::Timestamp::now().to_string());
+        if self.resolver.checks_version() != self.checks_seen {
+            self.checker.update(&state.health_checks);
+            self.checks_seen = self.resolver.checks_version();
+        }
         if let (Some(dns), Some(cfg)) = (&self.dns, &self.settings.dns) {
-            dns.set(crate::dns::Records::build(state, &self.store, &cfg.domain));
+            dns.update(
+                state,
+                &self.store,
+                self.resolver.resolved(),
+                full,
+                &cfg.domain,
+            );
         }
-        let errors = self.service_health.sync(state);
-        for e in errors.iter().filter(|e| !self.health_errors.contains(e)) {
-            tracing::warn!(error = %e, "health check node port not served");
-        }
-        if errors != self.health_errors {
-            self.health_errors = errors;
-            self.report_errors();
+        if full || touches_health_ports(state, previous, diff) {
+            let errors = self.service_health.sync(state);
+            for e in errors.iter().filter(|e| !self.health_errors.contains(e)) {
+                tracing::warn!(error = %e, "health check node port not served");
+            }
+            if errors != self.health_errors {
+                self.health_errors = errors;
+                self.report_errors();
+            }
         }
     }
 
-    /// What `wasp status` shows, as of this sync.
-    fn publish_status(&self, state: &ProxyState) {
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    /// What `wasp status` shows, as of the last sync.
+    fn status_json(&self) -> String {
         let errors: Vec<String> = self
             .log
             .all()
@@ -449,9 +514,9 @@ impl Daemon {
             .collect();
         let fallback = self.planning.planner().on_fallback();
         let mode = self.settings.mode.to_string();
-        let status = crate::status::build(state, &mode, Some(now), &fallback, errors);
-        self.health
-            .set_status(serde_json::to_string(&status).unwrap_or_default());
+        let state = self.resolver.state();
+        let status = crate::status::build(state, &mode, self.last_sync.clone(), &fallback, errors);
+        serde_json::to_string(&status).unwrap_or_default()
     }
 
     /// Copies the plugin counters into the metrics and the plugin notes into /healthz.

@@ -68,9 +68,12 @@ struct HealthState {
     config_errors: usize,
     detail: Vec<String>,
     detail_omitted: usize,
-    /// `wasp status`'s JSON, as of the last sync.
-    status: String,
+    /// Where `/status` asks the sync loop for `wasp status`'s JSON.
+    status: Option<StatusRequests>,
 }
+
+/// Requests for `wasp status`'s JSON: each carries where to send the answer.
+pub type StatusRequests = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<String>>;
 
 impl Default for HealthState {
     fn default() -> Self {
@@ -81,7 +84,7 @@ impl Default for HealthState {
             config_errors: 0,
             detail: Vec::new(),
             detail_omitted: 0,
-            status: "{}".into(),
+            status: None,
         }
     }
 }
@@ -105,9 +108,30 @@ impl Health {
         }
     }
 
-    /// Sets what `/status` serves.
-    pub fn set_status(&self, json: String) {
-        self.lock().status = json;
+    /// Makes `/status` ask whoever holds the returned receiver (the sync loop): the JSON is
+    /// built when asked for, not at every sync.
+    pub fn serve_status(
+        &self,
+    ) -> tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        self.lock().status = Some(tx);
+        rx
+    }
+
+    /// `wasp status`'s JSON from the sync loop, which answers between syncs; `{}` when
+    /// nothing answers within 30 s.
+    async fn status(&self) -> String {
+        let Some(tx) = self.lock().status.clone() else {
+            return "{}".into();
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(reply).await.is_err() {
+            return "{}".into();
+        }
+        match tokio::time::timeout(Duration::from_secs(30), answer).await {
+            Ok(Ok(json)) => json,
+            _ => "{}".into(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
@@ -249,11 +273,9 @@ pub fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) 
                             }
                             // The admin endpoint of `wasp status`: it names files and
                             // objects, so only to the node itself.
-                            "/status" if local => respond(
-                                StatusCode::OK,
-                                "application/json",
-                                health.lock().status.clone(),
-                            ),
+                            "/status" if local => {
+                                respond(StatusCode::OK, "application/json", health.status().await)
+                            }
                             "/metrics" => respond(
                                 StatusCode::OK,
                                 "text/plain; version=0.0.4",

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub service_changes: Counter,
     /// Service ports whose endpoints (only) changed, summed over syncs.
     pub endpoint_changes: Counter,
+    /// Services resolved again, summed over syncs: what a change cost (a full sync resolves
+    /// every Service, a partial one only those a change can affect).
+    pub services_resolved: Counter,
     /// Plugin traps and timeouts.
     pub plugin_failures: Counter,
     /// Plugin errors and invalid selections.
@@ -264,6 +267,12 @@ impl Default for Metrics {
                 r,
                 "wasp_sync_proxy_rules_endpoint_changes",
                 "Service ports whose endpoints changed",
+                Counter::default(),
+            ),
+            services_resolved: reg(
+                r,
+                "wasp_services_resolved",
+                "Services resolved again (every one on a full sync, those a change affects on a partial one)",
                 Counter::default(),
             ),
             userspace: UserspaceMetrics::register(r),

@@ -24,7 +24,7 @@ pub use nodeport::{NodePorts, PortRefusal, PortRequest};
 use wasp_model::name::NamespacedName;
 
 /// What one Service asks of the allocator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The Service.
     pub name: NamespacedName,

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wasp_model::NamespacedName;
 
 /// What one port of a Service asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortRequest {
     /// The Service.
     pub service: NamespacedName,

@@ -8,20 +8,24 @@
 
 mod mirror;
 mod pods;
+mod resolver;
 mod service;
 mod slices;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServicePort as K8sServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use wasp_model::categorize::{NodeTopology, categorize};
 use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
-use wasp_model::service::{Endpoint, ServicePort};
+use wasp_model::service::{Endpoint, HealthCheck, ServicePort};
 use wasp_model::state::{ProxyState, ServicePortState};
 
-use crate::allocate::Allocator;
+pub use resolver::Resolver;
+pub use slices::SERVICE_NAME_LABEL;
+
+use crate::allocate::{Allocator, Refusal};
 use crate::error::ConfigError;
 use crate::object::{ObjectStore, Stored};
 
@@ -76,85 +80,98 @@ pub fn resolve(
     alloc: &mut Allocator,
     cfg: &ResolveConfig,
 ) -> (ProxyState, Vec<ConfigError>) {
-    let node = node_topology(store, cfg);
-    let services: Vec<&Stored<Service>> = store
-        .services
-        .values()
-        .filter(|s| proxied(&s.object, cfg))
-        .collect();
-    let ips = service::allocate(alloc, &services);
-    let node_ports = service::node_ports(alloc, &services);
-    let slices = slices::index(store);
-    let pods = pods::index(store);
-    let mut state = ProxyState {
-        node: node.clone(),
-        node_port_ips: node_port_ips(store, cfg),
-        ..ProxyState::default()
+    let mut r = Resolver::default();
+    r.full(store, alloc, cfg);
+    r.into_parts()
+}
+
+/// One Service resolved: its ports, the errors met, the endpoints it asks to be probed and,
+/// per port, those the probes hold back.
+#[derive(Debug, Default)]
+struct Resolved {
+    ports: Vec<(ServicePortName, ServicePortState)>,
+    errors: Vec<ConfigError>,
+    checks: Vec<(SocketAddr, HealthCheck)>,
+    held: Vec<(ServicePortName, Vec<SocketAddr>)>,
+}
+
+/// What resolving one Service needs besides the store: its allocation and this node.
+struct Context<'a> {
+    ips: Option<&'a Result<Vec<IpAddr>, Refusal>>,
+    node_ports: &'a service::NodePortMap,
+    node: &'a NodeTopology,
+    cfg: &'a ResolveConfig,
+}
+
+/// Resolves one (proxied) Service into its service ports.
+fn resolve_service(store: &ObjectStore, svc: &Stored<Service>, cx: &Context<'_>) -> Resolved {
+    let mut out = Resolved::default();
+    let name = key(&svc.object);
+    let cluster_ips = match cx.ips {
+        Some(Ok(ips)) => ips.clone(),
+        Some(Err(r)) => {
+            out.errors.push(service::refusal_error(svc, r));
+            return out;
+        }
+        None => return out,
     };
-    let mut errors = Vec::new();
-    for svc in services {
-        let name = key(&svc.object);
-        let cluster_ips = match &ips[&name] {
-            Ok(ips) => ips.clone(),
-            Err(r) => {
-                errors.push(service::refusal_error(svc, r));
-                continue;
-            }
-        };
-        let Some(spec) = &svc.object.spec else {
+    let Some(spec) = &svc.object.spec else {
+        return out;
+    };
+    let check = crate::health::health_check(&svc.object).ok().flatten();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
             continue;
         };
-        for (i, p) in spec.ports.iter().flatten().enumerate() {
-            let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
+        let ports = match service::port_of(svc, i, p, cx.node_ports) {
+            Ok(ports) => ports,
+            Err(e) => {
+                out.errors.push(*e);
                 continue;
-            };
-            let ports = match service::port_of(svc, i, p, &node_ports) {
-                Ok(ports) => ports,
-                Err(e) => {
-                    errors.push(*e);
-                    continue;
-                }
-            };
-            let spn =
-                ServicePortName::new(name.clone(), p.name.clone().unwrap_or_default(), protocol);
-            let service =
-                service::service_port(&svc.object, p, protocol, cluster_ips.clone(), ports);
-            let mut eps = Vec::new();
-            slices::endpoints(&slices, &spn, &node, &mut eps);
-            if spec.selector.is_some() {
-                pods::endpoints(&pods, &svc.object, p, protocol, &node, &mut eps);
-            } else if let Some(e) = store.endpoints.get(&name) {
-                mirror::endpoints(&e.object, &spn, &node, &mut eps);
             }
-            eps.retain(|e| cluster_ips.iter().any(|ip| ip.is_ipv4() == e.ip.is_ipv4()));
-            if let Ok(Some(check)) = crate::health::health_check(&svc.object) {
-                apply_health(&mut eps, &check, cfg, &mut state, &spn);
-            }
-            eps.sort_by_key(|e| (e.ip, e.port));
-            state.ports.insert(spn, port_state(service, &eps, &node));
+        };
+        let spn = ServicePortName::new(name.clone(), p.name.clone().unwrap_or_default(), protocol);
+        let service = service::service_port(&svc.object, p, protocol, cluster_ips.clone(), ports);
+        let mut eps = Vec::new();
+        slices::endpoints(store, &spn, cx.node, &mut eps);
+        if spec.selector.is_some() {
+            pods::endpoints(store, &svc.object, p, protocol, cx.node, &mut eps);
+        } else if let Some(e) = store.endpoints.get(&name) {
+            mirror::endpoints(&e.object, &spn, cx.node, &mut eps);
         }
+        eps.retain(|e| cluster_ips.iter().any(|ip| ip.is_ipv4() == e.ip.is_ipv4()));
+        if let Some(check) = &check {
+            let held = apply_health(&mut eps, check, cx.cfg, &mut out.checks);
+            if !held.is_empty() {
+                out.held.push((spn.clone(), held));
+            }
+        }
+        eps.sort_by_key(|e| (e.ip, e.port));
+        out.ports.push((spn, port_state(service, &eps, cx.node)));
     }
-    (state, errors)
+    out
 }
 
 /// Records `eps` for probing with `check`, and marks the unhealthy ones neither ready nor
 /// serving, so categorisation treats them as a kubelet's failed readiness probe would.
+/// Returns the endpoints held back.
 fn apply_health(
     eps: &mut [Endpoint],
-    check: &wasp_model::HealthCheck,
+    check: &HealthCheck,
     cfg: &ResolveConfig,
-    state: &mut ProxyState,
-    spn: &ServicePortName,
-) {
+    checks: &mut Vec<(SocketAddr, HealthCheck)>,
+) -> Vec<SocketAddr> {
+    let mut held = Vec::new();
     for e in eps {
-        let addr = std::net::SocketAddr::new(e.ip, e.port);
-        state.health_checks.insert(addr, check.clone());
+        let addr = SocketAddr::new(e.ip, e.port);
+        checks.push((addr, check.clone()));
         if cfg.unhealthy.contains(&addr) {
             e.ready = false;
             e.serving = false;
-            state.held_back.entry(spn.clone()).or_default().push(addr);
+            held.push(addr);
         }
     }
+    held
 }
 
 /// A port's endpoints after kube-proxy's categorisation: every reachable one, and which of

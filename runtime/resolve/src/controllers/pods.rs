@@ -9,7 +9,6 @@
 //! Hand-written Pods have no kubelet to report conditions, so a Running Pod with no Ready
 //! condition at all is taken as ready.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort as K8sServicePort};
@@ -21,21 +20,8 @@ use wasp_model::categorize::NodeTopology;
 use wasp_model::name::Protocol;
 use wasp_model::service::Endpoint;
 
-/// Pods by namespace.
-pub(super) type Index<'a> = HashMap<&'a str, Vec<&'a Pod>>;
-
-pub(super) fn index(store: &ObjectStore) -> Index<'_> {
-    let mut idx: Index<'_> = HashMap::new();
-    for (key, p) in &store.pods {
-        idx.entry(key.namespace.as_str())
-            .or_default()
-            .push(&p.object);
-    }
-    idx
-}
-
 pub(super) fn endpoints(
-    idx: &Index<'_>,
+    store: &ObjectStore,
     svc: &Service,
     port: &K8sServicePort,
     protocol: Protocol,
@@ -43,17 +29,13 @@ pub(super) fn endpoints(
     out: &mut Vec<Endpoint>,
 ) {
     let Some(spec) = &svc.spec else { return };
-    let Some(selector) = &spec.selector else {
+    if spec.selector.is_none() {
         return;
-    };
+    }
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
-    for pod in idx.get(ns).into_iter().flatten() {
-        let labels = pod.metadata.labels.as_ref();
-        if !selector
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
+    for pod in store.pods_in(ns) {
+        if !crate::object::selects(svc, pod.metadata.labels.as_ref()) {
             continue;
         }
         let Some(status) = &pod.status else { continue };

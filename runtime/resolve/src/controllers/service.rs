@@ -38,39 +38,43 @@ fn created(s: &Stored<Service>) -> Option<i128> {
         .map(|t| t.0.as_nanosecond())
 }
 
-pub(super) fn allocate(
-    alloc: &mut Allocator,
-    services: &[&Stored<Service>],
-) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
-    let requests: Vec<Request> = services
+/// Node ports by Service and port key (or `healthCheckNodePort`), as allocated.
+pub(super) type NodePortMap = BTreeMap<(NamespacedName, String), Result<u16, PortRefusal>>;
+
+/// What a Service asks of the allocators: its cluster IP request and its node port requests.
+/// A change of these is the only Service change that can move another Service's addresses.
+pub(super) type AllocInputs = (Request, Vec<PortRequest>);
+
+/// A Service's requests to the allocators.
+pub(super) fn alloc_inputs(alloc: &Allocator, s: &Stored<Service>) -> AllocInputs {
+    (request(alloc, s), port_requests(s))
+}
+
+/// A Service's cluster IP request: its explicit addresses, else the families it needs.
+fn request(alloc: &Allocator, s: &Stored<Service>) -> Request {
+    let spec = s.object.spec.as_ref();
+    let mut explicit: Vec<IpAddr> = spec
+        .and_then(|s| s.cluster_ips.clone())
+        .unwrap_or_default()
         .iter()
-        .map(|s| {
-            let spec = s.object.spec.as_ref();
-            let mut explicit: Vec<IpAddr> = spec
-                .and_then(|s| s.cluster_ips.clone())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if explicit.is_empty()
-                && let Some(ip) = spec.and_then(|s| s.cluster_ip.as_deref()?.parse().ok())
-            {
-                explicit.push(ip);
-            }
-            let families = if explicit.is_empty() {
-                wanted_families(alloc, s)
-            } else {
-                vec![]
-            };
-            Request {
-                name: key(&s.object),
-                explicit,
-                families,
-                created: created(s),
-            }
-        })
+        .filter_map(|s| s.parse().ok())
         .collect();
-    alloc.assign(&requests)
+    if explicit.is_empty()
+        && let Some(ip) = spec.and_then(|s| s.cluster_ip.as_deref()?.parse().ok())
+    {
+        explicit.push(ip);
+    }
+    let families = if explicit.is_empty() {
+        wanted_families(alloc, s)
+    } else {
+        vec![]
+    };
+    Request {
+        name: key(&s.object),
+        explicit,
+        families,
+        created: created(s),
+    }
 }
 
 /// The families a Service without explicit addresses needs, from ipFamilies and its policy.
@@ -132,36 +136,31 @@ fn wants_health_check(svc: &Service) -> bool {
     })
 }
 
-/// The node ports of every Service that has them: the ones given, and the ones allocated
-/// for the ports that give none. Keyed by Service and port (or `healthCheckNodePort`).
-pub(super) fn node_ports(
-    alloc: &mut Allocator,
-    services: &[&Stored<Service>],
-) -> BTreeMap<(NamespacedName, String), Result<u16, PortRefusal>> {
+/// A Service's node port requests: one per port when its type gives node ports, and its
+/// health check node port.
+fn port_requests(s: &Stored<Service>) -> Vec<PortRequest> {
     let mut requests = Vec::new();
-    for s in services {
-        let spec = s.object.spec.as_ref();
-        let given = |n: Option<i32>| n.and_then(|n| u16::try_from(n).ok()).filter(|&n| n != 0);
-        if wants_node_ports(&s.object) {
-            for p in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
-                requests.push(PortRequest {
-                    service: key(&s.object),
-                    key: port_key(p),
-                    explicit: given(p.node_port),
-                    created: created(s),
-                });
-            }
-        }
-        if wants_health_check(&s.object) {
+    let spec = s.object.spec.as_ref();
+    let given = |n: Option<i32>| n.and_then(|n| u16::try_from(n).ok()).filter(|&n| n != 0);
+    if wants_node_ports(&s.object) {
+        for p in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
             requests.push(PortRequest {
                 service: key(&s.object),
-                key: HEALTH_CHECK.into(),
-                explicit: given(spec.and_then(|s| s.health_check_node_port)),
+                key: port_key(p),
+                explicit: given(p.node_port),
                 created: created(s),
             });
         }
     }
-    alloc.node_ports.assign(&requests)
+    if wants_health_check(&s.object) {
+        requests.push(PortRequest {
+            service: key(&s.object),
+            key: HEALTH_CHECK.into(),
+            explicit: given(spec.and_then(|s| s.health_check_node_port)),
+            created: created(s),
+        });
+    }
+    requests
 }
 
 /// The error for a node port that could not be given.
@@ -194,7 +193,7 @@ pub(super) fn port_of(
     svc: &Stored<Service>,
     index: usize,
     p: &K8sServicePort,
-    ports: &BTreeMap<(NamespacedName, String), Result<u16, PortRefusal>>,
+    ports: &NodePortMap,
 ) -> Result<(Option<u16>, Option<u16>), Box<ConfigError>> {
     let name = key(&svc.object);
     let get = |k: String, field: String| match ports.get(&(name.clone(), k)) {

@@ -1,49 +1,25 @@
 //! EndpointSlices → endpoints, as kube-proxy's EndpointSlice cache reads them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::merge;
 use crate::object::ObjectStore;
 use wasp_model::categorize::NodeTopology;
-use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
+use wasp_model::name::{Protocol, ServicePortName};
 use wasp_model::service::Endpoint;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Slices by the Service they belong to.
-pub(super) type Index<'a> = HashMap<NamespacedName, Vec<&'a EndpointSlice>>;
-
-pub(super) fn index(store: &ObjectStore) -> Index<'_> {
-    let mut idx: Index<'_> = HashMap::new();
-    for (key, s) in &store.slices {
-        let svc = s
-            .object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if let Some(svc) = svc {
-            idx.entry(NamespacedName::new(key.namespace.clone(), svc.clone()))
-                .or_default()
-                .push(&s.object);
-        }
-    }
-    idx
-}
-
 /// Adds the endpoints every slice of `spn`'s Service has for that port (matched by name and
 /// protocol). Unset conditions mean ready and serving, and not terminating (KEP-1672).
 pub(super) fn endpoints(
-    idx: &Index<'_>,
+    store: &ObjectStore,
     spn: &ServicePortName,
     node: &NodeTopology,
     out: &mut Vec<Endpoint>,
 ) {
-    for slice in idx.get(&spn.service).into_iter().flatten() {
+    for slice in store.slices_of(&spn.service) {
         if slice.address_type == "FQDN" {
             continue;
         }

@@ -142,7 +142,7 @@ pub fn in_fresh_netns(args: &[String]) -> bool {
         .args(["netns", "exec", &ns])
         .arg(exe)
         .args(args)
-        .env("WASP_BENCH_IN_NETNS", "1")
+        .env("WASP_BENCH_IN_NETNS", &ns)
         .status();
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     std::process::exit(status.map_or(1, |s| s.code().unwrap_or(1)));

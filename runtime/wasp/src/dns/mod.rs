@@ -61,6 +61,30 @@ impl Dns {
         *self.records.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(records);
     }
 
+    /// Follows a sync: every name again after a full one, else the names of `services` (those
+    /// resolved again), from `state` and `store`, under `domain`.
+    pub fn update(
+        &self,
+        state: &wasp_model::ProxyState,
+        store: &wasp_resolve::ObjectStore,
+        services: &std::collections::BTreeSet<wasp_model::NamespacedName>,
+        full: bool,
+        domain: &str,
+    ) {
+        if full {
+            return self.set(Records::build(state, store, domain));
+        }
+        if services.is_empty() {
+            return;
+        }
+        let mut records = self.records.write().unwrap_or_else(PoisonError::into_inner);
+        // Copies the records only while a query still holds the old ones.
+        let r = Arc::make_mut(&mut records);
+        for key in services {
+            r.service(key, state, store);
+        }
+    }
+
     fn records(&self) -> Arc<Records> {
         Arc::clone(&self.records.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -263,11 +287,7 @@ mod tests {
 
     #[test]
     fn outside_the_zone_is_refused_or_forwarded_and_a_known_name_without_the_type_is_empty() {
-        let mut r = Records {
-            zone: "cluster.local.".into(),
-            domain: "svc.cluster.local.".into(),
-            ..Records::default()
-        };
+        let mut r = Records::new("cluster.local");
         r.addresses.insert(
             "web.shop.svc.cluster.local.".into(),
             ["10.96.0.1".parse().unwrap()].into(),

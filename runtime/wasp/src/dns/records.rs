@@ -3,10 +3,11 @@
 //! `<svc>.<ns>.svc.<domain>` with the cluster IPs, or for a headless Service the ready
 //! endpoints' addresses; `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV for named ports.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use wasp_model::ProxyState;
+use k8s_openapi::api::core::v1::Service;
+use wasp_model::{NamespacedName, Protocol, ProxyState, ServicePortName};
 use wasp_resolve::ObjectStore;
 
 /// One SRV answer: the port and the target name.
@@ -23,92 +24,130 @@ pub struct Records {
     pub addresses: BTreeMap<String, BTreeSet<IpAddr>>,
     /// SRV answers by name.
     pub srv: BTreeMap<String, BTreeSet<Srv>>,
+    /// The names each Service gave: its address name and its SRV names.
+    owned: HashMap<NamespacedName, (String, Vec<String>)>,
 }
 
 impl Records {
+    /// No names yet, under `domain` (`cluster.local`).
+    pub fn new(domain: &str) -> Self {
+        let zone = format!("{}.", domain.trim_end_matches('.').to_lowercase());
+        Self {
+            domain: format!("svc.{zone}"),
+            zone,
+            ..Self::default()
+        }
+    }
+
     /// The records of `state` (Services with cluster IPs) and the headless Services of
     /// `store`, under `domain` (`cluster.local`).
     pub fn build(state: &ProxyState, store: &ObjectStore, domain: &str) -> Self {
-        let zone = format!("{}.", domain.trim_end_matches('.').to_lowercase());
-        let domain = format!("svc.{zone}");
-        let mut r = Self {
-            zone,
-            domain: domain.clone(),
-            ..Self::default()
-        };
-        for (spn, port) in &state.ports {
-            let svc = service_name(&spn.service.name, &spn.service.namespace, &domain);
-            r.addresses
-                .entry(svc.clone())
-                .or_default()
-                .extend(port.service.cluster_ips.iter().copied());
+        let mut r = Self::new(domain);
+        let mut services: BTreeSet<&NamespacedName> =
+            state.ports.keys().map(|n| &n.service).collect();
+        services.extend(store.services.keys());
+        for key in services {
+            r.service(key, state, store);
+        }
+        r
+    }
+
+    /// Builds Service `key`'s names again: from its ports in `state`, or for a headless
+    /// Service from its ready endpoints in `store`; a Service in neither loses its names.
+    pub fn service(&mut self, key: &NamespacedName, state: &ProxyState, store: &ObjectStore) {
+        if let Some((name, srv)) = self.owned.remove(key) {
+            self.addresses.remove(&name);
+            for n in srv {
+                self.srv.remove(&n);
+            }
+        }
+        let svc = service_name(&key.name, &key.namespace, &self.domain);
+        let mut ips = BTreeSet::new();
+        let mut srv: Vec<(String, Srv)> = Vec::new();
+        let first = ServicePortName::new(key.clone(), "", Protocol::Tcp);
+        for (spn, port) in state
+            .ports
+            .range(first..)
+            .take_while(|(n, _)| n.service == *key)
+        {
+            ips.extend(port.service.cluster_ips.iter().copied());
             if !spn.port.is_empty() {
                 let name = format!(
                     "_{}._{}.{svc}",
                     spn.port.to_lowercase(),
                     spn.protocol.lower()
                 );
-                r.srv
-                    .entry(name)
-                    .or_default()
-                    .insert((port.service.port, svc.clone()));
+                srv.push((name, (port.service.port, svc.clone())));
             }
         }
-        r.headless(store);
-        r
-    }
-
-    /// Headless Services: their ready endpoints, from Endpoints and EndpointSlices.
-    fn headless(&mut self, store: &ObjectStore) {
-        for (key, s) in &store.services {
-            let spec = s.object.spec.as_ref();
-            if spec.and_then(|s| s.cluster_ip.as_deref()) != Some("None") {
-                continue;
-            }
-            let svc = service_name(&key.name, &key.namespace, &self.domain);
-            let mut ips: BTreeSet<IpAddr> = store
-                .endpoints
-                .get(key)
-                .and_then(|e| e.object.subsets.as_ref())
-                .into_iter()
-                .flatten()
-                .flat_map(|s| s.addresses.iter().flatten())
-                .filter_map(|a| a.ip.parse().ok())
-                .collect();
-            for slice in store.slices.values().map(|s| &s.object) {
-                let labels = slice.metadata.labels.as_ref();
-                let owner = labels.and_then(|l| l.get("kubernetes.io/service-name"));
-                if slice.metadata.namespace.as_deref().unwrap_or("default") != key.namespace
-                    || owner != Some(&key.name)
-                {
-                    continue;
-                }
-                let ready = slice
-                    .endpoints
-                    .iter()
-                    .flatten()
-                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
-                ips.extend(
-                    ready
-                        .flat_map(|e| e.addresses.iter())
-                        .filter_map(|a| a.parse::<IpAddr>().ok()),
-                );
-            }
+        if let Some(s) = store.services.get(key)
+            && headless(&s.object)
+        {
+            headless_records(key, &s.object, store, &svc, &mut ips, &mut srv);
+        }
+        if ips.is_empty() && srv.is_empty() {
+            return;
+        }
+        if !ips.is_empty() {
             self.addresses.entry(svc.clone()).or_default().extend(ips);
-            for p in spec.and_then(|s| s.ports.as_ref()).into_iter().flatten() {
-                let (Some(name), Ok(port)) = (&p.name, u16::try_from(p.port)) else {
-                    continue;
-                };
-                let proto = p.protocol.as_deref().unwrap_or("TCP").to_lowercase();
-                let srv = format!("_{}._{proto}.{svc}", name.to_lowercase());
-                self.srv.entry(srv).or_default().insert((port, svc.clone()));
-            }
         }
+        let names = srv.iter().map(|(n, _)| n.clone()).collect();
+        for (name, answer) in srv {
+            self.srv.entry(name).or_default().insert(answer);
+        }
+        self.owned.insert(key.clone(), (svc, names));
     }
 
     /// Whether `name` (lower case, trailing dot) is inside the cluster domain.
     pub fn in_zone(&self, name: &str) -> bool {
         name == self.zone || name.ends_with(&format!(".{}", self.zone))
+    }
+}
+
+fn headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// A headless Service's ready endpoints (from Endpoints and EndpointSlices) and its named
+/// ports' SRV answers.
+fn headless_records(
+    key: &NamespacedName,
+    svc: &Service,
+    store: &ObjectStore,
+    name: &str,
+    ips: &mut BTreeSet<IpAddr>,
+    srv: &mut Vec<(String, Srv)>,
+) {
+    ips.extend(
+        store
+            .endpoints
+            .get(key)
+            .and_then(|e| e.object.subsets.as_ref())
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter_map(|a| a.ip.parse::<IpAddr>().ok()),
+    );
+    for slice in store.slices_of(key) {
+        let ready = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
+        ips.extend(
+            ready
+                .flat_map(|e| e.addresses.iter())
+                .filter_map(|a| a.parse::<IpAddr>().ok()),
+        );
+    }
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+    for p in ports.into_iter().flatten() {
+        let (Some(port_name), Ok(port)) = (&p.name, u16::try_from(p.port)) else {
+            continue;
+        };
+        let proto = p.protocol.as_deref().unwrap_or("TCP").to_lowercase();
+        let n = format!("_{}._{proto}.{name}", port_name.to_lowercase());
+        srv.push((n, (port, name.to_string())));
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Node {
     pub source_args: Vec<String>,
     /// Pass the testbed's node addresses as `--node-ip` (else the daemon finds its own).
     pub node_ip_args: bool,
+    /// `--sync-period`: how often the full resync runs.
+    pub sync_period: &'static str,
 }
 
 impl Node {
@@ -101,6 +103,7 @@ impl Node {
             extra_args: vec![],
             source_args: vec![],
             node_ip_args: true,
+            sync_period: "2s",
         }
     }
 
@@ -220,9 +223,10 @@ impl Node {
             ""
         };
         let cmd = format!(
-            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a {node_ips} --min-sync-period 50ms --sync-period 2s {} >>{} 2>&1",
+            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a {node_ips} --min-sync-period 50ms --sync-period {} {} >>{} 2>&1",
             self.mode,
             self.backend,
+            self.sync_period,
             self.extra_args.join(" "),
             self.log_path().display()
         );

@@ -1,0 +1,331 @@
+//! `Resolver`: the resolved state kept across syncs, and brought up to date by resolving
+//! again only the Services a change can affect.
+//!
+//! The store says which Services each object change touches ([`Changes`]); the resolver
+//! resolves those alone, and records the old version of every port that changed until the
+//! sync that programs it commits. A partial update costs what changed, not what exists: the
+//! one exception is a change to what a Service asks of the allocators (its cluster IPs, its
+//! node ports, its existence), which runs the allocators over every Service, since one
+//! Service's claim can move another's. [`Resolver::full`] resolves everything, and is what
+//! the periodic resync runs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::Service;
+use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
+use wasp_model::service::HealthCheck;
+use wasp_model::state::{ProxyState, ServicePortState, StateDiff};
+
+use super::service::{self, AllocInputs, NodePortMap};
+use super::{Context, ResolveConfig, node_port_ips, node_topology, proxied, resolve_service};
+use crate::allocate::{Allocator, Refusal};
+use crate::error::ConfigError;
+use crate::object::{Changes, ObjectStore, Stored};
+
+/// What the allocators gave, and what each Service asked of them.
+#[derive(Debug, Default)]
+struct Allocation {
+    ips: BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>>,
+    node_ports: NodePortMap,
+    inputs: BTreeMap<NamespacedName, AllocInputs>,
+}
+
+/// The resolved state, kept up to date incrementally.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    state: ProxyState,
+    /// The errors each Service's resolution met.
+    errors: BTreeMap<NamespacedName, Vec<ConfigError>>,
+    /// The endpoints each Service asks to be probed.
+    checks: HashMap<NamespacedName, Vec<(SocketAddr, HealthCheck)>>,
+    /// Per probed endpoint, the Services that ask for it and their checks.
+    check_owners: HashMap<SocketAddr, BTreeMap<NamespacedName, HealthCheck>>,
+    allocation: Allocation,
+    /// The unhealthy endpoints the state was resolved with.
+    unhealthy: HashSet<SocketAddr>,
+    /// The ports changed since the last commit, with their versions then (`None`: new).
+    before: BTreeMap<ServicePortName, Option<ServicePortState>>,
+    /// Whether the node port addresses changed since the last commit.
+    moved: bool,
+    /// The Services resolved again since the last commit.
+    resolved: BTreeSet<NamespacedName>,
+    /// Bumped whenever the endpoints to probe may have changed.
+    checks_version: u64,
+}
+
+impl Resolver {
+    /// The current state.
+    pub fn state(&self) -> &ProxyState {
+        &self.state
+    }
+
+    /// The current resolution errors, by Service.
+    pub fn errors(&self) -> Vec<ConfigError> {
+        self.errors.values().flatten().cloned().collect()
+    }
+
+    /// The state and the errors.
+    pub fn into_parts(self) -> (ProxyState, Vec<ConfigError>) {
+        let errors = self.errors();
+        (self.state, errors)
+    }
+
+    /// Resolves every Service again, and this node.
+    pub fn full(&mut self, store: &ObjectStore, alloc: &mut Allocator, cfg: &ResolveConfig) {
+        self.node(store, cfg);
+        self.unhealthy.clone_from(&cfg.unhealthy);
+        self.reallocate(store, alloc, cfg);
+        let mut all: BTreeSet<NamespacedName> = store.services.keys().cloned().collect();
+        all.extend(self.state.ports.keys().map(|n| n.service.clone()));
+        all.extend(self.errors.keys().cloned());
+        for k in &all {
+            self.resolve_one(store, k, cfg);
+        }
+    }
+
+    /// Resolves again what `changes` (from the store) and the health checks' verdicts can
+    /// affect. A change of this node's topology resolves everything.
+    pub fn update(
+        &mut self,
+        store: &ObjectStore,
+        changes: Changes,
+        alloc: &mut Allocator,
+        cfg: &ResolveConfig,
+    ) {
+        if changes.node && node_topology(store, cfg) != self.state.node {
+            return self.full(store, alloc, cfg);
+        }
+        if changes.node {
+            self.node(store, cfg);
+        }
+        let mut dirty = changes.services;
+        for addr in cfg.unhealthy.symmetric_difference(&self.unhealthy) {
+            dirty.extend(
+                self.check_owners
+                    .get(addr)
+                    .into_iter()
+                    .flat_map(|o| o.keys().cloned()),
+            );
+        }
+        self.unhealthy.clone_from(&cfg.unhealthy);
+        let asks = |k: &NamespacedName| {
+            store
+                .services
+                .get(k)
+                .filter(|s| proxied(&s.object, cfg))
+                .map(|s| service::alloc_inputs(alloc, s))
+        };
+        if dirty
+            .iter()
+            .any(|k| asks(k).as_ref() != self.allocation.inputs.get(k))
+        {
+            let moved = self.reallocate(store, alloc, cfg);
+            dirty.extend(moved);
+        }
+        for k in &dirty {
+            self.resolve_one(store, k, cfg);
+        }
+    }
+
+    /// This node's topology and node port addresses.
+    fn node(&mut self, store: &ObjectStore, cfg: &ResolveConfig) {
+        self.state.node = node_topology(store, cfg);
+        let ips = node_port_ips(store, cfg);
+        if ips != self.state.node_port_ips {
+            self.state.node_port_ips = ips;
+            self.moved = true;
+        }
+    }
+
+    /// Runs the allocators over every proxied Service; returns the Services whose addresses
+    /// or node ports changed.
+    fn reallocate(
+        &mut self,
+        store: &ObjectStore,
+        alloc: &mut Allocator,
+        cfg: &ResolveConfig,
+    ) -> BTreeSet<NamespacedName> {
+        let services: Vec<&Stored<Service>> = store
+            .services
+            .values()
+            .filter(|s| proxied(&s.object, cfg))
+            .collect();
+        let inputs: BTreeMap<NamespacedName, AllocInputs> = services
+            .iter()
+            .map(|s| (super::key(&s.object), service::alloc_inputs(alloc, s)))
+            .collect();
+        let requests: Vec<_> = inputs.values().map(|(r, _)| r.clone()).collect();
+        let ports: Vec<_> = inputs.values().flat_map(|(_, p)| p.clone()).collect();
+        let next = Allocation {
+            ips: alloc.assign(&requests),
+            node_ports: alloc.node_ports.assign(&ports),
+            inputs,
+        };
+        let old = std::mem::replace(&mut self.allocation, next);
+        let new = &self.allocation;
+        let mut moved = BTreeSet::new();
+        for k in old.ips.keys().chain(new.ips.keys()) {
+            if old.ips.get(k) != new.ips.get(k) {
+                moved.insert(k.clone());
+            }
+        }
+        for ((k, p), v) in &old.node_ports {
+            if new.node_ports.get(&(k.clone(), p.clone())) != Some(v) {
+                moved.insert(k.clone());
+            }
+        }
+        for ((k, p), v) in &new.node_ports {
+            if old.node_ports.get(&(k.clone(), p.clone())) != Some(v) {
+                moved.insert(k.clone());
+            }
+        }
+        moved
+    }
+
+    /// Resolves Service `key` again (or removes it), recording the ports that changed.
+    fn resolve_one(&mut self, store: &ObjectStore, key: &NamespacedName, cfg: &ResolveConfig) {
+        self.resolved.insert(key.clone());
+        let first = ServicePortName::new(key.clone(), "", Protocol::Tcp);
+        let names: Vec<ServicePortName> = self
+            .state
+            .ports
+            .range(first..)
+            .take_while(|(n, _)| n.service == *key)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut old = BTreeMap::new();
+        for n in names {
+            self.state.held_back.remove(&n);
+            if let Some(p) = self.state.ports.remove(&n) {
+                old.insert(n, p);
+            }
+        }
+        self.forget_checks(key);
+        self.errors.remove(key);
+        let r = match store.services.get(key) {
+            Some(svc) if proxied(&svc.object, cfg) => {
+                let cx = Context {
+                    ips: self.allocation.ips.get(key),
+                    node_ports: &self.allocation.node_ports,
+                    node: &self.state.node,
+                    cfg,
+                };
+                resolve_service(store, svc, &cx)
+            }
+            _ => super::Resolved::default(),
+        };
+        if !r.errors.is_empty() {
+            self.errors.insert(key.clone(), r.errors);
+        }
+        self.add_checks(key, r.checks);
+        self.state.held_back.extend(r.held);
+        for (n, new) in r.ports {
+            match old.remove(&n) {
+                Some(o) if o == new => {}
+                o => {
+                    self.before.entry(n.clone()).or_insert(o);
+                }
+            }
+            self.state.ports.insert(n, new);
+        }
+        for (n, o) in old {
+            self.before.entry(n).or_insert(Some(o));
+        }
+    }
+
+    fn forget_checks(&mut self, key: &NamespacedName) {
+        let Some(checks) = self.checks.remove(key) else {
+            return;
+        };
+        self.checks_version += 1;
+        for (addr, _) in checks {
+            let Some(owners) = self.check_owners.get_mut(&addr) else {
+                continue;
+            };
+            owners.remove(key);
+            match owners.values().next() {
+                Some(c) => {
+                    self.state.health_checks.insert(addr, c.clone());
+                }
+                None => {
+                    self.check_owners.remove(&addr);
+                    self.state.health_checks.remove(&addr);
+                }
+            }
+        }
+    }
+
+    fn add_checks(&mut self, key: &NamespacedName, checks: Vec<(SocketAddr, HealthCheck)>) {
+        if checks.is_empty() {
+            return;
+        }
+        self.checks_version += 1;
+        for (addr, c) in &checks {
+            let owners = self.check_owners.entry(*addr).or_default();
+            owners.insert(key.clone(), c.clone());
+            if let Some(first) = owners.values().next() {
+                self.state.health_checks.insert(*addr, first.clone());
+            }
+        }
+        self.checks.insert(key.clone(), checks);
+    }
+
+    /// What changed since the last [`commit`](Self::commit): the diff, and the old versions
+    /// of the ports it names (the rest of `previous` is empty: it stands for the state last
+    /// programmed only where that differs from the current one).
+    pub fn changes(&self) -> (StateDiff, ProxyState) {
+        let mut d = StateDiff::default();
+        let mut previous = ProxyState::default();
+        for (name, old) in &self.before {
+            match (old, self.state.ports.get(name)) {
+                (Some(o), Some(n)) if o == n => {}
+                (Some(o), Some(n)) => {
+                    if o.service != n.service {
+                        d.service_changed.insert(name.clone());
+                    }
+                    d.changed.insert(name.clone());
+                }
+                (None, Some(_)) => {
+                    d.service_changed.insert(name.clone());
+                    d.changed.insert(name.clone());
+                }
+                (Some(_), None) => {
+                    d.removed.insert(name.clone());
+                }
+                (None, None) => {}
+            }
+            if let Some(o) = old
+                && (d.changed.contains(name) || d.removed.contains(name))
+            {
+                previous.ports.insert(name.clone(), o.clone());
+            }
+        }
+        if self.moved {
+            for (name, p) in &self.state.ports {
+                if p.service.node_port.is_some() {
+                    d.changed.insert(name.clone());
+                    d.service_changed.insert(name.clone());
+                }
+            }
+        }
+        (d, previous)
+    }
+
+    /// The Services resolved again since the last commit (some may be gone).
+    pub fn resolved(&self) -> &BTreeSet<NamespacedName> {
+        &self.resolved
+    }
+
+    /// Changes whenever the endpoints to probe ([`ProxyState::health_checks`]) may have.
+    pub fn checks_version(&self) -> u64 {
+        self.checks_version
+    }
+
+    /// The changes are programmed: forget the old versions.
+    pub fn commit(&mut self) {
+        self.before.clear();
+        self.resolved.clear();
+        self.moved = false;
+    }
+}
