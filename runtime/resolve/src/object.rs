@@ -117,6 +117,46 @@ impl Object {
         }
     }
 
+    /// Gives back what decoding over-allocated in the long lists (a list grown by doubling
+    /// holds up to twice its length): stored objects live as long as the store.
+    fn shrink(&mut self) {
+        match self {
+            Self::Endpoints(e) => {
+                for s in e.subsets.iter_mut().flatten() {
+                    for v in [&mut s.addresses, &mut s.not_ready_addresses]
+                        .into_iter()
+                        .flatten()
+                    {
+                        v.shrink_to_fit();
+                    }
+                    if let Some(p) = s.ports.as_mut() {
+                        p.shrink_to_fit();
+                    }
+                }
+                if let Some(s) = e.subsets.as_mut() {
+                    s.shrink_to_fit();
+                }
+            }
+            Self::EndpointSlice(s) => {
+                if let Some(eps) = s.endpoints.as_mut() {
+                    eps.shrink_to_fit();
+                    for e in eps {
+                        e.addresses.shrink_to_fit();
+                    }
+                }
+                if let Some(p) = s.ports.as_mut() {
+                    p.shrink_to_fit();
+                }
+            }
+            Self::Service(s) => {
+                if let Some(p) = s.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+                    p.shrink_to_fit();
+                }
+            }
+            Self::Pod(_) | Self::Node(_) => {}
+        }
+    }
+
     /// Sets `metadata.creationTimestamp`, which the API server gives every object it creates.
     pub fn set_creation_timestamp(&mut self, t: Time) {
         self.meta_mut().creation_timestamp = Some(t);
@@ -155,15 +195,15 @@ pub struct ObjectStore {
     /// What validation checks objects against.
     pub validation: ValidationConfig,
     /// Services.
-    pub services: BTreeMap<NamespacedName, Stored<Service>>,
+    pub services: BTreeMap<NamespacedName, Box<Stored<Service>>>,
     /// v1 Endpoints.
-    pub endpoints: BTreeMap<NamespacedName, Stored<Endpoints>>,
+    pub endpoints: BTreeMap<NamespacedName, Box<Stored<Endpoints>>>,
     /// EndpointSlices.
-    pub slices: BTreeMap<NamespacedName, Stored<EndpointSlice>>,
+    pub slices: BTreeMap<NamespacedName, Box<Stored<EndpointSlice>>>,
     /// Pods.
-    pub pods: BTreeMap<NamespacedName, Stored<Pod>>,
+    pub pods: BTreeMap<NamespacedName, Box<Stored<Pod>>>,
     /// Nodes (keyed with an empty namespace).
-    pub nodes: BTreeMap<NamespacedName, Stored<Node>>,
+    pub nodes: BTreeMap<NamespacedName, Box<Stored<Node>>>,
     /// EndpointSlices by the Service their `kubernetes.io/service-name` label names.
     slice_index: BTreeMap<NamespacedName, BTreeSet<NamespacedName>>,
     /// What changed since the last [`ObjectStore::take_changes`].
@@ -225,6 +265,7 @@ impl ObjectStore {
         if !errors.is_empty() {
             return Err(errors);
         }
+        obj.shrink();
         let (kind, key) = (obj.kind(), obj.key());
         let before = self.affected(kind, &key);
         let changed = match obj {
@@ -345,15 +386,16 @@ impl ObjectStore {
 
 /// Stores `object`; returns whether anything changed.
 fn put<T: PartialEq>(
-    map: &mut BTreeMap<NamespacedName, Stored<T>>,
+    map: &mut BTreeMap<NamespacedName, Box<Stored<T>>>,
     key: NamespacedName,
     object: T,
     origin: Origin,
 ) -> bool {
     let new = Stored { object, origin };
-    if map.get(&key) == Some(&new) {
+    if map.get(&key).map(|s| &**s) == Some(&new) {
         return false;
     }
-    map.insert(key, new);
+    // Boxed: a B-tree node then holds pointers, not half-empty rows of large objects.
+    map.insert(key, Box::new(new));
     true
 }

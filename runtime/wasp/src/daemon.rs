@@ -419,6 +419,9 @@ impl Daemon {
                 self.programmed = true;
                 self.done(&diff, &previous, full);
                 self.resolver.commit();
+                if full {
+                    release_free_memory();
+                }
                 true
             }
             Err(e) => {
@@ -556,5 +559,17 @@ impl Daemon {
             detail.push(format!("{source}: stale since {since} (unix time), the last state stays programmed: {problem}"));
         }
         self.health.set_detail(errors, detail);
+    }
+}
+
+/// Hands the heap's free pages back to the kernel. A full sync's temporaries (the whole
+/// ruleset rendered and encoded at once) leave free memory scattered through the allocator's
+/// arenas, which glibc keeps resident otherwise.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

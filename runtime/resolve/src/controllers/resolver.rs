@@ -149,6 +149,7 @@ impl Resolver {
         let services: Vec<&Stored<Service>> = store
             .services
             .values()
+            .map(|s| &**s)
             .filter(|s| proxied(&s.object, cfg))
             .collect();
         let inputs: BTreeMap<NamespacedName, AllocInputs> = services
