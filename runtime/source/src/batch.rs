@@ -16,6 +16,9 @@ pub struct Batch {
     pub deletes: Vec<(ObjectKind, NamespacedName)>,
     /// Errors met while reading the unit.
     pub errors: Vec<ConfigError>,
+    /// Objects the unit still holds exactly as before, not read again: they are neither
+    /// applied nor deleted, and their validation errors from before stand.
+    pub unchanged: Vec<(ObjectKind, NamespacedName)>,
 }
 
 /// The current errors of every source unit.
@@ -46,6 +49,20 @@ impl Batch {
     /// and any validation errors. Returns whether the store changed.
     pub fn apply_to(self, store: &mut ObjectStore, log: &mut ErrorLog) -> bool {
         let mut errors = self.errors;
+        if !self.unchanged.is_empty() {
+            let same: std::collections::HashSet<(String, &NamespacedName)> = self
+                .unchanged
+                .iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+            let stands = |e: &&ConfigError| {
+                e.object
+                    .as_ref()
+                    .is_some_and(|o| same.contains(&(o.kind.clone(), &o.name)))
+            };
+            let old = log.by_scope.get(&self.scope).into_iter().flatten();
+            errors.extend(old.filter(stands).cloned());
+        }
         let mut changed = false;
         for (kind, key) in &self.deletes {
             changed |= store.delete(*kind, key);

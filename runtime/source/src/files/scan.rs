@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use wasp_model::{NamespacedName, ObjectRef};
 use wasp_resolve::{ConfigError, Object, ObjectKind, Origin};
 
-use super::parse::parse_manifests;
+use super::parse::{DocMemo, Parsed, parse_manifests, parse_reusing};
 use super::yaml::Limits;
 use crate::batch::Batch;
 use walk::Walk;
@@ -32,6 +32,8 @@ struct FileRecord {
     hash: Option<[u8; 32]>,
     /// The objects this file owns.
     objects: BTreeSet<Key>,
+    /// Its documents at the last read, so unchanged ones are not decoded again.
+    docs: Vec<DocMemo>,
 }
 
 /// The files source: the directory, and what each file produced last time.
@@ -285,12 +287,20 @@ impl FileSource {
             return None;
         }
         rec.hash = Some(hash);
-        let parsed = parse_manifests(&scope, bytes, &self.limits);
-        let mut errors = parsed.errors;
-        let mut mine: BTreeSet<Key> = parsed.kept.into_iter().collect();
+        let previous = std::mem::take(&mut rec.docs);
+        let Parsed {
+            objects,
+            kept,
+            mut errors,
+            keep_all,
+            mut docs,
+            unchanged,
+        } = self.parse(&scope, bytes, &previous);
+        let mut mine: BTreeSet<Key> = kept.into_iter().collect();
+        mine.extend(unchanged.iter().cloned());
         let mut applies = Vec::new();
         let mut conflicted = false;
-        for (mut obj, origin) in parsed.objects {
+        for (mut obj, origin) in objects {
             let key = (obj.kind(), obj.key());
             let owner = self.owners.get(&key).filter(|o| o.as_path() != path);
             let duplicate = owner.cloned().map(|o| display(&o)).or_else(|| {
@@ -299,6 +309,10 @@ impl FileSource {
             });
             if let Some(other) = duplicate {
                 conflicted = true;
+                // Not owned: the document must be read again next time.
+                if let Some(d) = origin.document.and_then(|d| docs.get_mut(d)) {
+                    d.keys = None;
+                }
                 let object = ObjectRef {
                     kind: key.0.to_string(),
                     name: key.1,
@@ -316,7 +330,8 @@ impl FileSource {
             applies.push((obj, origin));
         }
         let rec = self.files.entry(path.to_path_buf()).or_default();
-        if parsed.keep_all {
+        rec.docs = docs;
+        if keep_all {
             // A document that could not be identified may be any of the file's objects.
             mine.extend(rec.objects.iter().cloned());
         }
@@ -338,7 +353,27 @@ impl FileSource {
             applies,
             deletes,
             errors,
+            unchanged,
         })
+    }
+
+    /// Parses the file, reusing the documents that did not change since `previous`; the
+    /// whole file again when a changed document names an object an unchanged one names, so
+    /// which of them wins is decided as on any read.
+    fn parse(&self, scope: &str, bytes: &[u8], previous: &[DocMemo]) -> Parsed {
+        let parsed = parse_reusing(scope, bytes, &self.limits, previous);
+        if parsed.unchanged.is_empty() {
+            return parsed;
+        }
+        let unchanged: std::collections::HashSet<&Key> = parsed.unchanged.iter().collect();
+        if parsed
+            .objects
+            .iter()
+            .any(|(o, _)| unchanged.contains(&(o.kind(), o.key())))
+        {
+            return parse_manifests(scope, bytes, &self.limits);
+        }
+        parsed
     }
 
     /// Gives an object that states no `creationTimestamp` one, as the API server does at
