@@ -49,7 +49,7 @@ impl Batch {
     /// and any validation errors. Returns whether the store changed.
     pub fn apply_to(self, store: &mut ObjectStore, log: &mut ErrorLog) -> bool {
         let mut errors = self.errors;
-        if !self.unchanged.is_empty() {
+        if !self.unchanged.is_empty() && log.by_scope.contains_key(&self.scope) {
             let same: std::collections::HashSet<(String, &NamespacedName)> = self
                 .unchanged
                 .iter()

@@ -117,7 +117,8 @@ fn until_answered(which: usize, since: Instant, limit: Duration) -> Option<Durat
             Some(w) if w == which || (resize() && which == 1 && w == 2) => {
                 return Some(since.elapsed());
             }
-            Some(_) => {}
+            // The old server: probe again shortly, leaving the CPUs to the daemon.
+            Some(_) => std::thread::sleep(Duration::from_micros(200)),
             // Nothing answers yet (the daemon is starting): don't spin.
             None => std::thread::sleep(Duration::from_millis(1)),
         }

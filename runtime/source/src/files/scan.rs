@@ -335,18 +335,22 @@ impl FileSource {
             // A document that could not be identified may be any of the file's objects.
             mine.extend(rec.objects.iter().cloned());
         }
-        let old = std::mem::replace(&mut rec.objects, mine.clone());
         if conflicted {
             // Re-read on every scan, so the object is taken over once the other file lets go.
             rec.hash = None;
         }
-        let deletes: Vec<Key> = old.difference(&mine).cloned().collect();
+        let deletes: Vec<Key> = rec.objects.difference(&mine).cloned().collect();
         for key in &deletes {
             self.owners.remove(key);
             self.created.remove(key);
         }
-        for key in mine {
-            self.owners.insert(key, path.to_path_buf());
+        for key in &mine {
+            if self.owners.get(key).map(PathBuf::as_path) != Some(path) {
+                self.owners.insert(key.clone(), path.to_path_buf());
+            }
+        }
+        if let Some(rec) = self.files.get_mut(path) {
+            rec.objects = mine;
         }
         Some(Batch {
             scope,
