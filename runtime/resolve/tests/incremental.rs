@@ -149,6 +149,11 @@ fn resolving_what_changed_matches_resolving_everything() {
         reference.full(&store, &mut full_alloc, &cfg);
         let (want, want_errors) = reference.into_parts();
         assert_eq!(inc.state(), &want, "state after step {i}");
+        assert_eq!(
+            inc.endpoint_count(),
+            want.endpoint_count(),
+            "after step {i}"
+        );
         assert_eq!(inc.errors(), want_errors, "errors after step {i}");
         let (diff, previous) = inc.changes();
         assert_eq!(diff, last.diff(&want), "diff after step {i}");

@@ -477,7 +477,9 @@ impl Daemon {
         self.metrics.last_queued_timestamp.set(0.0);
         self.metrics.last_sync_timestamp.set(now_secs());
         self.metrics.service_ports.set(state.ports.len() as i64);
-        self.metrics.endpoints.set(state.endpoint_count() as i64);
+        self.metrics
+            .endpoints
+            .set(self.resolver.endpoint_count() as i64);
         self.health.updated();
         self.last_sync = Some(k8s_openapi::jiff::Timestamp::now().to_string());
         if self.resolver.checks_version() != self.checks_seen {

@@ -52,6 +52,8 @@ pub struct Resolver {
     resolved: BTreeSet<NamespacedName>,
     /// Bumped whenever the endpoints to probe may have changed.
     checks_version: u64,
+    /// The number of endpoints over all ports.
+    endpoints: usize,
 }
 
 impl Resolver {
@@ -199,6 +201,7 @@ impl Resolver {
         for n in names {
             self.state.held_back.remove(&n);
             if let Some(p) = self.state.ports.remove(&n) {
+                self.endpoints -= p.endpoints.len();
                 old.insert(n, p);
             }
         }
@@ -222,6 +225,7 @@ impl Resolver {
         self.add_checks(key, r.checks);
         self.state.held_back.extend(r.held);
         for (n, new) in r.ports {
+            self.endpoints += new.endpoints.len();
             match old.remove(&n) {
                 Some(o) if o == new => {}
                 o => {
@@ -321,6 +325,12 @@ impl Resolver {
     /// Changes whenever the endpoints to probe ([`ProxyState::health_checks`]) may have.
     pub fn checks_version(&self) -> u64 {
         self.checks_version
+    }
+
+    /// The number of endpoints over all ports ([`ProxyState::endpoint_count`], kept as
+    /// ports change rather than counted).
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints
     }
 
     /// The changes are programmed: forget the old versions.
