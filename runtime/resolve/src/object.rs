@@ -117,46 +117,6 @@ impl Object {
         }
     }
 
-    /// Gives back what decoding over-allocated in the long lists (a list grown by doubling
-    /// holds up to twice its length): stored objects live as long as the store.
-    fn shrink(&mut self) {
-        match self {
-            Self::Endpoints(e) => {
-                for s in e.subsets.iter_mut().flatten() {
-                    for v in [&mut s.addresses, &mut s.not_ready_addresses]
-                        .into_iter()
-                        .flatten()
-                    {
-                        v.shrink_to_fit();
-                    }
-                    if let Some(p) = s.ports.as_mut() {
-                        p.shrink_to_fit();
-                    }
-                }
-                if let Some(s) = e.subsets.as_mut() {
-                    s.shrink_to_fit();
-                }
-            }
-            Self::EndpointSlice(s) => {
-                if let Some(eps) = s.endpoints.as_mut() {
-                    eps.shrink_to_fit();
-                    for e in eps {
-                        e.addresses.shrink_to_fit();
-                    }
-                }
-                if let Some(p) = s.ports.as_mut() {
-                    p.shrink_to_fit();
-                }
-            }
-            Self::Service(s) => {
-                if let Some(p) = s.spec.as_mut().and_then(|s| s.ports.as_mut()) {
-                    p.shrink_to_fit();
-                }
-            }
-            Self::Pod(_) | Self::Node(_) => {}
-        }
-    }
-
     /// Sets `metadata.creationTimestamp`, which the API server gives every object it creates.
     pub fn set_creation_timestamp(&mut self, t: Time) {
         self.meta_mut().creation_timestamp = Some(t);
@@ -265,7 +225,6 @@ impl ObjectStore {
         if !errors.is_empty() {
             return Err(errors);
         }
-        obj.shrink();
         let (kind, key) = (obj.kind(), obj.key());
         let before = self.affected(kind, &key);
         let changed = match obj {
