@@ -252,15 +252,8 @@ fn spawn(mode: &str, source: &Source) -> Child {
         // The legacy backend: iptables-nft-restore of 10,000 Services takes minutes here.
         .args(["--iptables-backend", "legacy"])
         .args(source.args())
+        .args(common::DAEMON_ARGS)
         .args([
-            "--service-cidr",
-            "10.96.0.0/12",
-            "--cluster-cidr",
-            "10.128.0.0/9",
-            "--node-name",
-            "bench",
-            "--sync-period",
-            "1h",
             "--metrics-bind-address",
             METRICS,
             "--healthz-bind-address",

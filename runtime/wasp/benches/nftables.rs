@@ -383,15 +383,8 @@ fn memory() {
             .args(["run", "--mode", mode, "--iptables-backend", backend])
             .arg("--config-dir")
             .arg(dir.path())
+            .args(common::DAEMON_ARGS)
             .args([
-                "--service-cidr",
-                "10.96.0.0/12",
-                "--cluster-cidr",
-                "10.128.0.0/9",
-                "--node-name",
-                "bench",
-                "--sync-period",
-                "1h",
                 "--metrics-bind-address",
                 "127.0.0.1:19249",
                 "--healthz-bind-address",

@@ -200,6 +200,19 @@ pub fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p) as usize]
 }
 
+/// The flags every benchmark's `wasp run` shares: the CIDRs the synthetic state uses, a node
+/// name, and no full resync while it is measured.
+pub const DAEMON_ARGS: [&str; 8] = [
+    "--service-cidr",
+    "10.96.0.0/12",
+    "--cluster-cidr",
+    "10.128.0.0/9",
+    "--node-name",
+    "bench",
+    "--sync-period",
+    "1h",
+];
+
 /// The render configuration the sync and lookup benchmarks use.
 pub fn cfg() -> wasp_dataplane::RenderConfig {
     wasp_dataplane::RenderConfig {
