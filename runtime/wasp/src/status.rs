@@ -182,7 +182,8 @@ pub fn fetch(admin: SocketAddr) -> anyhow::Result<Status> {
         )
     };
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).map_err(no_daemon)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The daemon answers between syncs, and waits up to 30 s for a sync to end.
+    s.set_read_timeout(Some(Duration::from_secs(35)))?;
     write!(s, "GET /status HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
