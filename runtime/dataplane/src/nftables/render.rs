@@ -10,8 +10,8 @@
 //!   (`numgen random mod S` or `jhash … mod M`) and looks `VIP . port . slot` up in a map of
 //!   `… : address . port`. Endpoint changes that keep the slot count rewrite map elements
 //!   only; a new count rewrites the one rule.
-//! - The maps are shared: `endpoints-<proto>-<shard>`, [`SHARDS`] per protocol, a port's shard
-//!   chosen by the hash of its name. The kernel makes both extremes quadratic: it finds a set
+//! - The maps are shared: `endpoints-<proto>-<shard>`, [`SHARDS`] per protocol (more past
+//!   16,384 ports: [`shards_for`]), a port's shard chosen by the hash of its name. The kernel makes both extremes quadratic: it finds a set
 //!   by name with a linear walk (with a map per port a 10k full sync took 10 s), and adding an
 //!   element to a map visits every rule bound to it (one map for all ports was slow too).
 //! - `nat-postrouting`: hairpin masquerade from the `hairpin` set of `ep . ep` pairs, then the
@@ -39,7 +39,7 @@ use wasp_model::{ServicePortName, StateDiff};
 
 pub use delta::{port_ops, shared_ops};
 pub use port::{PortObjects, port_objects};
-pub use table::{SHARDS, desired, names, node_port_ips, static_ops, stray_set};
+pub use table::{SHARDS, desired, names, node_port_ips, shards_for, static_ops, stray_set};
 
 use super::ops::{Elem, Family, Op, Set, SetKind, Transaction};
 use crate::core::RenderConfig;
@@ -112,6 +112,9 @@ pub struct Programmed {
     pub ports: BTreeMap<ServicePortName, PortObjects>,
     /// The shared sets: the hairpin pairs and the cluster IPs.
     pub shared: [Refs; 2],
+    /// The endpoints maps per protocol, chosen at the full sync ([`shards_for`]) and kept by
+    /// the partial ones (0 before any: [`SHARDS`]).
+    pub shards: u32,
 }
 
 /// A shared set, what one port needs in it, and how an address becomes its element.
@@ -150,8 +153,9 @@ pub fn render(
 fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Planned {
     let mut tx = Vec::new();
     let mut replace = BTreeMap::new();
+    let shards = shards_for(req.state.ports.len());
     for f in Family::ALL {
-        let ports = desired(req.state, req.selections, cfg, f);
+        let ports = desired(req.state, req.selections, cfg, f, shards);
         let mut adds = Vec::new();
         static_ops(f, cfg, &mut adds);
         let mut shared: [Refs; 2] = Default::default();
@@ -209,7 +213,14 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
             }
         }
         tx.extend(adds);
-        replace.insert(f, Programmed { ports, shared });
+        replace.insert(
+            f,
+            Programmed {
+                ports,
+                shared,
+                shards,
+            },
+        );
     }
     Planned {
         tx,
@@ -236,10 +247,17 @@ fn partial(
         let mut changed = Vec::new();
         let mut delta: [BTreeMap<IpAddr, i64>; 2] = Default::default();
         for name in diff.touched() {
-            let new =
-                req.state.ports.get(name).and_then(|port| {
-                    port_objects(name, port, req.selections.get(name), cfg, f, &np)
-                });
+            let new = req.state.ports.get(name).and_then(|port| {
+                port_objects(
+                    name,
+                    port,
+                    req.selections.get(name),
+                    cfg,
+                    f,
+                    &np,
+                    prog.shards,
+                )
+            });
             let old = prog.ports.get(name);
             if old == new.as_ref() {
                 continue;

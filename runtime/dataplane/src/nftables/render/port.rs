@@ -79,10 +79,14 @@ fn suffix(name: &ServicePortName) -> String {
     s
 }
 
-/// The endpoints map (shard) of a service port.
-fn shard(name: &ServicePortName) -> String {
+/// The endpoints map (shard) of a service port, among `shards` per protocol.
+fn shard(name: &ServicePortName, shards: u32) -> String {
     let h = hash_u32(&name.to_string());
-    format!("endpoints-{}-{}", name.protocol.lower(), h % SHARDS)
+    format!(
+        "endpoints-{}-{}",
+        name.protocol.lower(),
+        h % shards.max(SHARDS)
+    )
 }
 
 /// A port being rendered: what every part of it needs.
@@ -257,6 +261,7 @@ pub fn port_objects(
     cfg: &RenderConfig,
     f: Family,
     node_port_ips: &[IpAddr],
+    shards: u32,
 ) -> Option<PortObjects> {
     let sel = spread::or_equal(sel, port.endpoints.len());
     let svc = &port.service;
@@ -271,7 +276,7 @@ pub fn port_objects(
         p: PortObjects {
             proto: svc.protocol,
             chains: Vec::new(),
-            map: shard(name),
+            map: shard(name, shards),
             slots: Vec::new(),
             dispatch: Vec::new(),
             unusable: Vec::new(),
