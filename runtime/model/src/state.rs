@@ -105,6 +105,34 @@ impl StateDiff {
     pub fn touched(&self) -> impl Iterator<Item = &ServicePortName> {
         self.changed.iter().chain(self.removed.iter())
     }
+
+    /// Records port `name` going from `old` to `new` (`None`: absent); `moved` says the node
+    /// port addresses changed, which changes a port with a node port even when it is equal.
+    pub fn record(
+        &mut self,
+        name: &ServicePortName,
+        old: Option<&ServicePortState>,
+        new: Option<&ServicePortState>,
+        moved: bool,
+    ) {
+        match (old, new) {
+            (Some(o), Some(n)) if o == n && !(moved && n.service.node_port.is_some()) => {}
+            (Some(o), Some(n)) => {
+                if o.service != n.service || (moved && n.service.node_port.is_some()) {
+                    self.service_changed.insert(name.clone());
+                }
+                self.changed.insert(name.clone());
+            }
+            (None, Some(_)) => {
+                self.service_changed.insert(name.clone());
+                self.changed.insert(name.clone());
+            }
+            (Some(_), None) => {
+                self.removed.insert(name.clone());
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 impl ProxyState {
@@ -119,23 +147,11 @@ impl ProxyState {
         // New node port addresses change every port with a node port.
         let moved = self.node_port_ips != next.node_port_ips;
         for (name, new) in &next.ports {
-            match self.ports.get(name) {
-                Some(old) if old == new && !(moved && new.service.node_port.is_some()) => {}
-                Some(old) => {
-                    if old.service != new.service || (moved && new.service.node_port.is_some()) {
-                        d.service_changed.insert(name.clone());
-                    }
-                    d.changed.insert(name.clone());
-                }
-                None => {
-                    d.service_changed.insert(name.clone());
-                    d.changed.insert(name.clone());
-                }
-            }
+            d.record(name, self.ports.get(name), Some(new), moved);
         }
-        for name in self.ports.keys() {
+        for (name, old) in &self.ports {
             if !next.ports.contains_key(name) {
-                d.removed.insert(name.clone());
+                d.record(name, Some(old), None, moved);
             }
         }
         d

@@ -58,7 +58,9 @@ fn start_servers() {
 /// Whether a change also changes Service 0's endpoint count (`resize`): one endpoint, then
 /// two, then one.
 fn resize() -> bool {
-    std::env::args().any(|a| a == "resize")
+    // Asked on every probe: read the arguments once.
+    static RESIZE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RESIZE.get_or_init(|| std::env::args().any(|a| a == "resize"))
 }
 
 /// The endpoint addresses of service `i` (Service 0: the one server `which`, or with

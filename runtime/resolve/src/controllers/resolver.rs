@@ -283,23 +283,7 @@ impl Resolver {
         let mut d = StateDiff::default();
         let mut previous = ProxyState::default();
         for (name, old) in &self.before {
-            match (old, self.state.ports.get(name)) {
-                (Some(o), Some(n)) if o == n => {}
-                (Some(o), Some(n)) => {
-                    if o.service != n.service {
-                        d.service_changed.insert(name.clone());
-                    }
-                    d.changed.insert(name.clone());
-                }
-                (None, Some(_)) => {
-                    d.service_changed.insert(name.clone());
-                    d.changed.insert(name.clone());
-                }
-                (Some(_), None) => {
-                    d.removed.insert(name.clone());
-                }
-                (None, None) => {}
-            }
+            d.record(name, old.as_ref(), self.state.ports.get(name), false);
             if let Some(o) = old
                 && (d.changed.contains(name) || d.removed.contains(name))
             {
@@ -307,11 +291,9 @@ impl Resolver {
             }
         }
         if self.moved {
+            // New node port addresses change every port with a node port.
             for (name, p) in &self.state.ports {
-                if p.service.node_port.is_some() {
-                    d.changed.insert(name.clone());
-                    d.service_changed.insert(name.clone());
-                }
+                d.record(name, Some(p), Some(p), true);
             }
         }
         (d, previous)
