@@ -64,8 +64,9 @@ impl Checker {
     /// A checker with no endpoints; `wake` hears of every change of an endpoint's health.
     ///
     /// The probes run on a thread of their own, a single-threaded runtime: on the daemon's
-    /// runtime, each wake-up could land on the other worker (10,000 endpoints: 9.1 % of a core there, 7.0–7.5 % on its own thread
-    /// there). Should that thread not start, they run on the current runtime.
+    /// runtime, each wake-up could land on the other worker (10,000 endpoints: 9.1 % of a core
+    /// there, 7.0–7.5 % on their own thread). Should that thread not start, they run on the
+    /// current runtime.
     pub fn new(wake: mpsc::Sender<()>, metrics: CheckMetrics) -> Self {
         let (runtime, stop) = match own_runtime() {
             Ok((handle, stop)) => (handle, Some(stop)),
