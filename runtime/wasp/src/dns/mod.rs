@@ -177,7 +177,7 @@ fn serve_udp(
         drop(records);
         cache.follow(version);
         let mut answers = Vec::with_capacity(got.len());
-        for (i, (n, peer)) in got.into_iter().enumerate() {
+        for (i, n, peer) in got {
             let query = &batch.bufs[i][..n];
             if let Some(out) = cache.answer(query) {
                 answers.push((out, peer));
@@ -225,8 +225,8 @@ impl Batch {
     }
 
     /// Waits for one datagram (up to the socket's read timeout) and takes those queued
-    /// behind it: each one's length (in `bufs`, in order) and sender.
-    fn receive(&mut self, sock: &std::net::UdpSocket) -> Vec<(usize, SocketAddr)> {
+    /// behind it: each one's place in `bufs`, its length and its sender.
+    fn receive(&mut self, sock: &std::net::UdpSocket) -> Vec<(usize, usize, SocketAddr)> {
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
             self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
         let fd = sock.as_raw_fd();
@@ -238,7 +238,8 @@ impl Batch {
             None,
         ) {
             Ok(got) => got
-                .filter_map(|m| Some((m.bytes, socket_addr(&m.address?)?)))
+                .enumerate()
+                .filter_map(|(i, m)| Some((i, m.bytes, socket_addr(&m.address?)?)))
                 .collect(),
             Err(_) => Vec::new(),
         }
