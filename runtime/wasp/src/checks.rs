@@ -1,9 +1,9 @@
 //! Active health checks of hand-written endpoints (`wasp.dev/health-check`), off the sync
-//! loop, on a thread of their own: one task per endpoint, started at a random point of its interval (so 10,000
-//! endpoints do not probe at once), at most [`CONCURRENT`] probes in flight. An endpoint turns
-//! unhealthy after the unhealthy threshold of failures in a row and healthy again after the
-//! healthy threshold of successes; each turn wakes the sync loop, whose next (partial) sync
-//! resolves with the new set of unhealthy endpoints.
+//! loop, on a thread of their own: one task per endpoint, started at a random point of its
+//! interval (so 10,000 endpoints do not probe at once), at most [`CONCURRENT`] probes in
+//! flight. An endpoint turns unhealthy after the unhealthy threshold of failures in a row and
+//! healthy again after the healthy threshold of successes; each turn wakes the sync loop, whose
+//! next (partial) sync resolves with the new set of unhealthy endpoints.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
