@@ -33,6 +33,8 @@ mod table;
 mod tcp;
 mod udp;
 
+pub use udp::socket_addr;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};

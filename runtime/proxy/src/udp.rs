@@ -50,11 +50,8 @@ async fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketA
         )?;
         let from = m
             .address
-            .and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| SocketAddr::from(SocketAddrV4::from(*v4)))
-                    .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
-            })
+            .as_ref()
+            .and_then(socket_addr)
             .ok_or_else(|| io::Error::other("a datagram without a sender"))?;
         let mut to = None;
         for c in m.cmsgs()? {
@@ -257,4 +254,11 @@ async fn replies(
             activity.touch();
         }
     }
+}
+
+/// A socket address from the kernel's (IPv4 or IPv6) as the standard library has it.
+pub fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    a.as_sockaddr_in()
+        .map(|v4| SocketAddr::from(SocketAddrV4::from(*v4)))
+        .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddrV6::from(*v6).into()))
 }

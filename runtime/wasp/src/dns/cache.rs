@@ -32,7 +32,8 @@ impl Answers {
     /// query's ID, recursion-desired bit and question (as the client spelled it).
     pub(super) fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         let question = plain(query)?;
-        let cached = self.by_question.get(&*lowercase(question))?;
+        let mut buf = [0u8; KEY];
+        let cached = self.by_question.get(key(question, &mut buf)?)?;
         let mut out = cached.to_vec();
         out[..2].copy_from_slice(&query[..2]);
         out[2] = (out[2] & !1) | (query[2] & 1);
@@ -55,8 +56,25 @@ impl Answers {
             self.bytes = 0;
         }
         self.bytes += question.len() + answer.len();
-        self.by_question.insert(lowercase(question), answer.into());
+        let mut buf = [0u8; KEY];
+        let Some(key) = key(question, &mut buf) else {
+            return;
+        };
+        self.by_question.insert(key.into(), answer.into());
     }
+}
+
+/// The longest question: a name of 255 bytes, then its type and class.
+const KEY: usize = 259;
+
+/// `question` with its name in lower case (the type and class, its last 4 bytes, as they are),
+/// in `buf`; `None` when it is longer than a question can be.
+fn key<'a>(question: &[u8], buf: &'a mut [u8; KEY]) -> Option<&'a [u8]> {
+    let key = buf.get_mut(..question.len())?;
+    key.copy_from_slice(question);
+    let name = key.len() - 4;
+    key[..name].make_ascii_lowercase();
+    Some(key)
 }
 
 /// The question of a standard query with one question and no other records (no EDNS), which
@@ -66,14 +84,6 @@ fn plain(query: &[u8]) -> Option<&[u8]> {
     let standard = header[2] & 0xf8 == 0; // QR 0 (a query), opcode 0 (QUERY)
     let counts = header[4..] == [0, 1, 0, 0, 0, 0, 0, 0]; // QD 1, AN NS AR 0
     (standard && counts && query.len() > HEADER + 4).then(|| &query[HEADER..])
-}
-
-/// `question` with its name in lower case (the type and class, its last 4 bytes, as they are).
-fn lowercase(question: &[u8]) -> Box<[u8]> {
-    let mut q: Box<[u8]> = question.into();
-    let name = q.len() - 4;
-    q[..name].make_ascii_lowercase();
-    q
 }
 
 #[cfg(test)]

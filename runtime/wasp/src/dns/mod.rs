@@ -156,7 +156,7 @@ const BATCH: usize = 16;
 /// wakes it directly, with no event loop between (on a task, waking the runtime per query made
 /// the responder slower than dnsmasq), and the queries waiting then are read, and answered, in
 /// one call each. Only forwarding waits, on a task of `runtime`. The thread ends within a
-/// second of the last [`Dns`] handle going.
+/// second of the last [`Dns`] handle going (the TCP task holds one until the runtime stops).
 fn serve_udp(
     sock: &Arc<std::net::UdpSocket>,
     records: &std::sync::Weak<RwLock<Current>>,
@@ -239,7 +239,7 @@ impl Batch {
         ) {
             Ok(got) => got
                 .enumerate()
-                .filter_map(|(i, m)| Some((i, m.bytes, socket_addr(&m.address?)?)))
+                .filter_map(|(i, m)| Some((i, m.bytes, wasp_proxy::socket_addr(&m.address?)?)))
                 .collect(),
             Err(_) => Vec::new(),
         }
@@ -265,14 +265,6 @@ impl Batch {
             MsgFlags::empty(),
         );
     }
-}
-
-/// A socket address as the standard library has it, for IPv4 and IPv6.
-fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4((*v4).into()));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// The records now, and their version.
