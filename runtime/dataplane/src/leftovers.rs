@@ -7,18 +7,19 @@ use crate::ipvs::{Ipvs, link::DEVICE};
 use crate::mode::{Dataplane, Mode};
 use crate::nftables::{Nftables, socket::Socket};
 
-/// Removes the rules of the mode(s) other than `mode`; returns what was removed. Failures are
-/// reported in the list too: they never stop the daemon.
-pub fn remove_other_modes(mode: Mode, cfg: &RenderConfig) -> Vec<String> {
+/// Removes the rules of the modes other than `running`'s (once probed: the userspace mode
+/// writes either the nftables mode's tables or the iptables mode's chains); returns what was
+/// removed. Failures are reported in the list too: they never stop the daemon.
+pub fn remove_other_modes(running: &dyn Dataplane, cfg: &RenderConfig) -> Vec<String> {
+    let mode = running.mode();
     let mut done = Vec::new();
     if mode != Mode::Userspace {
         done.extend(crate::userspace::remove_reply_routing());
     }
-    // The userspace mode programs the nftables mode's tables.
-    if matches!(mode, Mode::Iptables | Mode::Ipvs) {
+    if !running.writes_nftables_tables() {
         done.extend(nftables_tables(cfg));
     }
-    if mode != Mode::Iptables {
+    if !running.writes_iptables_chains() {
         done.extend(iptables_chains(cfg));
     }
     if mode != Mode::Ipvs {
@@ -41,7 +42,7 @@ fn iptables_chains(cfg: &RenderConfig) -> Vec<String> {
         let ours = Family::ALL.into_iter().any(|family| {
             let t = Tables { backend, family };
             t.available()
-                && ["nat", "filter"]
+                && ["nat", "filter", "mangle"]
                     .iter()
                     .any(|table| t.chains(table).is_ok_and(|c| !c.is_empty()))
         });

@@ -34,4 +34,6 @@ pub mod userspace;
 
 pub use core::{Family, RenderConfig};
 pub use exec::ExecError;
-pub use mode::{BackendChoice, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest, build};
+pub use mode::{
+    BackendChoice, CaptureRules, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest, build,
+};

@@ -117,6 +117,17 @@ pub trait Dataplane: Send {
         None
     }
 
+    /// Whether it writes the nftables mode's `wasp` tables (which the leftovers of other
+    /// modes must then not remove).
+    fn writes_nftables_tables(&self) -> bool {
+        self.mode() == Mode::Nftables
+    }
+
+    /// Whether it writes the iptables mode's `WASP-` chains.
+    fn writes_iptables_chains(&self) -> bool {
+        self.mode() == Mode::Iptables
+    }
+
     /// Removes everything this mode installed, and nothing else.
     ///
     /// # Errors
@@ -137,6 +148,30 @@ pub enum BackendChoice {
     Legacy,
 }
 
+impl BackendChoice {
+    /// The backend: the one given, or the one detection finds.
+    pub fn resolve(self) -> crate::iptables::Backend {
+        use crate::iptables::{Backend, backend};
+        match self {
+            Self::Detect => backend::detect(Family::V4),
+            Self::Nft => Backend::Nft,
+            Self::Legacy => Backend::Legacy,
+        }
+    }
+}
+
+/// The rules the userspace mode captures traffic with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaptureRules {
+    /// nftables (the nftables mode's tables), else iptables when the kernel has no nftables.
+    #[default]
+    Auto,
+    /// The nftables mode's tables.
+    Nftables,
+    /// The iptables mode's chains, on the iptables backend chosen for it.
+    Iptables,
+}
+
 /// What building a mode needs.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -146,28 +181,22 @@ pub struct DataplaneConfig {
     pub iptables_backend: BackendChoice,
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
+    /// The rules the userspace mode captures with.
+    pub capture_rules: CaptureRules,
     /// The ipvs mode: how long a removed real server drains at weight 0 at most.
     pub ipvs_drain_timeout: std::time::Duration,
 }
 
 /// Builds the dataplane for `mode`: the one place that knows every mode's type.
 pub fn build(mode: Mode, cfg: &DataplaneConfig) -> Box<dyn Dataplane> {
-    use crate::iptables::{Backend, Iptables, backend};
     match mode {
         Mode::Nftables => Box::new(crate::nftables::Nftables::new(cfg.render.clone())),
         Mode::Iptables => {
-            let backend = match cfg.iptables_backend {
-                BackendChoice::Detect => backend::detect(Family::V4),
-                BackendChoice::Nft => Backend::Nft,
-                BackendChoice::Legacy => Backend::Legacy,
-            };
+            let backend = cfg.iptables_backend.resolve();
             tracing::info!(%backend, "iptables backend");
-            Box::new(Iptables::new(backend, cfg.render.clone()))
+            Box::new(crate::iptables::Iptables::new(backend, cfg.render.clone()))
         }
-        Mode::Userspace => Box::new(crate::userspace::Userspace::new(
-            cfg.render.clone(),
-            cfg.proxy.clone(),
-        )),
+        Mode::Userspace => Box::new(crate::userspace::Userspace::new(cfg)),
         Mode::Ipvs => Box::new(crate::ipvs::Ipvs::new(
             cfg.render.clone(),
             cfg.ipvs_drain_timeout,

@@ -1,24 +1,27 @@
-//! The userspace mode: the [`wasp_proxy`] proxy behind the nftables mode's rules.
+//! The userspace mode: the [`wasp_proxy`] proxy behind a kernel mode's rules.
 //!
-//! The nftables mode renders every Service as it always does, except that a TCP port with
-//! endpoints ends in `redirect to :PORT` (the proxy's listener) instead of a DNAT: the
-//! firewall, the no-endpoint rejects, node ports, external IPs and LoadBalancer IPs all stay
-//! the kernel's, and UDP and SCTP keep the kernel's DNAT. The proxy gets the same state and
-//! Selections at each sync, before the rules change, so a connection the new rules redirect
-//! finds its service port.
+//! The nftables mode (or, where the kernel has no nftables, the iptables mode) renders every
+//! Service as it always does, except that a TCP or UDP port with endpoints ends in a redirect
+//! to the proxy's listener instead of a DNAT: the firewall, the no-endpoint rejects, node
+//! ports, external IPs and LoadBalancer IPs all stay the kernel's, and SCTP keeps the
+//! kernel's DNAT. The proxy gets the same state and Selections at each sync, before the rules
+//! change, so a connection the new rules redirect finds its service port.
 //!
 //! When the daemon stops, [`Dataplane::stop`] writes the same rules with DNAT in place of
 //! the redirects, from the last Selection: new connections keep working through the kernel
 //! until the next start puts the redirects back. Connections the proxy held end with the
 //! process. After `kill -9` nothing is rewritten: the redirects stay and point at a closed
-//! port, so new TCP connections to Services are refused until the daemon is back (a
-//! DaemonSet restarts it within seconds).
+//! port, so new connections to Services are refused until the daemon is back (a DaemonSet
+//! restarts it within seconds).
 
 use wasp_proxy::{Proxy, ProxyConfig};
 
 use crate::core::{RenderConfig, TRANSPARENT_MARK};
 use crate::exec::{self, ExecError};
-use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
+use crate::iptables::Iptables;
+use crate::mode::{
+    BackendChoice, CaptureRules, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest,
+};
 use crate::nftables::Nftables;
 
 /// The routing table that delivers marked replies to the proxy.
@@ -86,22 +89,94 @@ pub(crate) fn remove_reply_routing() -> Option<String> {
     })
 }
 
+/// The rules that capture traffic for the proxy and take over when it stops: the nftables
+/// mode's tables, or the iptables mode's chains. Both render the same Services with the
+/// proxy's port as [`RenderConfig::capture`].
+enum Rules {
+    Nftables(Nftables),
+    Iptables(Iptables),
+}
+
+impl Rules {
+    fn as_dataplane(&mut self) -> &mut dyn Dataplane {
+        match self {
+            Self::Nftables(n) => n,
+            Self::Iptables(i) => i,
+        }
+    }
+
+    fn set_capture(&mut self, port: Option<u16>) {
+        match self {
+            Self::Nftables(n) => n.set_capture(port),
+            Self::Iptables(i) => i.set_capture(port),
+        }
+    }
+}
+
 /// The userspace mode.
 pub struct Userspace {
-    nft: Nftables,
+    rules: Rules,
+    choice: CaptureRules,
+    render: RenderConfig,
+    backend: BackendChoice,
     cfg: ProxyConfig,
     proxy: Option<Proxy>,
 }
 
 impl Userspace {
-    /// The mode; the proxy starts at [`Dataplane::probe`] (or the first sync).
-    pub fn new(mut render: RenderConfig, cfg: ProxyConfig) -> Self {
-        render.capture = Some(cfg.port);
+    /// The mode; the proxy starts at [`Dataplane::probe`] (or the first sync), which also
+    /// settles the rules when they are `Auto`.
+    pub fn new(dp: &DataplaneConfig) -> Self {
+        let mut render = dp.render.clone();
+        render.capture = Some(dp.proxy.port);
+        let rules = match dp.capture_rules {
+            CaptureRules::Iptables => Rules::Iptables(Self::iptables(&render, dp.iptables_backend)),
+            _ => Rules::Nftables(Nftables::new(render.clone())),
+        };
         Self {
-            nft: Nftables::new(render),
-            cfg,
+            rules,
+            choice: dp.capture_rules,
+            render,
+            backend: dp.iptables_backend,
+            cfg: dp.proxy.clone(),
             proxy: None,
         }
+    }
+
+    fn iptables(render: &RenderConfig, backend: BackendChoice) -> Iptables {
+        let backend = backend.resolve();
+        tracing::info!(%backend, "userspace proxy: capturing with iptables");
+        Iptables::new(backend, render.clone())
+    }
+
+    /// Probes the rules; with `Auto`, a kernel that refuses nftables gets iptables instead.
+    fn probe_rules(&mut self) -> Result<(), ExecError> {
+        let Err(nft) = self.rules.as_dataplane().probe() else {
+            return Ok(());
+        };
+        if self.choice != CaptureRules::Auto {
+            return Err(nft);
+        }
+        let mut ipt = self.fallback();
+        match ipt.probe() {
+            Ok(()) => {
+                tracing::warn!(error = %nft, "userspace proxy: this kernel refused nftables; capturing with iptables");
+                self.rules = Rules::Iptables(ipt);
+                Ok(())
+            }
+            // Neither works: the nftables error is the one to read.
+            Err(_) => Err(nft),
+        }
+    }
+
+    /// The iptables rules `Auto` falls back to: on the legacy backend unless one was given
+    /// (iptables-nft needs nftables too).
+    fn fallback(&self) -> Iptables {
+        let backend = match self.backend {
+            BackendChoice::Detect => BackendChoice::Legacy,
+            given => given,
+        };
+        Self::iptables(&self.render, backend)
     }
 
     /// The running proxy, started on first use.
@@ -121,30 +196,55 @@ impl Dataplane for Userspace {
     }
 
     fn probe(&mut self) -> Result<(), ExecError> {
-        self.nft.probe()?;
+        self.probe_rules()?;
         reply_routing(true)?;
         self.proxy().map(|_| ())
     }
 
     fn preview(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {
-        self.nft.preview(req)
+        self.rules.as_dataplane().preview(req)
     }
 
     fn sync(&mut self, req: SyncRequest<'_>) -> Result<SyncReport, ExecError> {
         self.proxy()?.update(req.state, req.selections);
-        self.nft.sync(req)
+        self.rules.as_dataplane().sync(req)
     }
 
     fn stop(&mut self, req: SyncRequest<'_>) -> Result<(), ExecError> {
-        self.nft.set_capture(None);
-        let done = self.nft.sync(SyncRequest { diff: None, ..req });
-        self.nft.set_capture(Some(self.cfg.port));
+        self.rules.set_capture(None);
+        let done = self
+            .rules
+            .as_dataplane()
+            .sync(SyncRequest { diff: None, ..req });
+        self.rules.set_capture(Some(self.cfg.port));
         done.map(|_| ())
+    }
+
+    fn writes_nftables_tables(&self) -> bool {
+        matches!(self.rules, Rules::Nftables(_))
+    }
+
+    fn writes_iptables_chains(&self) -> bool {
+        matches!(self.rules, Rules::Iptables(_))
     }
 
     fn cleanup(&mut self) -> Result<(), ExecError> {
         reply_routing(false)?;
-        self.nft.cleanup()
+        let done = self.rules.as_dataplane().cleanup();
+        if self.choice != CaptureRules::Auto || !self.writes_nftables_tables() {
+            return done;
+        }
+        // A start where the kernel refused nftables captured with iptables: those chains go
+        // too. On such a kernel there is nothing in nftables to remove.
+        let mut ipt = self.fallback();
+        if ipt.probe().is_err() {
+            return done;
+        }
+        match (done, ipt.cleanup()) {
+            (Ok(()), ipt) => ipt,
+            (Err(_), Ok(())) => Ok(()),
+            (Err(nft), Err(_)) => Err(nft),
+        }
     }
 
     fn userspace_proxy(&self) -> Option<&Proxy> {

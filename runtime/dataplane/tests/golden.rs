@@ -17,36 +17,41 @@ use wasp_dataplane::nftables::decode::{chunked, decode};
 use wasp_dataplane::nftables::encode::encode;
 use wasp_dataplane::nftables::text::text;
 
-fn check(case: &str) {
-    let c = Case::load(case);
+/// The iptables-restore input of the case's full sync (and partial one, with `after.yaml`).
+fn iptables_text(c: &Case, cfg: &wasp_dataplane::RenderConfig) -> String {
     let existing = BTreeSet::new();
     let full = render(
         &c.before,
         &c.selections(&c.before),
-        &config(),
+        cfg,
         Family::V4,
         Scope::Full {
             existing: &existing,
         },
     );
-    let mut got = full.text.clone();
-    if let Some(after) = &c.after {
-        let diff = c.before.diff(after);
-        let partial = render(
-            after,
-            &c.selections(after),
-            &config(),
-            Family::V4,
-            Scope::Partial {
-                previous: &full.programmed,
-                diff: &diff,
-            },
-        );
-        got = format!(
-            "# full sync of config.yaml\n{}# partial sync to after.yaml\n{}",
-            full.text, partial.text
-        );
-    }
+    let Some(after) = &c.after else {
+        return full.text;
+    };
+    let diff = c.before.diff(after);
+    let partial = render(
+        after,
+        &c.selections(after),
+        cfg,
+        Family::V4,
+        Scope::Partial {
+            previous: &full.programmed,
+            diff: &diff,
+        },
+    );
+    format!(
+        "# full sync of config.yaml\n{}# partial sync to after.yaml\n{}",
+        full.text, partial.text
+    )
+}
+
+fn check(case: &str) {
+    let c = Case::load(case);
+    let got = iptables_text(&c, &config());
     c.compare("iptables.txt", &got);
 
     // The nftables mode's transactions, as `wasp plan` prints them.
@@ -95,14 +100,16 @@ fn round_trip(case: &str, tx: &[(Family, wasp_dataplane::nftables::Op)]) {
     );
 }
 
-/// The userspace mode's rules (`userspace.nft`): the nftables mode's, with TCP redirected
-/// to the proxy and the reply mark for its transparent connections.
+/// The userspace mode's rules (`userspace.nft`, and `userspace.txt` where it captures with
+/// iptables): the kernel mode's, with TCP and UDP redirected to the proxy and the reply mark
+/// for its transparent connections.
 fn check_userspace(case: &str) {
     let c = Case::load(case);
     let cfg = wasp_dataplane::RenderConfig {
         capture: Some(15001),
         ..config()
     };
+    c.compare("userspace.txt", &iptables_text(&c, &cfg));
     let (full, partial) = c.nftables_transactions_with(cfg);
     for tx in std::iter::once(&full).chain(partial.as_ref()) {
         round_trip(case, tx);
@@ -116,7 +123,7 @@ fn check_userspace(case: &str) {
 
 #[test]
 fn userspace() {
-    for case in ["article", "affinity", "external"] {
+    for case in ["article", "affinity", "external", "sctp"] {
         check_userspace(case);
     }
 }

@@ -307,7 +307,13 @@ impl Modes {
                 .expect("planner");
         let mut planning = Planning::new(planner);
         planning.update(&state, &ProxyState::default().diff(&state));
-        let mut user = Userspace::new(cfg(), wasp_proxy::ProxyConfig::default());
+        let mut user = Userspace::new(&wasp_dataplane::DataplaneConfig {
+            render: cfg(),
+            iptables_backend: wasp_dataplane::BackendChoice::Detect,
+            proxy: wasp_proxy::ProxyConfig::default(),
+            capture_rules: wasp_dataplane::CaptureRules::Nftables,
+            ipvs_drain_timeout: Duration::ZERO,
+        });
         in_netns(node, || user.probe().expect("the userspace mode starts"));
         let proxy = user.userspace_proxy().expect("started");
         proxy.set_picker(Arc::new(planning.picker()));

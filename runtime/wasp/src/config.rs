@@ -70,6 +70,9 @@ pub struct UserspaceConfig {
     pub drain_timeout: Option<String>,
     /// The most connections held at once (default 100000).
     pub max_connections: Option<usize>,
+    /// The rules that capture traffic: `auto` (nftables, else iptables), `nftables` or
+    /// `iptables` (default auto).
+    pub rules: Option<String>,
 }
 
 /// The limits section: what one manifest file may hold, and how much of the error list

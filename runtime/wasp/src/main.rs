@@ -50,6 +50,10 @@ enum Command {
         /// The iptables backend.
         #[arg(long, value_enum, default_value = "auto")]
         iptables_backend: wasp::options::BackendFlag,
+        /// The userspace mode's capture rules (auto: nftables, and iptables where a start
+        /// fell back to them).
+        #[arg(long, value_enum, default_value = "auto")]
+        userspace_rules: wasp::options::CaptureFlag,
     },
     /// Run the article's walk-through in throw-away network namespaces (as root).
     Demo {
@@ -145,10 +149,12 @@ fn run(cmd: Command, format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
         Command::Cleanup {
             mode,
             iptables_backend,
+            userspace_rules,
         } => {
             let flags = Flags {
                 mode: Some(mode),
                 iptables_backend: Some(iptables_backend),
+                userspace_rules: Some(userspace_rules),
                 config_dir: Some(".".into()),
                 ..Flags::default()
             };

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 use wasp_dataplane::sysctl::ConntrackSettings;
-use wasp_dataplane::{BackendChoice, DataplaneConfig, Mode, RenderConfig};
+use wasp_dataplane::{BackendChoice, CaptureRules, DataplaneConfig, Mode, RenderConfig};
 use wasp_model::categorize::NodeTopology;
 use wasp_resolve::allocate::NodePorts;
 use wasp_resolve::validate::ValidationConfig;
@@ -32,6 +32,17 @@ pub enum BackendFlag {
     Nft,
     /// iptables-legacy.
     Legacy,
+}
+
+/// The userspace mode's capture rules flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureFlag {
+    /// nftables, else iptables when the kernel has no nftables.
+    Auto,
+    /// The nftables mode's tables.
+    Nftables,
+    /// The iptables mode's chains (on `--iptables-backend`).
+    Iptables,
 }
 
 /// The log format (kube-proxy's `--logging-format`).
@@ -127,6 +138,10 @@ pub struct Flags {
     /// The userspace mode's listener port [default: 15001].
     #[arg(long, value_name = "PORT")]
     pub userspace_port: Option<u16>,
+    /// What captures traffic for the userspace mode: nftables, else iptables where the kernel
+    /// has no nftables (auto), or the one named [default: auto].
+    #[arg(long, value_enum)]
+    pub userspace_rules: Option<CaptureFlag>,
     /// The userspace mode's connect timeout per endpoint [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub userspace_connect_timeout: Option<Duration>,
@@ -209,6 +224,8 @@ pub struct Settings {
     pub conntrack: ConntrackSettings,
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
+    /// The rules the userspace mode captures with.
+    pub capture_rules: CaptureRules,
     /// The ipvs mode's drain timeout for removed real servers.
     pub ipvs_drain_timeout: Duration,
     /// The DNS responder, when on.
@@ -257,6 +274,7 @@ impl Settings {
             metrics_addr,
             conntrack: m.conntrack()?,
             proxy: m.userspace(&cluster_cidrs)?,
+            capture_rules: m.capture_rules()?,
             ipvs_drain_timeout: f.ipvs_drain_timeout.unwrap_or(Duration::from_secs(60)),
             dns: m.dns()?,
             plugins: m.plugins(),
@@ -347,6 +365,7 @@ impl Settings {
                 BackendFlag::Legacy => BackendChoice::Legacy,
             },
             proxy: self.proxy.clone(),
+            capture_rules: self.capture_rules,
             ipvs_drain_timeout: self.ipvs_drain_timeout,
         }
     }

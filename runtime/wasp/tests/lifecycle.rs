@@ -152,8 +152,8 @@ fn watch_case(mode: &str, backend: &str) {
 /// Breaks wasp's rules by hand, as an operator or another program might: removes the
 /// dispatch (and, in iptables, the hook into it) and adds a rule wasp did not write.
 fn break_rules(n: &Node) {
-    match n.mode.as_str() {
-        "nftables" | "userspace" => {
+    match n.rules_kind() {
+        "nftables" => {
             nft_ok(n, &["flush", "chain", "ip", "wasp", "services"]);
             nft_ok(
                 n,
@@ -200,8 +200,8 @@ fn with_hook(op: &'static str) -> Vec<&'static str> {
 /// Whether the rules are as wasp writes them again.
 fn repaired(n: &Node) -> bool {
     let t = n.rules();
-    match n.mode.as_str() {
-        "nftables" | "userspace" => {
+    match n.rules_kind() {
+        "nftables" => {
             t.contains("ip daddr . meta l4proto . th dport vmap @service-ips")
                 && !t.contains("counter")
         }
@@ -292,8 +292,8 @@ fn restart_keeps_traffic_and_reconciles() {
 /// Somebody else's rules, in the place the mode works in: a table of its own for nftables
 /// (and an iptables-nft chain), a chain with a hook for iptables.
 fn add_foreign(n: &Node) {
-    match n.mode.as_str() {
-        "nftables" | "userspace" => {
+    match n.rules_kind() {
+        "nftables" => {
             nft_ok(n, &["add", "table", "ip", "foreign"]);
             nft_ok(
                 n,
@@ -327,8 +327,8 @@ fn add_foreign(n: &Node) {
 
 /// wasp's rules are gone and the foreign ones are intact.
 fn only_foreign_left(n: &Node) {
-    match n.mode.as_str() {
-        "nftables" | "userspace" => {
+    match n.rules_kind() {
+        "nftables" => {
             let tables = String::from_utf8_lossy(&n.nft(&["list", "tables"]).stdout).into_owned();
             assert!(
                 !tables.contains("wasp") && tables.contains("table ip foreign"),
@@ -457,7 +457,7 @@ fn config_file_conntrack_settings_reach_the_kernel() {
 /// nft tool and compares `nft list` of both; iptables compares rules as word sets (save
 /// orders match options its own way).
 fn assert_plan_applied(n: &mut Node, plan: &str) {
-    if n.mode != "iptables" {
+    if n.rules_kind() != "iptables" {
         let path = n.dir.path().join("plan.nft");
         std::fs::write(&path, plan).unwrap();
         nft_ok(n, &["-f", &path.display().to_string()]);
@@ -506,24 +506,25 @@ fn plan_prints_exactly_what_run_applies() {
     for (mode, backend) in modes() {
         let mut n = node("plan", mode, backend);
         n.write("web.yaml", &service(&["10.244.7.2", "10.244.7.3"]));
-        let plan = plan(
-            &n,
-            &[
-                "--mode",
-                mode,
-                "--iptables-backend",
-                backend,
-                "--cluster-cidr",
-                "10.244.0.0/16",
-                "--cluster-cidr",
-                "fd00:244::/64",
-                "--service-cidr",
-                "10.96.0.0/12",
-                "--service-cidr",
-                "fd00:96::/108",
-            ],
-        );
-        let header = if mode != "iptables" {
+        let mut args = vec![
+            "--mode",
+            mode,
+            "--iptables-backend",
+            backend,
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--cluster-cidr",
+            "fd00:244::/64",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--service-cidr",
+            "fd00:96::/108",
+        ];
+        if mode == "userspace" && n.rules_kind() == "iptables" {
+            args.extend(["--userspace-rules", "iptables"]);
+        }
+        let plan = plan(&n, &args);
+        let header = if n.rules_kind() != "iptables" {
             "# nft -f -\n"
         } else {
             "# iptables-restore --noflush\n"

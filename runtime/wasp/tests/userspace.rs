@@ -1,8 +1,8 @@
 //! What only the userspace mode does, on the real kernel: retries past endpoints that refuse
 //! or black-hole connections, per-connection plugin picks with live counts, drain on removal,
-//! half-close, and the kernel taking over when the daemon stops. Clients and servers are real
-//! programs in the namespaces (`wasp probe`/`serve`, and small Python ones where a test needs
-//! to hold a connection).
+//! half-close, the kernel taking over when the daemon stops, and the capture on a kernel
+//! without nftables. Clients and servers are real programs in the namespaces (`wasp
+//! probe`/`serve`, and small Python ones where a test needs to hold a connection).
 
 mod common;
 
@@ -326,4 +326,56 @@ fn udp_sessions_answer_from_the_service_address_and_expire() {
     wait_until("idle sessions end", || {
         n.metric("wasp_userspace_active_connections") == Some(0.0)
     });
+}
+
+#[test]
+fn without_nftables_the_capture_is_iptables() {
+    if !root_or_skip("userspace without nftables") {
+        return;
+    }
+    let mut n = userspace("nonft", &[]);
+    // A seccomp filter refuses nfnetlink sockets, as a kernel without nftables does.
+    let wrapper = format!(
+        "python3 {}/tests/fixtures/without-nftables.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    n.wrapper = wrapper.clone();
+    n.pod("a", "10.244.45.2", &[80], &[]);
+    n.pod("b", "10.244.45.3", &[80], &[]);
+    n.write("web.yaml", &service("", &["10.244.45.2", "10.244.45.3"]));
+    n.spawn();
+    n.wait_synced();
+    n.eventually("through the proxy", "client", "tcp", VIP, is(&["a", "b"]));
+    let log = n.log();
+    assert!(log.contains("capturing with iptables"), "{log}");
+    let save = n.save("iptables-legacy-save");
+    assert!(
+        save.contains("-j REDIRECT --to-ports 15001") && save.contains("-A WASP-PROXY-REPLIES"),
+        "the capture is iptables-legacy's: {save}"
+    );
+    let table = n.nft(&["list", "table", "ip", "wasp"]);
+    assert!(!table.status.success(), "and nothing is in nftables");
+    let proxied = n.metric("wasp_userspace_connections_total").unwrap_or(0.0);
+    assert!(proxied >= 8.0, "the proxy carried the requests: {proxied}");
+
+    n.stop();
+    let save = n.save("iptables-legacy-save");
+    assert!(
+        !save.contains("REDIRECT") && save.contains("-j DNAT --to-destination 10.244.45.2:80"),
+        "the redirects gave way to DNAT: {save}"
+    );
+    n.eventually("through the kernel", "client", "tcp", VIP, is(&["a", "b"]));
+
+    let cleanup = format!("{wrapper} {} cleanup --mode userspace", common::EXE);
+    let out = n.tb.exec_in(&n.tb.node(), &["sh", "-c", &cleanup]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let save = n.save("iptables-legacy-save");
+    assert!(
+        !save.contains("WASP"),
+        "cleanup removed the capture: {save}"
+    );
 }

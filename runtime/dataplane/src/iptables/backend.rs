@@ -70,6 +70,11 @@ const HOOKS: &[(&str, &str, &str)] = &[
         "-m conntrack --ctstate NEW -m comment --comment \"wasp service portals\" -j WASP-SERVICES",
     ),
     ("filter", "OUTPUT", "-j WASP-FIREWALL"),
+    (
+        "mangle",
+        "PREROUTING",
+        "-m comment --comment \"wasp userspace proxy replies\" -j WASP-PROXY-REPLIES",
+    ),
 ];
 
 const LB_FIREWALL: &str = "-m conntrack --ctstate NEW -m comment --comment \"wasp load balancer firewall\" -j WASP-PROXY-FIREWALL";
@@ -154,13 +159,15 @@ impl Tables {
         Ok(chains_in_save(&out))
     }
 
-    /// Reads nat and filter once: the WASP- chains in nat and the hooks that are present.
+    /// Reads nat, filter and mangle once: the WASP- chains in nat and the hooks that are
+    /// present.
     ///
     /// # Errors
     /// Fails when iptables-save fails.
     pub fn snapshot(&self) -> Result<Snapshot, ExecError> {
         let nat = exec::run(&self.tool("-save"), &["-t", "nat"], None)?;
         let filter = exec::run(&self.tool("-save"), &["-t", "filter"], None)?;
+        let mangle = exec::run(&self.tool("-save"), &["-t", "mangle"], None)?;
         let present = |table: &str, text: &str, out: &mut Vec<usize>| {
             for (i, (t, chain, spec)) in HOOKS.iter().enumerate() {
                 let line = format!("-A {chain} {spec}");
@@ -172,13 +179,14 @@ impl Tables {
         let mut hooks = Vec::new();
         present("nat", &nat, &mut hooks);
         present("filter", &filter, &mut hooks);
+        present("mangle", &mangle, &mut hooks);
         Ok(Snapshot {
             nat_chains: chains_in_save(&nat),
             hooks,
         })
     }
 
-    /// Removes the hooks and every WASP- chain in nat and filter.
+    /// Removes the hooks and every WASP- chain in nat, filter and mangle.
     ///
     /// # Errors
     /// Fails when the tables cannot be read or written.
@@ -191,7 +199,7 @@ impl Tables {
             while exec::run(&tool, &delete, None).is_ok() {}
         }
         let mut input = String::new();
-        for table in ["filter", "nat"] {
+        for table in ["filter", "nat", "mangle"] {
             let chains = self.chains(table)?;
             input.push_str(&format!("*{table}\n"));
             for c in &chains {

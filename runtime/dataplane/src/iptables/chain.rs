@@ -28,6 +28,10 @@ pub const MARK_MASQ: &str = "WASP-MARK-MASQ";
 /// The filter chain that lets marked and established traffic through FORWARD.
 pub const FORWARD: &str = "WASP-FORWARD";
 
+/// mangle: marks replies to the userspace proxy's transparent connections (the userspace
+/// mode on iptables).
+pub const PROXY_REPLIES: &str = "WASP-PROXY-REPLIES";
+
 /// The prefixes of the chains one service port owns.
 const PER_SERVICE: &[&str] = &[
     "WASP-SVC-",

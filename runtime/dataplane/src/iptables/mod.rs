@@ -63,6 +63,12 @@ impl Iptables {
         }
     }
 
+    /// Sets the userspace mode's listener: a captured port then redirects there instead of
+    /// DNATing. The next sync must be a full one.
+    pub fn set_capture(&mut self, port: Option<u16>) {
+        self.cfg.capture = port;
+    }
+
     /// Renders one family's sync: partial when a diff is given and the family was synced;
     /// a full one also re-inserts the hooks `snap` did not see.
     fn render(
@@ -97,6 +103,13 @@ impl Iptables {
 impl Dataplane for Iptables {
     fn mode(&self) -> Mode {
         Mode::Iptables
+    }
+
+    fn probe(&mut self) -> Result<(), ExecError> {
+        match self.families.first() {
+            Some(f) => f.tables.chains("nat").map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn preview(&mut self, req: SyncRequest<'_>) -> Result<String, ExecError> {

@@ -174,6 +174,7 @@ pub fn render(
 ) -> Rendered {
     let mut nat = Table::default();
     let mut filter = Table::default();
+    let mut mangle = Table::default();
     let full = matches!(scope, Scope::Full { .. });
     let mut programmed = match scope {
         Scope::Full { .. } => Programmed::default(),
@@ -181,6 +182,9 @@ pub fn render(
     };
     if full {
         static_chains(cfg, localhost_node_ports(state, f), &mut nat, &mut filter);
+        if cfg.capture.is_some() {
+            proxy_replies(&mut mangle);
+        }
     }
     let views: BTreeMap<&ServicePortName, View<'_>> = state
         .ports
@@ -223,10 +227,13 @@ pub fn render(
     for c in &stale {
         nat.chain(c);
     }
-    let rules = nat.rules + filter.rules;
+    let rules = nat.rules + filter.rules + mangle.rules;
     let mut text = String::new();
     filter.emit("filter", &[], &mut text);
     nat.emit("nat", &stale, &mut text);
+    if !mangle.chains.is_empty() {
+        mangle.emit("mangle", &[], &mut text);
+    }
     Rendered {
         text,
         programmed,
@@ -309,6 +316,19 @@ fn static_chains(cfg: &RenderConfig, localhost: bool, nat: &mut Table, filter: &
             chain::FIREWALL
         ));
     }
+}
+
+/// The userspace mode's upstream connections keep the client's address (transparent
+/// sockets): their replies are addressed to the client, and marked here so that policy
+/// routing delivers them to the proxy. (Left in place when the mode stops: without the
+/// proxy's sockets it matches nothing.)
+fn proxy_replies(mangle: &mut Table) {
+    let c = chain::PROXY_REPLIES;
+    mangle.chain(c);
+    mangle.rule(format!(
+        "-A {c} -m socket --transparent -j MARK --set-xmark {m:#x}/{m:#x}",
+        m = crate::core::TRANSPARENT_MARK
+    ));
 }
 
 fn host(ip: &IpAddr) -> String {

@@ -78,7 +78,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         Some(d) => Some(crate::dns::Dns::start(d.addr, d.upstreams.clone()).await?),
         None => None,
     };
-    for what in wasp_dataplane::leftovers::remove_other_modes(s.mode, &s.render_config()) {
+    for what in
+        wasp_dataplane::leftovers::remove_other_modes(dataplane.as_ref(), &s.render_config())
+    {
         tracing::warn!("{what}");
     }
     let health = Arc::new(Health::new(s.sync_period * 2, s.errors_shown));

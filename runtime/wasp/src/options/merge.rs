@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ipnet::IpNet;
-use wasp_dataplane::Mode;
 use wasp_dataplane::sysctl::ConntrackSettings;
+use wasp_dataplane::{CaptureRules, Mode};
 use wasp_resolve::NodePortAddresses;
 use wasp_source::Limits;
 
@@ -390,6 +390,25 @@ impl<'a> Merge<'a> {
             max_connections: u.max_connections.unwrap_or(d.max_connections),
             cluster_cidrs: cluster_cidrs.to_vec(),
             masquerade_all: self.masquerade_all(),
+        })
+    }
+
+    /// What captures traffic for the userspace mode: the flag over `userspace.rules`.
+    pub(super) fn capture_rules(&self) -> anyhow::Result<CaptureRules> {
+        use super::CaptureFlag;
+        let rules = self
+            .file
+            .userspace
+            .as_ref()
+            .and_then(|u| u.rules.as_deref());
+        Ok(match (self.f.userspace_rules, rules) {
+            (Some(CaptureFlag::Auto), _) | (None, None | Some("auto")) => CaptureRules::Auto,
+            (Some(CaptureFlag::Nftables), _) | (None, Some("nftables")) => CaptureRules::Nftables,
+            (Some(CaptureFlag::Iptables), _) | (None, Some("iptables")) => CaptureRules::Iptables,
+            (None, Some(other)) => anyhow::bail!(
+                "{}: unknown value {other:?}; the values are: auto, nftables, iptables",
+                self.ctx("userspace.rules")
+            ),
         })
     }
 

@@ -110,3 +110,38 @@ fn the_log_format_comes_from_the_logging_section() {
         "{e}"
     );
 }
+
+#[test]
+fn the_capture_rules_come_from_the_flag_or_the_userspace_section() {
+    let (_d, p) = file("kind: WaspConfiguration\nuserspace: {rules: iptables}\n");
+    let mut flags = Flags {
+        config: Some(p),
+        ..Flags::default()
+    };
+    let from_file = Settings::new(&flags).unwrap();
+    assert_eq!(from_file.capture_rules, CaptureRules::Iptables);
+    flags.userspace_rules = Some(CaptureFlag::Nftables);
+    assert_eq!(
+        Settings::new(&flags).unwrap().capture_rules,
+        CaptureRules::Nftables,
+        "the flag wins"
+    );
+    assert_eq!(
+        Settings::new(&Flags::default()).unwrap().capture_rules,
+        CaptureRules::Auto,
+        "the default"
+    );
+    let (_d, p) = file("kind: WaspConfiguration\nuserspace: {rules: ipfw}\n");
+    let err = Settings::new(&Flags {
+        config: Some(p.clone()),
+        ..Flags::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&p.display().to_string())
+            && err.contains("userspace.rules")
+            && err.contains("ipfw"),
+        "{err}"
+    );
+}

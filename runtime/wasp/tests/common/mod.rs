@@ -21,6 +21,8 @@ pub const MODES: &[(&str, &str)] = &[
     ("iptables", "nft"),
     ("iptables", "legacy"),
     ("userspace", "auto"),
+    // The userspace mode capturing with iptables (as where the kernel has no nftables).
+    ("userspace", "legacy"),
 ];
 
 /// Modes that run only when named: the ipvs mode needs a kernel with IPVS, which this host
@@ -72,6 +74,8 @@ pub struct Node {
     pub backend: String,
     pub daemon: Option<u32>,
     pub extra_args: Vec<String>,
+    /// A command the daemon runs under (`exec WRAPPER wasp run …`), empty for none.
+    pub wrapper: String,
     /// The source flags; `--config-dir <dir>/config` when empty.
     pub source_args: Vec<String>,
     /// Pass the testbed's node addresses as `--node-ip` (else the daemon finds its own).
@@ -101,9 +105,20 @@ impl Node {
             backend: backend.into(),
             daemon: None,
             extra_args: vec![],
+            wrapper: String::new(),
             source_args: vec![],
             node_ip_args: true,
             sync_period: "2s",
+        }
+    }
+
+    /// Which rules the daemon writes: `nftables`, `iptables` or `ipvs`. The userspace mode
+    /// captures with nftables, or with iptables when the test names a backend.
+    pub fn rules_kind(&self) -> &str {
+        match (self.mode.as_str(), self.backend.as_str()) {
+            ("userspace", "auto") => "nftables",
+            ("userspace", _) => "iptables",
+            (m, _) => m,
         }
     }
 
@@ -145,8 +160,8 @@ impl Node {
     /// wasp's rules as the kernel tools print them: both nftables tables, or iptables-save of
     /// the backend.
     pub fn rules(&self) -> String {
-        match self.mode.as_str() {
-            "nftables" | "userspace" => ["ip", "ip6"]
+        match self.rules_kind() {
+            "nftables" => ["ip", "ip6"]
                 .iter()
                 .map(|f| {
                     String::from_utf8_lossy(&self.nft(&["list", "table", f, "wasp"]).stdout)
@@ -176,8 +191,8 @@ impl Node {
             && self.save("iptables-nft-save").contains(":WASP-")
             || exists("iptables-legacy-save")
                 && self.save("iptables-legacy-save").contains(":WASP-");
-        match self.mode.as_str() {
-            "nftables" | "userspace" => assert!(
+        match self.rules_kind() {
+            "nftables" => assert!(
                 nft_table && !wasp_chains,
                 "nftables and userspace modes: want table ip wasp and no WASP- iptables chains"
             ),
@@ -198,7 +213,7 @@ impl Node {
         }
     }
 
-    fn save(&self, tool: &str) -> String {
+    pub fn save(&self, tool: &str) -> String {
         let out = self.tb.exec_in(&self.tb.node(), &[tool]).unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
@@ -222,8 +237,13 @@ impl Node {
         } else {
             ""
         };
+        let capture = match (self.mode.as_str(), self.rules_kind()) {
+            ("userspace", "iptables") => "--userspace-rules iptables",
+            _ => "",
+        };
         let cmd = format!(
-            "exec {EXE} run --mode {} --iptables-backend {} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a {node_ips} --min-sync-period 50ms --sync-period {} {} >>{} 2>&1",
+            "exec {} {EXE} run --mode {} --iptables-backend {} {capture} {source} --cluster-cidr 10.244.0.0/16 --cluster-cidr fd00:244::/64 --service-cidr 10.96.0.0/12 --service-cidr fd00:96::/108 --node-name node-a {node_ips} --min-sync-period 50ms --sync-period {} {} >>{} 2>&1",
+            self.wrapper,
             self.mode,
             self.backend,
             self.sync_period,

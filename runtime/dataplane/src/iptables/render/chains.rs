@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use wasp_model::{Endpoint, HashKey, Selection, ServicePortName, ServicePortState};
+use wasp_model::{Endpoint, HashKey, Protocol, Selection, ServicePortName, ServicePortState};
 
 use super::{Table, View, dest_match, host};
 use crate::core::masquerade::{self, Masquerade};
@@ -41,13 +41,20 @@ pub(super) fn port_chains(
     nat: &mut Table,
 ) -> Vec<String> {
     let svc = &v.port.service;
+    let capture = cfg.capture.filter(|_| svc.protocol != Protocol::Sctp);
     // HMARK overwrites the whole mark, so it must come before the masquerade mark is set.
     let hashed = match sel {
-        Selection::Hashed { key, table } if hashed_realisable(cfg) => Some((*key, &table[..])),
+        Selection::Hashed { key, table } if capture.is_none() && hashed_realisable(cfg) => {
+            Some((*key, &table[..]))
+        }
         _ => None,
     };
     let weights = sel.weights(v.port.endpoints.len());
-    let pick = Pick { hashed, weights };
+    let pick = Pick {
+        hashed,
+        weights,
+        capture,
+    };
     let external = v.has_external();
     let mut written = Vec::new();
     if !svc.internal_traffic_local || external {
@@ -101,7 +108,8 @@ pub(super) fn port_chains(
         ));
         written.push(fw);
     }
-    for (_, e) in &v.all {
+    // A captured port's connections go to the proxy, which picks the endpoint itself.
+    for (_, e) in v.all.iter().filter(|_| capture.is_none()) {
         let sep = chain::endpoint(v.name, e);
         endpoint_chain(v.name, v.port, e, &sep, nat);
         written.push(sep);
@@ -109,10 +117,12 @@ pub(super) fn port_chains(
     written
 }
 
-/// How a port spreads: its hashed table, if realisable, and its weights.
+/// How a port spreads: its hashed table, if realisable, and its weights; or to the userspace
+/// proxy's listener, when the port is captured.
 struct Pick<'a> {
     hashed: Option<(HashKey, &'a [u32])>,
     weights: Vec<u32>,
+    capture: Option<u16>,
 }
 
 /// A policy chain over `class`; `internal` when cluster IP traffic comes here, which then
@@ -136,6 +146,15 @@ fn policy_chain(
         masquerade_rule(v.name, &cluster_ip, cfg, f, c, nat);
     }
     if class.is_empty() {
+        return;
+    }
+    if let Some(to) = pick.capture {
+        // The proxy picks (and keeps affinity) itself, by where the connection was going.
+        let p = v.port.service.protocol.lower();
+        nat.rule(format!(
+            "-A {c} -p {p} -m comment --comment \"{} -> wasp userspace proxy\" -j REDIRECT --to-ports {to}",
+            v.name
+        ));
         return;
     }
     if let Some(timeout) = v.port.service.session_affinity_seconds {
