@@ -35,5 +35,5 @@ pub mod userspace;
 pub use core::{Family, RenderConfig};
 pub use exec::ExecError;
 pub use mode::{
-    BackendChoice, CaptureRules, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest, build,
+    BackendChoice, Dataplane, DataplaneConfig, Mode, RulesChoice, SyncReport, SyncRequest, build,
 };

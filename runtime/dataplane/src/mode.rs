@@ -160,15 +160,16 @@ impl BackendChoice {
     }
 }
 
-/// The rules the userspace mode captures traffic with.
+/// What writes the rules the userspace mode captures traffic with, and the ipvs mode's
+/// helper rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CaptureRules {
-    /// nftables (the nftables mode's tables), else iptables when the kernel has no nftables.
+pub enum RulesChoice {
+    /// nftables, else iptables where the host has no nftables.
     #[default]
     Auto,
-    /// The nftables mode's tables.
+    /// nftables: the nftables mode's tables, or the ipvs mode's helper table.
     Nftables,
-    /// The iptables mode's chains, on the iptables backend chosen for it.
+    /// iptables chains, on the iptables backend chosen for them.
     Iptables,
 }
 
@@ -182,9 +183,11 @@ pub struct DataplaneConfig {
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
     /// The rules the userspace mode captures with.
-    pub capture_rules: CaptureRules,
+    pub capture_rules: RulesChoice,
     /// The ipvs mode: how long a removed real server drains at weight 0 at most.
     pub ipvs_drain_timeout: std::time::Duration,
+    /// What writes the ipvs mode's helper rules.
+    pub ipvs_helper_rules: RulesChoice,
 }
 
 /// Builds the dataplane for `mode`: the one place that knows every mode's type.
@@ -197,9 +200,9 @@ pub fn build(mode: Mode, cfg: &DataplaneConfig) -> Box<dyn Dataplane> {
             Box::new(crate::iptables::Iptables::new(backend, cfg.render.clone()))
         }
         Mode::Userspace => Box::new(crate::userspace::Userspace::new(cfg)),
-        Mode::Ipvs => Box::new(crate::ipvs::Ipvs::new(
-            cfg.render.clone(),
-            cfg.ipvs_drain_timeout,
-        )),
+        Mode::Ipvs => Box::new(
+            crate::ipvs::Ipvs::new(cfg.render.clone(), cfg.ipvs_drain_timeout)
+                .with_helper_rules(cfg.ipvs_helper_rules, cfg.iptables_backend),
+        ),
     }
 }

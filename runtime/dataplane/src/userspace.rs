@@ -20,7 +20,7 @@ use crate::core::{RenderConfig, TRANSPARENT_MARK};
 use crate::exec::{self, ExecError};
 use crate::iptables::Iptables;
 use crate::mode::{
-    BackendChoice, CaptureRules, Dataplane, DataplaneConfig, Mode, SyncReport, SyncRequest,
+    BackendChoice, Dataplane, DataplaneConfig, Mode, RulesChoice, SyncReport, SyncRequest,
 };
 use crate::nftables::Nftables;
 
@@ -116,7 +116,7 @@ impl Rules {
 /// The userspace mode.
 pub struct Userspace {
     rules: Rules,
-    choice: CaptureRules,
+    choice: RulesChoice,
     render: RenderConfig,
     backend: BackendChoice,
     cfg: ProxyConfig,
@@ -130,7 +130,7 @@ impl Userspace {
         let mut render = dp.render.clone();
         render.capture = Some(dp.proxy.port);
         let rules = match dp.capture_rules {
-            CaptureRules::Iptables => Rules::Iptables(Self::iptables(&render, dp.iptables_backend)),
+            RulesChoice::Iptables => Rules::Iptables(Self::iptables(&render, dp.iptables_backend)),
             _ => Rules::Nftables(Nftables::new(render.clone())),
         };
         Self {
@@ -154,7 +154,7 @@ impl Userspace {
         let Err(nft) = self.rules.as_dataplane().probe() else {
             return Ok(());
         };
-        if self.choice != CaptureRules::Auto {
+        if self.choice != RulesChoice::Auto {
             return Err(nft);
         }
         let mut ipt = self.fallback();
@@ -231,7 +231,7 @@ impl Dataplane for Userspace {
     fn cleanup(&mut self) -> Result<(), ExecError> {
         reply_routing(false)?;
         let done = self.rules.as_dataplane().cleanup();
-        if self.choice != CaptureRules::Auto || !self.writes_nftables_tables() {
+        if self.choice != RulesChoice::Auto || !self.writes_nftables_tables() {
             return done;
         }
         // A start where the kernel refused nftables captured with iptables: those chains go

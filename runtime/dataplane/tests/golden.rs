@@ -81,7 +81,19 @@ fn check(case: &str) {
     };
     let mut ipvs = wasp_dataplane::ipvs::Ipvs::new(config(), std::time::Duration::ZERO);
     c.compare("ipvs.txt", &ipvs.render_text(&req, &node_ips));
+    // And with the helper's rules as iptables chains (a host without nftables).
+    if IPVS_IPTABLES.contains(&case) {
+        let mut ipvs = wasp_dataplane::ipvs::Ipvs::new(config(), std::time::Duration::ZERO)
+            .with_helper_rules(
+                wasp_dataplane::RulesChoice::Iptables,
+                wasp_dataplane::BackendChoice::Legacy,
+            );
+        c.compare("ipvs-iptables.txt", &ipvs.render_text(&req, &node_ips));
+    }
 }
+
+/// The cases whose ipvs render is also checked with the helper as iptables chains.
+const IPVS_IPTABLES: &[&str] = &["article", "external", "no-endpoints", "dual-stack"];
 
 /// The netlink batch of `tx` reads back into `tx` (element lists cut per message), and
 /// encoding what was read gives the same bytes: `parse(raw) == msg`, `emit(parse(raw)) == raw`.

@@ -311,8 +311,9 @@ impl Modes {
             render: cfg(),
             iptables_backend: wasp_dataplane::BackendChoice::Detect,
             proxy: wasp_proxy::ProxyConfig::default(),
-            capture_rules: wasp_dataplane::CaptureRules::Nftables,
+            capture_rules: wasp_dataplane::RulesChoice::Nftables,
             ipvs_drain_timeout: Duration::ZERO,
+            ipvs_helper_rules: wasp_dataplane::RulesChoice::Nftables,
         });
         in_netns(node, || user.probe().expect("the userspace mode starts"));
         let proxy = user.userspace_proxy().expect("started");

@@ -53,7 +53,7 @@ enum Command {
         /// The userspace mode's capture rules (auto: nftables, and iptables where a start
         /// fell back to them).
         #[arg(long, value_enum, default_value = "auto")]
-        userspace_rules: wasp::options::CaptureFlag,
+        userspace_rules: wasp::options::RulesFlag,
     },
     /// Run the article's walk-through in throw-away network namespaces (as root).
     Demo {

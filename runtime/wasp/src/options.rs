@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 use wasp_dataplane::sysctl::ConntrackSettings;
-use wasp_dataplane::{BackendChoice, CaptureRules, DataplaneConfig, Mode, RenderConfig};
+use wasp_dataplane::{BackendChoice, DataplaneConfig, Mode, RenderConfig, RulesChoice};
 use wasp_model::categorize::NodeTopology;
 use wasp_resolve::allocate::NodePorts;
 use wasp_resolve::validate::ValidationConfig;
@@ -34,15 +34,26 @@ pub enum BackendFlag {
     Legacy,
 }
 
-/// The userspace mode's capture rules flag.
+/// What writes the userspace mode's capture and the ipvs mode's helper rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CaptureFlag {
-    /// nftables, else iptables when the kernel has no nftables.
+pub enum RulesFlag {
+    /// nftables, else iptables where the host has no nftables.
     Auto,
-    /// The nftables mode's tables.
+    /// nftables.
     Nftables,
-    /// The iptables mode's chains (on `--iptables-backend`).
+    /// iptables (on `--iptables-backend`).
     Iptables,
+}
+
+impl RulesFlag {
+    /// The dataplane's choice.
+    pub fn choice(self) -> RulesChoice {
+        match self {
+            Self::Auto => RulesChoice::Auto,
+            Self::Nftables => RulesChoice::Nftables,
+            Self::Iptables => RulesChoice::Iptables,
+        }
+    }
 }
 
 /// The log format (kube-proxy's `--logging-format`).
@@ -141,7 +152,7 @@ pub struct Flags {
     /// What captures traffic for the userspace mode: nftables, else iptables where the kernel
     /// has no nftables (auto), or the one named [default: auto].
     #[arg(long, value_enum)]
-    pub userspace_rules: Option<CaptureFlag>,
+    pub userspace_rules: Option<RulesFlag>,
     /// The userspace mode's connect timeout per endpoint [default: 1s].
     #[arg(long, value_parser = parse_duration)]
     pub userspace_connect_timeout: Option<Duration>,
@@ -161,6 +172,10 @@ pub struct Flags {
     /// gone, or this long at most [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     pub ipvs_drain_timeout: Option<Duration>,
+    /// What writes the ipvs mode's helper rules: nftables, else iptables where the host has
+    /// no nftables (auto), or the one named [default: auto].
+    #[arg(long, value_enum)]
+    pub ipvs_helper_rules: Option<RulesFlag>,
 }
 
 /// Where objects come from.
@@ -225,9 +240,11 @@ pub struct Settings {
     /// The userspace mode's proxy.
     pub proxy: wasp_proxy::ProxyConfig,
     /// The rules the userspace mode captures with.
-    pub capture_rules: CaptureRules,
+    pub capture_rules: RulesChoice,
     /// The ipvs mode's drain timeout for removed real servers.
     pub ipvs_drain_timeout: Duration,
+    /// What writes the ipvs mode's helper rules.
+    pub ipvs_helper_rules: RulesChoice,
     /// The DNS responder, when on.
     pub dns: Option<DnsSettings>,
     /// Extra balancer plugins: name → .wasm path (relative paths are against the config file).
@@ -276,6 +293,9 @@ impl Settings {
             proxy: m.userspace(&cluster_cidrs)?,
             capture_rules: m.capture_rules()?,
             ipvs_drain_timeout: f.ipvs_drain_timeout.unwrap_or(Duration::from_secs(60)),
+            ipvs_helper_rules: f
+                .ipvs_helper_rules
+                .map_or(RulesChoice::Auto, RulesFlag::choice),
             dns: m.dns()?,
             plugins: m.plugins(),
             limits: m.limits(),
@@ -367,6 +387,7 @@ impl Settings {
             proxy: self.proxy.clone(),
             capture_rules: self.capture_rules,
             ipvs_drain_timeout: self.ipvs_drain_timeout,
+            ipvs_helper_rules: self.ipvs_helper_rules,
         }
     }
 

@@ -240,3 +240,98 @@ fn switching_modes_removes_the_other_modes_rules() {
     node.assert_mode_in_use();
     node.eventually("a answers", "node", "tcp", "10.96.0.50:80", is(&["a"]));
 }
+
+/// A directory of links to every tool on `PATH` but `nft`: a host without the nftables
+/// package.
+fn path_without_nft(node: &Node) -> String {
+    let bin = node.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let link = bin.join(entry.file_name());
+            if entry.file_name() != "nft" && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    bin.display().to_string()
+}
+
+#[test]
+fn without_nftables_the_helper_rules_are_iptables_chains() {
+    if !in_vm("without_nftables_the_helper_rules_are_iptables_chains") {
+        return;
+    }
+    let mut node = Node::new("ipvs-nonft", "ipvs", "auto");
+    let path = path_without_nft(&node);
+    node.wrapper = format!("env PATH={path}");
+    node.pod("a", "10.244.1.2", &[80], &[]);
+    node.pod("b", "10.244.1.3", &[80], &[]);
+    let both = svc(
+        "web",
+        "10.96.0.40",
+        "round-robin",
+        &["10.244.1.2", "10.244.1.3"],
+    );
+    node.write("svc.yaml", &both);
+    node.spawn();
+    wait_long("the first sync", || {
+        node.metric("wasp_sync_proxy_rules_last_timestamp_seconds")
+            .is_some_and(|t| t > 0.0)
+    });
+    let log = node.log();
+    assert!(
+        log.contains("the helper rules are iptables chains"),
+        "{log}"
+    );
+    let save = node.save("iptables-legacy-save");
+    assert!(
+        save.contains("-A WASP-IPVS-SERVICES -d 10.96.0.40/32 -p tcp -m tcp --dport 80 -j RETURN"),
+        "{save}"
+    );
+    let table = node.nft(&["list", "table", "ip", "wasp-ipvs"]);
+    assert!(!table.status.success(), "and no helper table");
+    // Masqueraded from the node (the helper's mark), and a port that is no Service refused.
+    node.eventually(
+        "both answer",
+        "node",
+        "tcp",
+        "10.96.0.40:80",
+        is(&["a", "b"]),
+    );
+    node.eventually("port 81 is refused", "node", "tcp", "10.96.0.40:81", |o| {
+        o.iter().all(|x| *x == wasp::echo::Outcome::Refused)
+    });
+    // A partial sync: a second Service adds its rules, b's removal deletes its hairpin rule.
+    let other = svc("other", "10.96.0.41", "round-robin", &["10.244.1.2"]);
+    let one = svc("web", "10.96.0.40", "round-robin", &["10.244.1.2"]);
+    node.write("svc.yaml", &format!("{one}---\n{other}"));
+    node.eventually(
+        "the new Service",
+        "node",
+        "tcp",
+        "10.96.0.41:80",
+        is(&["a"]),
+    );
+    node.eventually("b is gone", "node", "tcp", "10.96.0.40:80", is(&["a"]));
+    let save = node.save("iptables-legacy-save");
+    assert!(
+        save.contains("-A WASP-IPVS-VIPS -d 10.96.0.41/32 -j WASP-IPVS-SERVICES")
+            && !save.contains("-s 10.244.1.3/32 -d 10.244.1.3/32"),
+        "{save}"
+    );
+    node.stop();
+    let cleanup = format!("PATH={path} {EXE} cleanup --mode ipvs");
+    let out = node
+        .tb
+        .exec_in(&node.tb.node(), &["sh", "-c", &cleanup])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let save = node.save("iptables-legacy-save");
+    assert!(!save.contains("WASP-IPVS"), "cleanup left chains: {save}");
+}

@@ -124,7 +124,8 @@ pub struct Tables {
 }
 
 impl Tables {
-    fn tool(&self, suffix: &str) -> String {
+    /// The tool of this family and backend: `iptables-legacy-save` for `-save`, say.
+    pub fn tool(&self, suffix: &str) -> String {
         let base = match self.family {
             Family::V4 => "iptables",
             Family::V6 => "ip6tables",
@@ -268,18 +269,19 @@ pub fn detect(family: Family) -> Backend {
     }
 }
 
-/// The WASP- chains declared in iptables-save output.
+/// The iptables mode's WASP- chains declared in iptables-save output (not the ipvs mode's
+/// `WASP-IPVS-` helper chains).
 pub fn chains_in_save(out: &str) -> BTreeSet<String> {
     out.lines()
         .filter_map(|l| l.strip_prefix(':'))
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| c.starts_with(chain::PREFIX))
+        .filter(|c| c.starts_with(chain::PREFIX) && !c.starts_with("WASP-IPVS-"))
         .map(str::to_string)
         .collect()
 }
 
 /// Splits a rule spec into arguments, honouring double quotes.
-fn split(spec: &str) -> Vec<String> {
+pub fn split(spec: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;

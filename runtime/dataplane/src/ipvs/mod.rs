@@ -16,12 +16,15 @@
 //! - [`render`]: the pure render of a service port; [`diff`]: the commands that take the
 //!   kernel from one state to another, with graceful termination.
 //! - [`genl`]: IPVS's messages; [`link`]: the dummy device's; [`netlink`]: the socket.
-//! - [`helper`]: the helper table, as `nft -f` input.
+//! - [`helper`]: the helper table, as `nft -f` input; [`helper_ipt`]: the same as iptables
+//!   chains, where the host has no nftables; `helper_rules`: which of the two, applied.
 
 pub mod diff;
 pub mod elements;
 pub mod genl;
 pub mod helper;
+pub mod helper_ipt;
+mod helper_rules;
 pub mod link;
 pub mod netlink;
 mod plan;
@@ -35,14 +38,14 @@ use nix::sys::socket::SockProtocol;
 
 use crate::conntrack::StaleFlows;
 use crate::core::{Family, RenderConfig};
-use crate::exec::{self, ExecError};
-use crate::mode::{Dataplane, Mode, SyncReport, SyncRequest};
+use crate::exec::ExecError;
+use crate::mode::{BackendChoice, Dataplane, Mode, RulesChoice, SyncReport, SyncRequest};
 use crate::nftables::wire::Writer;
 use diff::Draining;
 use genl::{Command, VsKey};
+use helper_rules::Helper;
 use netlink::Netlink;
 use plan::{Addresses, Marks, Plan, Programmed};
-use render::Elem;
 
 /// The node-port range: a virtual server on a node address at one of these ports is wasp's.
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
@@ -54,7 +57,7 @@ pub struct Ipvs {
     drain_timeout: Duration,
     genl: Option<(Netlink, u16)>,
     route: Option<Netlink>,
-    nft: Option<crate::nftables::socket::Socket>,
+    helper: Helper,
     programmed: Option<Programmed>,
     draining: Draining,
     stale_flows: StaleFlows,
@@ -108,12 +111,19 @@ impl Ipvs {
             drain_timeout,
             genl: None,
             route: None,
-            nft: None,
+            helper: Helper::Nftables(None),
             programmed: None,
             draining: Draining::new(),
             stale_flows: StaleFlows::default(),
             marks: Marks::default(),
         }
+    }
+
+    /// The helper's rules as `choice` asks: nftables, or iptables chains on `backend`'s
+    /// backend (`Auto`: iptables where the host has no nftables).
+    pub fn with_helper_rules(mut self, choice: RulesChoice, backend: BackendChoice) -> Self {
+        self.helper = Helper::choose(choice, backend);
+        self
     }
 
     fn route(&mut self) -> Result<&mut Netlink, ExecError> {
@@ -261,12 +271,7 @@ impl Dataplane for Ipvs {
                 link::DEVICE
             );
         }
-        out += "# nft -f -\n";
-        out += &plan.helper;
-        for f in Family::ALL {
-            out += &helper::elements(f, "delete", plan.removed.iter());
-            out += &helper::elements(f, "add", plan.added.iter());
-        }
+        out += &self.helper.preview(&self.cfg, &plan);
         Ok(out)
     }
 
@@ -295,7 +300,7 @@ impl Dataplane for Ipvs {
         Ok(SyncReport {
             full,
             rules: plan.commands.len(),
-            bytes: plan.helper.len(),
+            bytes: plan.helper.iter().map(|(_, t)| t.len()).sum(),
         })
     }
 
@@ -334,9 +339,7 @@ impl Dataplane for Ipvs {
                 }
             }
         }
-        if let Err(e) = exec::run("nft", &["-f", "-"], Some(&helper::delete())) {
-            errors.push(e);
-        }
+        errors.extend(self.helper.cleanup());
         self.programmed = None;
         self.draining.clear();
         match errors.into_iter().next() {
@@ -354,46 +357,8 @@ impl Ipvs {
         self.send(&plan.commands)?;
         let drained = self.drained(Instant::now())?;
         self.send(&drained)?;
-        if !plan.helper.is_empty() {
-            exec::run("nft", &["-f", "-"], Some(&plan.helper))?;
-        }
-        self.send_elements(&plan.removed, &plan.added)?;
+        self.helper.apply(&self.cfg, plan)?;
         Ok(drained)
-    }
-
-    /// Sends the helper table's element changes in one netlink batch.
-    fn send_elements(&mut self, removed: &[Elem], added: &[Elem]) -> Result<(), ExecError> {
-        let groups = elements::groups(removed, added);
-        if groups.is_empty() {
-            return Ok(());
-        }
-        if self.nft.is_none() {
-            let s = crate::nftables::socket::Socket::open()
-                .map_err(io_error("cannot open a netfilter netlink socket"))?;
-            self.nft = Some(s);
-        }
-        let socket = self.nft.as_mut().expect("just opened");
-        let batch = elements::batch(&groups, socket.next_seq());
-        match socket.apply_batch(&batch) {
-            Ok(_) => Ok(()),
-            Err(Ok(r)) => {
-                let g = r.op.and_then(|i| groups.get(i));
-                let what = g.map_or("the helper table's elements".to_string(), |g| {
-                    format!(
-                        "{} {} elements of {} {}",
-                        if g.2 { "adding" } else { "deleting" },
-                        g.3.len(),
-                        g.0.nft_name(),
-                        g.1
-                    )
-                });
-                Err(ExecError::Ipvs {
-                    what: format!("the kernel rejected {what} in table {}", helper::TABLE),
-                    source: r.error,
-                })
-            }
-            Err(Err(e)) => Err(io_error("the netfilter socket failed")(e)),
-        }
     }
 
     /// The device's index, if it exists, and every address.
@@ -405,13 +370,10 @@ impl Ipvs {
         Ok((index, addrs))
     }
 
-    /// Whether this mode left anything: the device or the helper table.
+    /// Whether this mode left anything: the device or the helper's rules.
     pub fn left_behind(&mut self) -> bool {
         let device = self.existing_device().is_ok_and(|(d, _)| d.is_some());
-        device
-            || Family::ALL.iter().any(|f| {
-                exec::run("nft", &["list", "table", f.nft_name(), helper::TABLE], None).is_ok()
-            })
+        device || Helper::left_behind()
     }
 }
 

@@ -116,9 +116,9 @@ impl Marks {
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub(super) commands: Vec<Command>,
-    /// `nft -f` input for the helper table, when it is rewritten (a full sync, a source
-    /// range's change).
-    pub(super) helper: String,
+    /// The helper's rules of each family, as the tool's input, where they are rewritten (a
+    /// full sync, a source range's change).
+    pub(super) helper: Vec<(Family, String)>,
     /// The helper table's elements that go and come (a partial sync).
     pub(super) removed: Vec<Elem>,
     pub(super) added: Vec<Elem>,
@@ -180,10 +180,19 @@ impl Ipvs {
         for ip in elems.keys().filter_map(vip) {
             out += &format!("{ip}/{}\n", Family::of(&ip).host_prefix());
         }
-        out += "# nft -f -\n";
         let all: BTreeSet<&Elem> = elems.keys().collect();
+        let iptables = self.helper.is_iptables();
+        out += if iptables {
+            "# iptables-restore --noflush\n"
+        } else {
+            "# nft -f -\n"
+        };
         for f in Family::ALL {
-            out += &helper::full(&self.cfg, f, &all);
+            out += &match iptables {
+                // As on a host without the helper's hooks.
+                true => super::helper_ipt::full(&self.cfg, f, &all, &[]),
+                false => helper::full(&self.cfg, f, &all),
+            };
         }
         out
     }
@@ -277,7 +286,7 @@ impl Ipvs {
         for f in Family::ALL {
             if rewrite_firewall {
                 let all: BTreeSet<&Elem> = prog.elems.keys().collect();
-                plan.helper += &helper::firewall(f, &all);
+                plan.helper.push((f, self.helper.firewall(f, &all)));
             }
         }
         plan.add = added.iter().filter_map(vip).collect();
@@ -349,7 +358,7 @@ impl Ipvs {
         plan.remove = on_device.difference(&wanted_vips).copied().collect();
         let all: BTreeSet<&Elem> = elems.keys().collect();
         for f in Family::ALL {
-            plan.helper += &helper::full(&self.cfg, f, &all);
+            plan.helper.push((f, self.helper.full(&self.cfg, f, &all)));
         }
         plan.next = Programmed {
             ports,

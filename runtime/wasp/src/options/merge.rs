@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use wasp_dataplane::sysctl::ConntrackSettings;
-use wasp_dataplane::{CaptureRules, Mode};
+use wasp_dataplane::{Mode, RulesChoice};
 use wasp_resolve::NodePortAddresses;
 use wasp_source::Limits;
 
@@ -394,17 +394,17 @@ impl<'a> Merge<'a> {
     }
 
     /// What captures traffic for the userspace mode: the flag over `userspace.rules`.
-    pub(super) fn capture_rules(&self) -> anyhow::Result<CaptureRules> {
-        use super::CaptureFlag;
+    pub(super) fn capture_rules(&self) -> anyhow::Result<RulesChoice> {
         let rules = self
             .file
             .userspace
             .as_ref()
             .and_then(|u| u.rules.as_deref());
         Ok(match (self.f.userspace_rules, rules) {
-            (Some(CaptureFlag::Auto), _) | (None, None | Some("auto")) => CaptureRules::Auto,
-            (Some(CaptureFlag::Nftables), _) | (None, Some("nftables")) => CaptureRules::Nftables,
-            (Some(CaptureFlag::Iptables), _) | (None, Some("iptables")) => CaptureRules::Iptables,
+            (Some(flag), _) => flag.choice(),
+            (None, None | Some("auto")) => RulesChoice::Auto,
+            (None, Some("nftables")) => RulesChoice::Nftables,
+            (None, Some("iptables")) => RulesChoice::Iptables,
             (None, Some(other)) => anyhow::bail!(
                 "{}: unknown value {other:?}; the values are: auto, nftables, iptables",
                 self.ctx("userspace.rules")

@@ -119,16 +119,16 @@ fn the_capture_rules_come_from_the_flag_or_the_userspace_section() {
         ..Flags::default()
     };
     let from_file = Settings::new(&flags).unwrap();
-    assert_eq!(from_file.capture_rules, CaptureRules::Iptables);
-    flags.userspace_rules = Some(CaptureFlag::Nftables);
+    assert_eq!(from_file.capture_rules, RulesChoice::Iptables);
+    flags.userspace_rules = Some(RulesFlag::Nftables);
     assert_eq!(
         Settings::new(&flags).unwrap().capture_rules,
-        CaptureRules::Nftables,
+        RulesChoice::Nftables,
         "the flag wins"
     );
     assert_eq!(
         Settings::new(&Flags::default()).unwrap().capture_rules,
-        CaptureRules::Auto,
+        RulesChoice::Auto,
         "the default"
     );
     let (_d, p) = file("kind: WaspConfiguration\nuserspace: {rules: ipfw}\n");

@@ -27,7 +27,9 @@ pub const MODES: &[(&str, &str)] = &[
 
 /// Modes that run only when named: the ipvs mode needs a kernel with IPVS, which this host
 /// lacks; `scripts/vm-test` runs its cases inside a VM with `WASP_TEST_MODES=ipvs`.
-pub const NAMED_ONLY: &[(&str, &str)] = &[("ipvs", "auto")];
+/// `ipvs/legacy` writes the helper's rules as iptables-legacy chains (as where the host has no
+/// nftables).
+pub const NAMED_ONLY: &[(&str, &str)] = &[("ipvs", "auto"), ("ipvs", "legacy")];
 
 /// The modes to run: all of [`MODES`], or those `WASP_TEST_MODES` names (comma-separated,
 /// `mode` or `mode/backend`), to run one mode's cases while working on it.
@@ -173,37 +175,49 @@ impl Node {
                     .tb
                     .exec_in(&self.tb.node(), &["ipvsadm", "-Sn"])
                     .unwrap();
-                let helper = self.nft(&["list", "table", "ip", "wasp-ipvs"]);
                 format!(
                     "{}{}",
                     String::from_utf8_lossy(&ipvs.stdout),
-                    String::from_utf8_lossy(&helper.stdout)
+                    self.ipvs_helper()
                 )
             }
             _ => self.iptables_save(),
         }
     }
 
+    /// The ipvs mode's helper rules: its nftables table, or (`ipvs/legacy`) its WASP-IPVS-
+    /// iptables chains; empty when there are none.
+    pub fn ipvs_helper(&self) -> String {
+        if self.backend == "auto" {
+            let helper = self.nft(&["list", "table", "ip", "wasp-ipvs"]);
+            return String::from_utf8_lossy(&helper.stdout).into_owned();
+        }
+        let save = self.iptables_save();
+        let ours: Vec<&str> = save.lines().filter(|l| l.contains("WASP-IPVS-")).collect();
+        ours.join("\n")
+    }
+
     /// The rules are where the mode puts them, and only there.
     pub fn assert_mode_in_use(&self) {
         let nft_table = self.nft(&["list", "table", "ip", "wasp"]).status.success();
+        // The iptables mode's chains (the ipvs mode's helper chains are WASP-IPVS-).
+        let iptables_mode = |save: String| {
+            save.lines()
+                .any(|l| l.starts_with(":WASP-") && !l.starts_with(":WASP-IPVS-"))
+        };
         let wasp_chains = exists("iptables-nft-save")
-            && self.save("iptables-nft-save").contains(":WASP-")
-            || exists("iptables-legacy-save")
-                && self.save("iptables-legacy-save").contains(":WASP-");
+            && iptables_mode(self.save("iptables-nft-save"))
+            || exists("iptables-legacy-save") && iptables_mode(self.save("iptables-legacy-save"));
         match self.rules_kind() {
             "nftables" => assert!(
                 nft_table && !wasp_chains,
                 "nftables and userspace modes: want table ip wasp and no WASP- iptables chains"
             ),
             "ipvs" => {
-                let helper = self
-                    .nft(&["list", "table", "ip", "wasp-ipvs"])
-                    .status
-                    .success();
+                let helper = self.ipvs_helper();
                 assert!(
-                    helper && !nft_table && !wasp_chains,
-                    "ipvs mode: want table ip wasp-ipvs, no table ip wasp, no WASP- iptables chains"
+                    !helper.is_empty() && !nft_table && !wasp_chains,
+                    "ipvs mode: want its helper rules, no table ip wasp, no WASP- iptables chains of the iptables mode"
                 );
             }
             _ => assert!(
@@ -237,8 +251,10 @@ impl Node {
         } else {
             ""
         };
-        let capture = match (self.mode.as_str(), self.rules_kind()) {
-            ("userspace", "iptables") => "--userspace-rules iptables",
+        let capture = match (self.mode.as_str(), self.backend.as_str()) {
+            (_, "auto") => "",
+            ("userspace", _) => "--userspace-rules iptables",
+            ("ipvs", _) => "--ipvs-helper-rules iptables",
             _ => "",
         };
         let cmd = format!(
