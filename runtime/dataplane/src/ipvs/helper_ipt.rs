@@ -345,6 +345,7 @@ pub fn present(save: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::render::tests::cfg;
     use super::*;
     use wasp_model::Protocol;
 
@@ -354,16 +355,6 @@ mod tests {
             addr: addr.parse().unwrap(),
             port,
             fwmark: 0,
-        }
-    }
-
-    fn cfg() -> RenderConfig {
-        RenderConfig {
-            cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
-            masquerade_all: false,
-            masquerade_mark: 0x4000,
-            service_cidrs: Vec::new(),
-            capture: None,
         }
     }
 

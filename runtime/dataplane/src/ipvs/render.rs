@@ -291,11 +291,12 @@ pub fn dest_line(k: &VsKey, d: &Dest) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use wasp_model::{Endpoint, ServicePort};
 
-    fn cfg() -> RenderConfig {
+    /// The render configuration the ipvs mode's unit tests use.
+    pub(in crate::ipvs) fn cfg() -> RenderConfig {
         RenderConfig {
             cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
             masquerade_all: false,
