@@ -1,6 +1,6 @@
 //! The DNS responder on the real kernel: queries of every record type over UDP and TCP from a
-//! client namespace, a headless Service too large for UDP, a name forwarded upstream, and an
-//! edit of the config followed.
+//! client namespace, a headless Service too large for UDP, a headless Service's ready Pods, a
+//! name forwarded upstream, and an edit of the config followed.
 
 mod common;
 
@@ -153,6 +153,28 @@ fn service_names_over_udp_and_tcp_follow_the_config() {
         let fwd = query(&c, "example.org.", RecordType::A, false);
         ips(&fwd) == ["192.0.2.99".parse::<IpAddr>().unwrap()]
     });
+    // A headless Service with a selector: its ready Pods, following their readiness.
+    let cache = |b_ready: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: cache}}\nspec: {{clusterIP: None, selector: {{app: cache}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: cache-a, labels: {{app: cache}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: 10.244.63.2}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: cache-b, labels: {{app: cache}}}}\nspec: {{containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: 10.244.63.3, conditions: [{{type: Ready, status: \"{b_ready}\"}}]}}\n"
+        )
+    };
+    let cache_ips = || {
+        let mut got = ips(&query(
+            &c,
+            "cache.default.svc.cluster.local.",
+            RecordType::A,
+            false,
+        ));
+        got.sort();
+        got
+    };
+    n.write("cache.yaml", &cache("False"));
+    wait_until("the ready Pod is served", || {
+        cache_ips() == ["10.244.63.2".parse::<IpAddr>().unwrap()]
+    });
+    n.write("cache.yaml", &cache("True"));
+    wait_until("both once the other is ready", || cache_ips().len() == 2);
     // An edit of the file moves the name.
     n.write("svc.yaml", &config("10.96.0.82"));
     wait_until("the new address is served", || {

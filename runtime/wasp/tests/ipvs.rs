@@ -44,6 +44,15 @@ fn wait_long(what: &str, f: impl Fn() -> bool) {
     panic!("{what}: not within 180 s");
 }
 
+/// Waits (as [`wait_long`]) for the daemon's first sync to be done: its virtual servers and
+/// its helper rules.
+fn wait_synced_long(node: &Node) {
+    wait_long("the first sync", || {
+        node.metric("wasp_sync_proxy_rules_last_timestamp_seconds")
+            .is_some_and(|t| t > 0.0)
+    });
+}
+
 fn scheduler_of(node: &Node, vip: &str) -> Option<String> {
     ipvsadm(node, &["-Ln", "-t", vip])
         .lines()
@@ -216,9 +225,7 @@ fn switching_modes_removes_the_other_modes_rules() {
     // nftables → ipvs: the nftables mode's tables go.
     node.mode = "ipvs".into();
     node.spawn();
-    wait_long("ipvs serves", || {
-        scheduler_of(&node, "10.96.0.50:80").is_some()
-    });
+    wait_synced_long(&node);
     node.assert_mode_in_use();
     node.eventually("a answers", "node", "tcp", "10.96.0.50:80", is(&["a"]));
     node.stop();
@@ -276,10 +283,7 @@ fn without_nftables_the_helper_rules_are_iptables_chains() {
     );
     node.write("svc.yaml", &both);
     node.spawn();
-    wait_long("the first sync", || {
-        node.metric("wasp_sync_proxy_rules_last_timestamp_seconds")
-            .is_some_and(|t| t > 0.0)
-    });
+    wait_synced_long(&node);
     let log = node.log();
     assert!(
         log.contains("the helper rules are iptables chains"),
@@ -334,4 +338,47 @@ fn without_nftables_the_helper_rules_are_iptables_chains() {
     );
     let save = node.save("iptables-legacy-save");
     assert!(!save.contains("WASP-IPVS"), "cleanup left chains: {save}");
+}
+
+#[test]
+fn sctp_ports_are_virtual_servers_with_either_helper() {
+    if !in_vm("sctp_ports_are_virtual_servers_with_either_helper") {
+        return;
+    }
+    let ports = "[{name: sctp, port: 3868, protocol: SCTP}, {name: tcp, port: 3868}]";
+    let sig = |ips: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: sig}}\nspec: {{clusterIP: 10.96.0.45, ports: {ports}}}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: sig}}\nsubsets: [{{addresses: [{ips}], ports: {ports}}}]\n"
+        )
+    };
+    for backend in ["auto", "legacy"] {
+        let mut node = Node::new("ipvs-sctp", "ipvs", backend);
+        node.write("svc.yaml", &sig("{ip: 10.244.1.2}, {ip: 10.244.1.3}"));
+        node.spawn();
+        let sctp = |node: &Node| ipvsadm(node, &["-Ln", "--sctp-service", "10.96.0.45:3868"]);
+        wait_synced_long(&node);
+        let listed = sctp(&node);
+        let server = listed.lines().find(|l| l.starts_with("SCTP")).map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(1..3).map(<[&str]>::to_vec)
+        });
+        assert_eq!(
+            server,
+            Some(Some(vec!["10.96.0.45:3868", "wrr"])),
+            "[{backend}] {listed}"
+        );
+        assert!(listed.contains("10.244.1.2:3868"), "[{backend}] {listed}");
+        let helper = node.ipvs_helper();
+        assert!(
+            helper.contains("10.96.0.45 . sctp . 3868")
+                || helper.contains("-d 10.96.0.45/32 -p sctp -m sctp --dport 3868 -j RETURN"),
+            "[{backend}] the helper lets SCTP to the Service through: {helper}"
+        );
+        // SCTP real servers go at once (no close to wait for).
+        node.write("svc.yaml", &sig("{ip: 10.244.1.2}"));
+        wait_long("the removed SCTP real server goes", || {
+            !sctp(&node).contains("10.244.1.3:3868")
+        });
+        assert!(sctp(&node).contains("10.244.1.2:3868"), "[{backend}]");
+    }
 }

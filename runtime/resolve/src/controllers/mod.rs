@@ -22,6 +22,7 @@ use wasp_model::name::{NamespacedName, Protocol, ServicePortName};
 use wasp_model::service::{Endpoint, HealthCheck, ServicePort};
 use wasp_model::state::{ProxyState, ServicePortState};
 
+pub use pods::ready_pod_ips;
 pub use resolver::Resolver;
 pub use slices::SERVICE_NAME_LABEL;
 

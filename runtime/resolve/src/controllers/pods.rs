@@ -33,26 +33,9 @@ pub(super) fn endpoints(
         return;
     }
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
-    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
-    for pod in store.pods_in(ns) {
-        if !crate::object::selects(svc, pod.metadata.labels.as_ref()) {
-            continue;
-        }
-        let Some(status) = &pod.status else { continue };
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-            continue;
-        }
+    for (pod, pod_ready) in selected(store, svc) {
         let Some(target) = resolve_port(pod, port, protocol) else {
             continue;
-        };
-        let ready_cond = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Ready");
-        let pod_ready = match ready_cond {
-            Some(c) => c.status == "True",
-            None => status.phase.as_deref() == Some("Running"),
         };
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -60,9 +43,7 @@ pub(super) fn endpoints(
             merge(
                 out,
                 Endpoint {
-                    // The EndpointSlice controller's rule: never ready while terminating,
-                    // unless publishNotReadyAddresses is set.
-                    ready: publish_not_ready || (pod_ready && !terminating),
+                    ready: ready(publish_not_ready, pod_ready, terminating),
                     serving: publish_not_ready || pod_ready,
                     terminating,
                     is_local: node_name.as_deref() == Some(node.name.as_str()),
@@ -73,6 +54,53 @@ pub(super) fn endpoints(
             );
         }
     }
+}
+
+/// The Pods `svc`'s selector picks that are endpoints (not in a terminal phase), each with
+/// whether it is ready.
+fn selected<'a>(store: &'a ObjectStore, svc: &'a Service) -> impl Iterator<Item = (&'a Pod, bool)> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    store.pods_in(ns).filter_map(move |pod| {
+        if !crate::object::selects(svc, pod.metadata.labels.as_ref()) {
+            return None;
+        }
+        let status = pod.status.as_ref()?;
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let ready_cond = (status.conditions.iter().flatten()).find(|c| c.type_ == "Ready");
+        let pod_ready = match ready_cond {
+            Some(c) => c.status == "True",
+            None => status.phase.as_deref() == Some("Running"),
+        };
+        Some((pod, pod_ready))
+    })
+}
+
+/// The EndpointSlice controller's rule: never ready while terminating, unless
+/// publishNotReadyAddresses is set.
+fn ready(publish_not_ready: bool, pod_ready: bool, terminating: bool) -> bool {
+    publish_not_ready || (pod_ready && !terminating)
+}
+
+/// The addresses of the ready Pods a Service's selector picks (none without a selector):
+/// what the endpoints controller would publish as ready for a headless Service, whatever
+/// its ports.
+pub fn ready_pod_ips(store: &ObjectStore, svc: &Service) -> Vec<IpAddr> {
+    let Some(spec) = svc.spec.as_ref().filter(|s| s.selector.is_some()) else {
+        return Vec::new();
+    };
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    selected(store, svc)
+        .filter(|(pod, pod_ready)| {
+            ready(
+                publish_not_ready,
+                *pod_ready,
+                pod.metadata.deletion_timestamp.is_some(),
+            )
+        })
+        .flat_map(|(pod, _)| pod_ips(pod))
+        .collect()
 }
 
 fn pod_ips(pod: &Pod) -> Vec<IpAddr> {

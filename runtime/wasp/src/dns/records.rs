@@ -108,7 +108,8 @@ fn headless(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
 
-/// A headless Service's ready endpoints (from Endpoints and EndpointSlices) and its named
+/// A headless Service's ready endpoints (from Endpoints and EndpointSlices, and for one with
+/// a selector its ready Pods, as the endpoints controller would publish them) and its named
 /// ports' SRV answers.
 fn headless_records(
     key: &NamespacedName,
@@ -128,6 +129,7 @@ fn headless_records(
             .flat_map(|s| s.addresses.iter().flatten())
             .filter_map(|a| a.ip.parse::<IpAddr>().ok()),
     );
+    ips.extend(wasp_resolve::controllers::ready_pod_ips(store, svc));
     for slice in store.slices_of(key) {
         let ready = slice
             .endpoints
