@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -88,19 +89,97 @@ pub enum LoadError {
     },
 }
 
+/// The epoch ticker's shared state: it advances the engine's epoch every [`TICK`], and
+/// parks (no wakeups) once no call has entered a plugin for [`IDLE_TICKS`] ticks, until the
+/// next one does. A deadline is set relative to the epoch when a call starts, so a frozen
+/// epoch between calls changes no deadline; and a call soon after another finds the ticker
+/// running, with nothing to wake.
+#[derive(Debug)]
+pub struct Ticker {
+    /// Calls in progress.
+    active: AtomicUsize,
+    /// Calls ever started: the ticker's sign of activity between two ticks.
+    calls: AtomicU64,
+    /// The ticker is parked (or about to be); the first call to see it wakes it.
+    parked: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// How long the ticker runs on after the last call: 1 s.
+const IDLE_TICKS: u32 = 1000;
+
+/// A call into a plugin in progress: its deadline can pass while one is held.
+#[derive(Debug)]
+pub struct Busy(Arc<Ticker>);
+
+impl Ticker {
+    /// Keeps the ticker running until the guard is dropped; every entry into a plugin's code
+    /// takes one, or a parked ticker would never let its deadline pass.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst)
+            && self.parked.swap(false, Ordering::SeqCst)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Busy(self.clone())
+    }
+
+    fn run(&self, engine: &Engine) {
+        let mut seen = self.calls.load(Ordering::SeqCst);
+        let mut idle = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+            engine.increment_epoch();
+            let calls = self.calls.load(Ordering::SeqCst);
+            if calls != seen || self.active.load(Ordering::SeqCst) > 0 {
+                (seen, idle) = (calls, 0);
+                continue;
+            }
+            idle += 1;
+            if idle < IDLE_TICKS {
+                continue;
+            }
+            // Parked is set before calls is read again: a call that comes after either sees
+            // it set (and wakes the thread) or is counted in calls (and the thread stays up).
+            self.parked.store(true, Ordering::SeqCst);
+            while self.parked.load(Ordering::SeqCst)
+                && self.calls.load(Ordering::SeqCst) == seen
+                && !self.stop.load(Ordering::Relaxed)
+            {
+                std::thread::park();
+            }
+            self.parked.store(false, Ordering::SeqCst);
+            idle = 0;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The engine every plugin runs on.
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<State>,
     /// The configuration.
     pub cfg: EngineConfig,
-    stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     started: Instant,
 }
 
 impl Drop for PluginEngine {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.thread.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -118,24 +197,31 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
         Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
             .map_err(LoadError::Engine)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (engine.clone(), stop.clone());
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker {
+            active: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let (e, t) = (engine.clone(), ticker.clone());
+        let handle = std::thread::Builder::new()
             .name("wasp-epoch".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    e.increment_epoch();
-                }
-            })
+            .spawn(move || t.run(&e))
             .map_err(|e| LoadError::Engine(e.into()))?;
+        let _ = ticker.thread.set(handle.thread().clone());
         Ok(Self {
             engine,
             linker,
             cfg,
-            stop,
+            ticker,
             started: Instant::now(),
         })
+    }
+
+    /// The epoch ticker, for the guards calls into plugins hold.
+    pub fn ticker(&self) -> Arc<Ticker> {
+        self.ticker.clone()
     }
 
     /// Deadline ticks for a duration (at least one).

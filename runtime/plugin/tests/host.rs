@@ -194,6 +194,29 @@ fn every_fault_falls_back_at_once_and_other_ports_keep_working() {
 }
 
 #[test]
+fn a_loop_after_a_quiet_spell_still_meets_its_deadline() {
+    let mut p = faulty();
+    let good = port("weighted", "10.244.0.1=3", 2);
+    assert_eq!(
+        p.plan(&name("good"), &good),
+        Selection::Weighted(vec![3, 1])
+    );
+    // Long enough for the epoch ticker to park (it stops ticking 1 s after the last call).
+    std::thread::sleep(Duration::from_millis(1500));
+    // A ticker that stayed parked would never end the loop: wait for it on another thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let sel = p.plan(&name("bad"), &port("faulty", "mode=loop", 3));
+        let _ = tx.send((sel, p.status()));
+    });
+    let (sel, status) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the looping plugin was never stopped");
+    assert_eq!(sel, Selection::equal(3));
+    assert!(status[0].contains("ran past its deadline"), "{status:?}");
+}
+
+#[test]
 fn a_trapped_instance_is_recreated_with_backoff_and_the_port_recovers() {
     let mut p = faulty();
     let bad = port("faulty", "mode=trap", 2);
