@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -89,35 +89,31 @@ pub enum LoadError {
     },
 }
 
-/// The epoch ticker's shared state: it advances the engine's epoch every [`TICK`], and
-/// parks (no wakeups) once no call has entered a plugin for [`IDLE_TICKS`] ticks, until the
-/// next one does. A deadline is set relative to the epoch when a call starts, so a frozen
-/// epoch between calls changes no deadline; and a call soon after another finds the ticker
-/// running, with nothing to wake.
+/// The epoch ticker's shared state: it advances the engine's epoch every tick (1 ms), and
+/// parks (no wakeups) once no call has entered a plugin for a while, until the next one
+/// does. A deadline is set relative to the epoch when a call starts, so a frozen epoch
+/// between calls changes no deadline; the while is longer than any deadline, so a call's
+/// deadline passes before the ticker can park under it; and a call soon after another finds
+/// the ticker running, with nothing to wake.
 #[derive(Debug)]
 pub struct Ticker {
-    /// Calls in progress.
-    active: AtomicUsize,
     /// Calls ever started: the ticker's sign of activity between two ticks.
     calls: AtomicU64,
     /// The ticker is parked (or about to be); the first call to see it wakes it.
     parked: AtomicBool,
     stop: AtomicBool,
+    /// Ticks without a call before it parks.
+    idle_ticks: u64,
     thread: OnceLock<std::thread::Thread>,
 }
 
-/// How long the ticker runs on after the last call: 1 s.
-const IDLE_TICKS: u32 = 1000;
-
-/// A call into a plugin in progress: its deadline can pass while one is held.
-#[derive(Debug)]
-pub struct Busy(Arc<Ticker>);
+/// The ticker runs on at least this long after the last call.
+const IDLE: Duration = Duration::from_secs(1);
 
 impl Ticker {
-    /// Keeps the ticker running until the guard is dropped; every entry into a plugin's code
-    /// takes one, or a parked ticker would never let its deadline pass.
-    pub fn busy(self: &Arc<Self>) -> Busy {
-        self.active.fetch_add(1, Ordering::SeqCst);
+    /// Counts a call into a plugin, waking the ticker if it is parked; every entry into a
+    /// plugin's code calls this first, or a parked ticker would never let its deadline pass.
+    pub fn busy(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst)
             && self.parked.swap(false, Ordering::SeqCst)
@@ -125,7 +121,6 @@ impl Ticker {
         {
             t.unpark();
         }
-        Busy(self.clone())
     }
 
     fn run(&self, engine: &Engine) {
@@ -135,12 +130,12 @@ impl Ticker {
             std::thread::sleep(TICK);
             engine.increment_epoch();
             let calls = self.calls.load(Ordering::SeqCst);
-            if calls != seen || self.active.load(Ordering::SeqCst) > 0 {
+            if calls != seen {
                 (seen, idle) = (calls, 0);
                 continue;
             }
             idle += 1;
-            if idle < IDLE_TICKS {
+            if idle < self.idle_ticks {
                 continue;
             }
             // Parked is set before calls is read again: a call that comes after either sees
@@ -155,12 +150,6 @@ impl Ticker {
             self.parked.store(false, Ordering::SeqCst);
             idle = 0;
         }
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -197,11 +186,12 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
         Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
             .map_err(LoadError::Engine)?;
+        let longest = cfg.update_deadline.max(cfg.pick_deadline);
         let ticker = Arc::new(Ticker {
-            active: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            idle_ticks: Self::ticks(IDLE.max(longest * 2)),
             thread: OnceLock::new(),
         });
         let (e, t) = (engine.clone(), ticker.clone());

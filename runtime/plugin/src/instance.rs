@@ -12,7 +12,7 @@ use wasp_model::{Selection, ServicePortName, ServicePortState};
 use crate::bindings::wasp::balancer::types as wit;
 use crate::bindings::{PICKER, Plugin, PluginPre};
 use crate::convert;
-use crate::engine::{Busy, PluginEngine, Ticker};
+use crate::engine::{PluginEngine, Ticker};
 use crate::state::{State, StatsSource};
 
 /// What `picker.pick` returns to let the host use the weights.
@@ -66,7 +66,7 @@ pub struct Live {
     /// stops picking for the port until its next update.
     endpoints: Vec<u32>,
     pick: Option<PickFunc>,
-    /// Runs the epoch while a call is in the plugin.
+    /// Runs the epoch while calls come into the plugin.
     ticker: Arc<Ticker>,
     /// Distinguishes this instance from the ones before and after it.
     pub generation: u64,
@@ -86,7 +86,7 @@ impl Live {
         stats: Arc<dyn StatsSource>,
     ) -> Result<Self, CallError> {
         let ticker = engine.ticker();
-        let _busy = ticker.busy();
+        ticker.busy();
         let mut store = engine.store(name, stats);
         let instance = pre
             .instance_pre()
@@ -130,7 +130,7 @@ impl Live {
         id: u32,
         endpoints: u32,
         deadline: std::time::Duration,
-    ) -> Busy {
+    ) {
         let d = self.store.data_mut();
         d.endpoints = endpoints;
         // Per-call cost matters for pick: rewrite the name only when the port changes.
@@ -140,7 +140,7 @@ impl Live {
         }
         d.log_budget = 16;
         self.store.set_epoch_deadline(PluginEngine::ticks(deadline));
-        self.ticker.busy()
+        self.ticker.busy();
     }
 
     /// Runs `update` for one port, constructing (or, on a config change, re-constructing) its
@@ -157,7 +157,7 @@ impl Live {
         config: &str,
         id: u32,
     ) -> Result<Selection, CallError> {
-        let _busy = self.enter(
+        self.enter(
             name,
             id,
             port.endpoints.len() as u32,
@@ -232,7 +232,7 @@ impl Live {
         if n == 0 {
             return Ok(None);
         }
-        let _busy = self.enter(name, id, n, engine.cfg.pick_deadline);
+        self.enter(name, id, n, engine.cfg.pick_deadline);
         let conn = wit::Connection {
             service: id,
             client: convert::ip(client.ip()),
@@ -255,7 +255,7 @@ impl Live {
     pub fn forget(&mut self, name: &ServicePortName) {
         if let Some(b) = self.resources.remove(name) {
             self.set_endpoints(b.id, 0);
-            let _busy = self.ticker.busy();
+            self.ticker.busy();
             let _ = b.resource.resource_drop(&mut self.store);
         }
     }
