@@ -158,6 +158,15 @@ impl BackendChoice {
             Self::Legacy => Backend::Legacy,
         }
     }
+
+    /// The backend where the host has no nftables: the one given, else legacy (iptables-nft
+    /// needs nftables too).
+    pub fn without_nftables(self) -> crate::iptables::Backend {
+        match self {
+            Self::Detect => crate::iptables::Backend::Legacy,
+            given => given.resolve(),
+        }
+    }
 }
 
 /// What writes the rules the userspace mode captures traffic with, and the ipvs mode's

@@ -130,7 +130,11 @@ impl Userspace {
         let mut render = dp.render.clone();
         render.capture = Some(dp.proxy.port);
         let rules = match dp.capture_rules {
-            RulesChoice::Iptables => Rules::Iptables(Self::iptables(&render, dp.iptables_backend)),
+            RulesChoice::Iptables => {
+                let backend = dp.iptables_backend.resolve();
+                tracing::info!(%backend, "userspace proxy: capturing with iptables");
+                Rules::Iptables(Iptables::new(backend, render.clone()))
+            }
             _ => Rules::Nftables(Nftables::new(render.clone())),
         };
         Self {
@@ -141,12 +145,6 @@ impl Userspace {
             cfg: dp.proxy.clone(),
             proxy: None,
         }
-    }
-
-    fn iptables(render: &RenderConfig, backend: BackendChoice) -> Iptables {
-        let backend = backend.resolve();
-        tracing::info!(%backend, "userspace proxy: capturing with iptables");
-        Iptables::new(backend, render.clone())
     }
 
     /// Probes the rules; with `Auto`, a kernel that refuses nftables gets iptables instead.
@@ -160,7 +158,7 @@ impl Userspace {
         let mut ipt = self.fallback();
         match ipt.probe() {
             Ok(()) => {
-                tracing::warn!(error = %nft, "userspace proxy: this kernel refused nftables; capturing with iptables");
+                tracing::warn!(error = %nft, backend = %self.backend.without_nftables(), "userspace proxy: this kernel refused nftables; capturing with iptables");
                 self.rules = Rules::Iptables(ipt);
                 Ok(())
             }
@@ -169,14 +167,9 @@ impl Userspace {
         }
     }
 
-    /// The iptables rules `Auto` falls back to: on the legacy backend unless one was given
-    /// (iptables-nft needs nftables too).
+    /// The iptables rules `Auto` falls back to.
     fn fallback(&self) -> Iptables {
-        let backend = match self.backend {
-            BackendChoice::Detect => BackendChoice::Legacy,
-            given => given,
-        };
-        Self::iptables(&self.render, backend)
+        Iptables::new(self.backend.without_nftables(), self.render.clone())
     }
 
     /// The running proxy, started on first use.

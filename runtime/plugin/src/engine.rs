@@ -209,7 +209,7 @@ impl PluginEngine {
         })
     }
 
-    /// The epoch ticker, for the guards calls into plugins hold.
+    /// The epoch ticker, which every call into a plugin tells of itself.
     pub fn ticker(&self) -> Arc<Ticker> {
         self.ticker.clone()
     }

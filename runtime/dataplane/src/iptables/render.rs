@@ -331,7 +331,8 @@ fn proxy_replies(mangle: &mut Table) {
     ));
 }
 
-fn host(ip: &IpAddr) -> String {
+/// `IP/32` (or `/128`), as iptables prints a host.
+pub(crate) fn host(ip: &IpAddr) -> String {
     format!("{ip}/{}", Family::of(ip).host_prefix())
 }
 

@@ -26,6 +26,7 @@ use super::genl::VsKey;
 use super::render::{Elem, MARK_BASE, MARK_MASK};
 use crate::core::masquerade::{Masquerade, decision};
 use crate::core::{Family, RenderConfig};
+use crate::iptables::render::host;
 
 const FILTER: &str = "WASP-IPVS-FILTER";
 const REJECTED: &str = "WASP-IPVS-REJECTED";
@@ -84,16 +85,7 @@ const HOOK_FILTER: &str = "-m comment --comment \"wasp ipvs helper\" -j WASP-IPV
 /// `-d A -p P -m P --dport N`.
 fn dest(k: &VsKey) -> String {
     let p = k.proto.lower();
-    format!(
-        "-d {}/{} -p {p} -m {p} --dport {}",
-        k.addr,
-        Family::of(&k.addr).host_prefix(),
-        k.port
-    )
-}
-
-fn host(ip: &std::net::IpAddr) -> String {
-    format!("{ip}/{}", Family::of(ip).host_prefix())
+    format!("-d {} -p {p} -m {p} --dport {}", host(&k.addr), k.port)
 }
 
 /// The element's rule: its table, chain and spec; the firewall's are written by

@@ -43,10 +43,7 @@ impl Helper {
             RulesChoice::Iptables => Self::Iptables(backend.resolve()),
             RulesChoice::Auto if nftables_works() => Self::Nftables(None),
             RulesChoice::Auto => {
-                let backend = match backend {
-                    BackendChoice::Detect => Backend::Legacy,
-                    given => given.resolve(),
-                };
+                let backend = backend.without_nftables();
                 tracing::warn!(%backend, "ipvs mode: no nftables on this host; the helper rules are iptables chains");
                 Self::Iptables(backend)
             }
