@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! - [`object`]: the Kubernetes kinds wasp reads and the `ObjectStore` that holds the last
-//!   good version of each.
+//!   good version of each; [`compact`]: the forms it keeps Endpoints and EndpointSlices in.
 //! - [`validate`]: API-server validation of each object.
 //! - [`controllers`]: objects → `ProxyState`, as the endpoints, mirroring and EndpointSlice
 //!   controllers and kube-proxy's caches would do it.
@@ -16,6 +16,7 @@
 //!   the field.
 
 pub mod allocate;
+pub mod compact;
 pub mod controllers;
 pub mod error;
 pub mod health;

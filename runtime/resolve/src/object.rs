@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use crate::compact::{StoredEndpoints, StoredSlice};
 use crate::error::{ConfigError, Origin};
 use crate::validate::{self, ValidationConfig};
 use wasp_model::name::{NamespacedName, ObjectRef};
@@ -156,10 +157,10 @@ pub struct ObjectStore {
     pub validation: ValidationConfig,
     /// Services.
     pub services: BTreeMap<NamespacedName, Box<Stored<Service>>>,
-    /// v1 Endpoints.
-    pub endpoints: BTreeMap<NamespacedName, Box<Stored<Endpoints>>>,
-    /// EndpointSlices.
-    pub slices: BTreeMap<NamespacedName, Box<Stored<EndpointSlice>>>,
+    /// v1 Endpoints, as the mirroring controller reads them.
+    pub endpoints: BTreeMap<NamespacedName, Box<Stored<StoredEndpoints>>>,
+    /// EndpointSlices, as kube-proxy's cache reads them.
+    pub slices: BTreeMap<NamespacedName, Box<Stored<StoredSlice>>>,
     /// Pods.
     pub pods: BTreeMap<NamespacedName, Box<Stored<Pod>>>,
     /// Nodes (keyed with an empty namespace).
@@ -181,10 +182,9 @@ pub struct Changes {
 }
 
 /// The Service an EndpointSlice's label ties it to.
-fn slice_service(key: &NamespacedName, slice: &EndpointSlice) -> Option<NamespacedName> {
-    let labels = slice.metadata.labels.as_ref()?;
-    let svc = labels.get(crate::controllers::SERVICE_NAME_LABEL)?;
-    Some(NamespacedName::new(key.namespace.clone(), svc.clone()))
+fn slice_service(key: &NamespacedName, slice: &StoredSlice) -> Option<NamespacedName> {
+    let svc = slice.service.as_deref()?;
+    Some(NamespacedName::new(key.namespace.clone(), svc))
 }
 
 /// Whether `svc`'s selector picks a Pod with `labels`.
@@ -229,8 +229,8 @@ impl ObjectStore {
         let before = self.affected(kind, &key);
         let changed = match obj {
             Object::Service(o) => put(&mut self.services, key.clone(), *o, origin),
-            Object::Endpoints(o) => put(&mut self.endpoints, key.clone(), *o, origin),
-            Object::EndpointSlice(o) => put(&mut self.slices, key.clone(), *o, origin),
+            Object::Endpoints(o) => put(&mut self.endpoints, key.clone(), (&*o).into(), origin),
+            Object::EndpointSlice(o) => put(&mut self.slices, key.clone(), (&*o).into(), origin),
             Object::Pod(o) => put(&mut self.pods, key.clone(), *o, origin),
             Object::Node(o) => put(&mut self.nodes, key.clone(), *o, origin),
         };
@@ -315,7 +315,7 @@ impl ObjectStore {
     pub fn slices_of<'a>(
         &'a self,
         svc: &NamespacedName,
-    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+    ) -> impl Iterator<Item = &'a StoredSlice> + 'a {
         self.slice_index
             .get(svc)
             .into_iter()

@@ -1,11 +1,10 @@
 //! EndpointSlices → endpoints, as kube-proxy's EndpointSlice cache reads them.
 
-use std::net::IpAddr;
-
 use super::merge;
+use crate::compact::EndpointGroup;
 use crate::object::ObjectStore;
 use wasp_model::categorize::NodeTopology;
-use wasp_model::name::{Protocol, ServicePortName};
+use wasp_model::name::ServicePortName;
 use wasp_model::service::Endpoint;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -20,44 +19,38 @@ pub(super) fn endpoints(
     out: &mut Vec<Endpoint>,
 ) {
     for slice in store.slices_of(&spn.service) {
-        if slice.address_type == "FQDN" {
-            continue;
-        }
-        let port = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or_default() == spn.port
-                && Protocol::parse(p.protocol.as_deref()) == Some(spn.protocol)
-        });
-        let Some(port) = port
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        for e in slice.endpoints.iter().flatten() {
-            // kube-proxy uses the first address only: the others are the same endpoint.
-            let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            let cond = e.conditions.as_ref();
-            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-            let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-            let hints = e.hints.as_ref().and_then(|h| h.for_zones.as_ref());
-            merge(
-                out,
-                Endpoint {
-                    ip,
-                    port,
-                    ready,
-                    serving,
-                    terminating,
-                    is_local: e.node_name.as_deref() == Some(node.name.as_str()),
-                    node_name: e.node_name.clone(),
-                    zone: e.zone.clone(),
-                    zone_hints: hints.map(|z| z.iter().map(|z| z.name.clone()).collect()),
-                    target: e.target_ref.as_ref().and_then(|t| t.name.clone()),
-                },
-            );
-        }
+        group_endpoints(&slice.group, spn, node, out);
+    }
+}
+
+/// Adds the endpoints of `group` that serve `spn`'s port: none when the group has no port of
+/// that name and protocol.
+pub(super) fn group_endpoints(
+    group: &EndpointGroup,
+    spn: &ServicePortName,
+    node: &NodeTopology,
+    out: &mut Vec<Endpoint>,
+) {
+    let Some(port) = group.port(&spn.port, spn.protocol) else {
+        return;
+    };
+    for e in &group.endpoints {
+        merge(
+            out,
+            Endpoint {
+                ip: e.ip,
+                port,
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                is_local: e.node_name.as_deref() == Some(node.name.as_str()),
+                node_name: e.node_name.as_deref().map(String::from),
+                zone: e.zone().map(String::from),
+                zone_hints: e
+                    .zone_hints()
+                    .map(|z| z.iter().map(|z| z.to_string()).collect()),
+                target: e.target.as_deref().map(String::from),
+            },
+        );
     }
 }

@@ -119,29 +119,17 @@ fn headless_records(
     ips: &mut BTreeSet<IpAddr>,
     srv: &mut Vec<(String, Srv)>,
 ) {
-    ips.extend(
-        store
-            .endpoints
-            .get(key)
-            .and_then(|e| e.object.subsets.as_ref())
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.addresses.iter().flatten())
-            .filter_map(|a| a.ip.parse::<IpAddr>().ok()),
-    );
-    ips.extend(wasp_resolve::controllers::ready_pod_ips(store, svc));
-    for slice in store.slices_of(key) {
-        let ready = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false));
-        ips.extend(
-            ready
-                .flat_map(|e| e.addresses.iter())
-                .filter_map(|a| a.parse::<IpAddr>().ok()),
-        );
+    let subsets = store
+        .endpoints
+        .get(key)
+        .into_iter()
+        .flat_map(|e| &e.object.subsets);
+    let slices = store.slices_of(key).map(|s| &s.group);
+    for group in subsets.chain(slices) {
+        let ready = group.endpoints.iter().filter(|e| e.ready);
+        ips.extend(ready.flat_map(|e| e.addresses()));
     }
+    ips.extend(wasp_resolve::controllers::ready_pod_ips(store, svc));
     let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
     for p in ports.into_iter().flatten() {
         let (Some(port_name), Ok(port)) = (&p.name, u16::try_from(p.port)) else {
