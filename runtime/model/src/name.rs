@@ -1,19 +1,23 @@
 //! Names: the Kubernetes nouns every other module keys its maps by.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A namespace and a name, the key of every namespaced Kubernetes object.
+///
+/// Every map from the store to the dataplane is keyed by these, so the parts are shared:
+/// a clone counts a reference instead of copying two strings.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamespacedName {
     /// The namespace; never empty (a missing namespace means `default`).
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The object's name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl NamespacedName {
     /// Builds a name from its two parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -80,14 +84,14 @@ pub struct ServicePortName {
     /// The Service.
     pub service: NamespacedName,
     /// The port's name; empty for the single unnamed port of a Service.
-    pub port: String,
+    pub port: Arc<str>,
     /// The port's protocol.
     pub protocol: Protocol,
 }
 
 impl ServicePortName {
     /// Builds a service port name.
-    pub fn new(service: NamespacedName, port: impl Into<String>, protocol: Protocol) -> Self {
+    pub fn new(service: NamespacedName, port: impl Into<Arc<str>>, protocol: Protocol) -> Self {
         Self {
             service,
             port: port.into(),

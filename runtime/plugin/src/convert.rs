@@ -28,9 +28,9 @@ pub fn service(
 ) -> wit::Service {
     wit::Service {
         id,
-        namespace: name.service.namespace.clone(),
-        name: name.service.name.clone(),
-        port_name: name.port.clone(),
+        namespace: name.service.namespace.to_string(),
+        name: name.service.name.to_string(),
+        port_name: name.port.to_string(),
         protocol: match name.protocol {
             Protocol::Tcp => wit::Protocol::Tcp,
             Protocol::Udp => wit::Protocol::Udp,

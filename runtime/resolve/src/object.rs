@@ -203,7 +203,7 @@ fn in_namespace<'a, T>(
     ns: &'a str,
 ) -> impl Iterator<Item = (&'a NamespacedName, &'a T)> {
     map.range(NamespacedName::new(ns, "")..)
-        .take_while(move |(k, _)| k.namespace == ns)
+        .take_while(move |(k, _)| *k.namespace == *ns)
 }
 
 impl ObjectStore {

@@ -112,7 +112,7 @@ pub enum Elem {
 }
 
 /// How a DNAT rule picks the slot it looks up: a number in `offset .. offset + modulus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pick {
     /// `numgen random mod M [offset O]`.
     Random {
@@ -135,7 +135,7 @@ pub enum Pick {
 }
 
 /// A condition a rule starts with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     /// `ip saddr CIDR`, or `ip saddr != CIDR` when `not`.
     Saddr {
@@ -156,7 +156,7 @@ pub enum Match {
 }
 
 /// What a filter rule does with what it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// `return`: back to the chain that jumped here.
     Return,
@@ -167,7 +167,7 @@ pub enum Action {
 }
 
 /// The rules wasp writes; each knows its nft text and its kernel expressions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// `jump CHAIN`.
     Jump(&'static str),

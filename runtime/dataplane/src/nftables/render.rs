@@ -27,9 +27,11 @@
 //! - `port`: one service port's objects (chain, rules, slots, dispatch, affinity sets).
 //! - `table`: what every table holds besides the ports, and the names.
 //! - `delta`: the operations that take a port from what is programmed to what is wanted.
+//! - `recorded`: what is kept of each programmed port for that.
 
 mod delta;
 mod port;
+mod recorded;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +41,7 @@ use wasp_model::{ServicePortName, StateDiff};
 
 pub use delta::{port_ops, shared_ops};
 pub use port::{PortObjects, port_objects};
+pub use recorded::Recorded;
 pub use table::{SHARDS, desired, names, node_port_ips, shards_for, static_ops, stray_set};
 
 use super::ops::{Elem, Family, Op, Set, SetKind, Transaction};
@@ -64,7 +67,7 @@ pub struct Planned {
     /// Whether it replaces everything.
     pub full: bool,
     /// Per family: the ports whose objects change (`None`: removed).
-    updates: BTreeMap<Family, Vec<(ServicePortName, Option<PortObjects>)>>,
+    updates: BTreeMap<Family, Vec<(ServicePortName, Option<Recorded>)>>,
     /// Per family: the shared sets' reference-count changes.
     shared: BTreeMap<Family, [BTreeMap<IpAddr, i64>; 2]>,
     /// The full state, for a full sync.
@@ -108,8 +111,8 @@ impl Refs {
 /// What is programmed in one family's table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Programmed {
-    /// Each service port's objects.
-    pub ports: BTreeMap<ServicePortName, PortObjects>,
+    /// Each service port, as programmed.
+    pub ports: BTreeMap<ServicePortName, Recorded>,
     /// The shared sets: the hairpin pairs and the cluster IPs.
     pub shared: [Refs; 2],
     /// The endpoints maps per protocol, chosen at the full sync ([`shards_for`]) and kept by
@@ -118,11 +121,7 @@ pub struct Programmed {
 }
 
 /// A shared set, what one port needs in it, and how an address becomes its element.
-type SharedSet = (
-    Set,
-    fn(&PortObjects) -> &BTreeSet<IpAddr>,
-    fn(IpAddr) -> Elem,
-);
+type SharedSet = (Set, fn(&Recorded) -> &[IpAddr], fn(IpAddr) -> Elem);
 
 /// The sets several ports share elements of: each with what a port needs in it.
 fn shared_sets() -> [SharedSet; 2] {
@@ -155,17 +154,19 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
     let mut replace = BTreeMap::new();
     let shards = shards_for(req.state.ports.len());
     for f in Family::ALL {
-        let ports = desired(req.state, req.selections, cfg, f, shards);
         let mut adds = Vec::new();
         static_ops(f, cfg, &mut adds);
         let mut shared: [Refs; 2] = Default::default();
-        for p in ports.values() {
-            port_ops(f, None, Some(p), &mut adds);
+        let mut ports = BTreeMap::new();
+        for (name, p) in desired(req.state, req.selections, cfg, f, shards) {
+            port_ops(f, None, Some(&p), &mut adds);
+            let p = Recorded::from(p);
             for (i, (_, of, _)) in shared_sets().iter().enumerate() {
-                for ip in of(p) {
+                for ip in of(&p) {
                     *shared[i].0.entry(*ip).or_insert(0) += 1;
                 }
             }
+            ports.insert(name, p);
         }
         for (i, (set, _, elem)) in shared_sets().into_iter().enumerate() {
             let all = shared[i].0.keys().copied().collect();
@@ -259,7 +260,8 @@ fn partial(
                 )
             });
             let old = prog.ports.get(name);
-            if old == new.as_ref() {
+            let recorded = new.clone().map(Recorded::from);
+            if old == recorded.as_ref() {
                 continue;
             }
             port_ops(f, old, new.as_ref(), &mut tx);
@@ -267,11 +269,11 @@ fn partial(
                 for ip in old.into_iter().flat_map(*of) {
                     *delta[i].entry(*ip).or_insert(0) -= 1;
                 }
-                for ip in new.iter().flat_map(*of) {
+                for ip in recorded.iter().flat_map(*of) {
                     *delta[i].entry(*ip).or_insert(0) += 1;
                 }
             }
-            changed.push((name.clone(), new));
+            changed.push((name.clone(), recorded));
         }
         for (i, (set, _, elem)) in shared_sets().into_iter().enumerate() {
             let (added, removed) = prog.shared[i].changes(&delta[i]);

@@ -386,7 +386,7 @@ spec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}
         state
             .ports
             .keys()
-            .map(|k| k.service.name.as_str())
+            .map(|k| &*k.service.name)
             .collect::<Vec<_>>(),
         ["theirs"]
     );
@@ -399,7 +399,7 @@ spec: {clusterIP: 10.96.0.71, ports: [{port: 80}]}
         state
             .ports
             .keys()
-            .map(|k| k.service.name.as_str())
+            .map(|k| &*k.service.name)
             .collect::<Vec<_>>(),
         ["mine"]
     );

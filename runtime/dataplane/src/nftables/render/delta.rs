@@ -5,13 +5,15 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::port::PortObjects;
+use super::recorded::{Recorded, fingerprint};
 use super::table::{firewall_ips, no_endpoints, service_ips};
 use crate::nftables::ops::{Chain, Elem, Family, Op, Set};
 
-/// The operations that take one port from `old` to `new` (either may be absent).
+/// The operations that take one port from `old`, as programmed, to `new` (either may be
+/// absent).
 pub fn port_ops(
     f: Family,
-    old: Option<&PortObjects>,
+    old: Option<&Recorded>,
     new: Option<&PortObjects>,
     tx: &mut Vec<(Family, Op)>,
 ) {
@@ -42,13 +44,22 @@ fn delete_elements(op: &mut impl FnMut(Op), set: Set, elems: &[Elem]) {
     }
 }
 
-/// The port's element sets, each with the set it lives in.
-fn element_sets(p: &PortObjects) -> [(Set, &[Elem]); 3] {
+/// A port's element lists (dispatch, unusable, firewall), each with the set it lives in.
+fn element_sets<'a>(lists: [&'a [Elem]; 3]) -> [(Set, &'a [Elem]); 3] {
+    let [dispatch, unusable, firewall] = lists;
     [
-        (service_ips(), &p.dispatch),
-        (no_endpoints(), &p.unusable),
-        (firewall_ips(), &p.firewall),
+        (service_ips(), dispatch),
+        (no_endpoints(), unusable),
+        (firewall_ips(), firewall),
     ]
+}
+
+fn new_elements(p: &PortObjects) -> [(Set, &[Elem]); 3] {
+    element_sets([&p.dispatch, &p.unusable, &p.firewall])
+}
+
+fn old_elements(p: &Recorded) -> [(Set, &[Elem]); 3] {
+    element_sets([&p.dispatch, &p.unusable, &p.firewall])
 }
 
 /// A new port: its chains, its map (declared: adding a set that exists changes nothing), its
@@ -73,20 +84,20 @@ fn add(n: &PortObjects, op: &mut impl FnMut(Op)) {
             });
         }
     }
-    for (set, elems) in element_sets(n) {
+    for (set, elems) in new_elements(n) {
         add_elements(op, set, elems);
     }
 }
 
 /// A port that went away: the elements that lead to it first, then its chains, slots and
 /// sets.
-fn remove(o: &PortObjects, op: &mut impl FnMut(Op)) {
-    for (set, elems) in element_sets(o) {
+fn remove(o: &Recorded, op: &mut impl FnMut(Op)) {
+    for (set, elems) in old_elements(o) {
         delete_elements(op, set, elems);
     }
     for (chain, _) in &o.chains {
-        op(Op::FlushChain(chain.clone()));
-        op(Op::DeleteChain(chain.clone()));
+        op(Op::FlushChain(chain.to_string()));
+        op(Op::DeleteChain(chain.to_string()));
     }
     delete_elements(op, o.map_set(), &o.slots);
     for s in &o.affinity {
@@ -104,25 +115,24 @@ fn element_changes(old: &[Elem], new: &[Elem]) -> (Vec<Elem>, Vec<Elem>) {
 
 /// A port that changed: only what differs. A slot whose endpoint changed is deleted and
 /// added again (elements only); a chain's rules are rewritten only when they differ.
-fn change(o: &PortObjects, n: &PortObjects, op: &mut impl FnMut(Op)) {
+fn change(o: &Recorded, n: &PortObjects, op: &mut impl FnMut(Op)) {
     for s in n.affinity.iter().filter(|s| !o.affinity.contains(s)) {
         op(Op::AddSet(s.clone()));
     }
-    let old_chain = |name: &str| o.chains.iter().find(|(c, _)| c == name).map(|(_, r)| r);
-    for (chain, _) in n.chains.iter().filter(|(c, _)| old_chain(c).is_none()) {
+    for (chain, _) in n.chains.iter().filter(|(c, _)| o.chain(c).is_none()) {
         op(Op::AddChain(Chain {
             name: chain.clone(),
             hook: None,
         }));
     }
-    if o.slots != n.slots {
+    if *o.slots != *n.slots {
         let (gone, added) = element_changes(&o.slots, &n.slots);
         delete_elements(op, o.map_set(), &gone);
         add_elements(op, n.map_set(), &added);
     }
     for (chain, rules) in &n.chains {
-        match old_chain(chain) {
-            Some(old) if old == rules => continue,
+        match o.chain(chain) {
+            Some(old) if old == fingerprint(rules) => continue,
             Some(_) => op(Op::FlushChain(chain.clone())),
             None => {}
         }
@@ -133,7 +143,7 @@ fn change(o: &PortObjects, n: &PortObjects, op: &mut impl FnMut(Op)) {
             });
         }
     }
-    for ((set, old), (_, new)) in element_sets(o).into_iter().zip(element_sets(n)) {
+    for ((set, old), (_, new)) in old_elements(o).into_iter().zip(new_elements(n)) {
         let (gone, added) = element_changes(old, new);
         delete_elements(op, set.clone(), &gone);
         add_elements(op, set, &added);
@@ -141,10 +151,10 @@ fn change(o: &PortObjects, n: &PortObjects, op: &mut impl FnMut(Op)) {
     for (chain, _) in o
         .chains
         .iter()
-        .filter(|(c, _)| !n.chains.iter().any(|(x, _)| x == c))
+        .filter(|(c, _)| !n.chains.iter().any(|(x, _)| x.as_str() == &**c))
     {
-        op(Op::FlushChain(chain.clone()));
-        op(Op::DeleteChain(chain.clone()));
+        op(Op::FlushChain(chain.to_string()));
+        op(Op::DeleteChain(chain.to_string()));
     }
     for s in o.affinity.iter().filter(|s| !n.affinity.contains(s)) {
         op(Op::DeleteSet(s.clone()));

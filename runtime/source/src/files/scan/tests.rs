@@ -47,7 +47,11 @@ impl Fixture {
     }
 
     fn services(&self) -> Vec<String> {
-        self.store.services.keys().map(|k| k.name.clone()).collect()
+        self.store
+            .services
+            .keys()
+            .map(|k| k.name.to_string())
+            .collect()
     }
 
     fn port(&self, name: &str) -> i32 {
@@ -387,7 +391,11 @@ fn a_one_file_edit_decodes_only_the_documents_it_changed() {
             SystemTime::UNIX_EPOCH,
         )
         .unwrap();
-    let applied: Vec<String> = b.applies.iter().map(|(o, _)| o.key().name).collect();
+    let applied: Vec<String> = b
+        .applies
+        .iter()
+        .map(|(o, _)| o.key().name.to_string())
+        .collect();
     assert_eq!(
         applied,
         ["s1"],
