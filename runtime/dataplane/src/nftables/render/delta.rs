@@ -45,7 +45,7 @@ fn delete_elements(op: &mut impl FnMut(Op), set: Set, elems: &[Elem]) {
 }
 
 /// A port's element lists (dispatch, unusable, firewall), each with the set it lives in.
-fn element_sets<'a>(lists: [&'a [Elem]; 3]) -> [(Set, &'a [Elem]); 3] {
+fn element_sets(lists: [&[Elem]; 3]) -> [(Set, &[Elem]); 3] {
     let [dispatch, unusable, firewall] = lists;
     [
         (service_ips(), dispatch),
