@@ -1,21 +1,23 @@
 //! `ConfigError`: an object the API server would reject, or a file that cannot be read.
 
 use std::fmt;
+use std::sync::Arc;
 
 use wasp_model::name::ObjectRef;
 
 /// Where an object came from: a file and the index of its document, or an API watch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Origin {
-    /// The file's path, or the source's name (e.g. `kubernetes`).
-    pub source: String,
+    /// The file's path, or the source's name (e.g. `kubernetes`); shared by the objects of
+    /// one file.
+    pub source: Arc<str>,
     /// The document's index in a multi-document file, counted from 0.
     pub document: Option<usize>,
 }
 
 impl Origin {
     /// An origin in a file, at one document.
-    pub fn file(path: impl Into<String>, document: usize) -> Self {
+    pub fn file(path: impl Into<Arc<str>>, document: usize) -> Self {
         Self {
             source: path.into(),
             document: Some(document),

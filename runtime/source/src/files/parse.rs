@@ -73,7 +73,7 @@ pub fn parse_manifests(path: &str, bytes: &[u8], limits: &Limits) -> Parsed {
 pub fn parse_reusing(path: &str, bytes: &[u8], limits: &Limits, previous: &[DocMemo]) -> Parsed {
     let mut out = Parsed::default();
     let whole = Origin {
-        source: path.to_string(),
+        source: path.into(),
         document: None,
     };
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
@@ -104,7 +104,11 @@ pub fn parse_reusing(path: &str, bytes: &[u8], limits: &Limits, previous: &[DocM
             continue;
         }
         let mut one = Parsed::default();
-        one_document(&mut one, doc, &Origin::file(path, i), limits);
+        let origin = Origin {
+            source: whole.source.clone(),
+            document: Some(i),
+        };
+        one_document(&mut one, doc, &origin, limits);
         let clean = one.errors.is_empty() && one.kept.is_empty() && !one.keep_all;
         let keys = clean.then(|| {
             one.objects

@@ -11,6 +11,7 @@ mod walk;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,8 +31,9 @@ type Key = (ObjectKind, NamespacedName);
 struct FileRecord {
     /// The content hash last read; `None` forces a re-read on the next scan.
     hash: Option<[u8; 32]>,
-    /// The objects this file owns.
-    objects: BTreeSet<Key>,
+    /// The objects this file owns, sorted (a set of two keys would take a B-tree node of
+    /// eleven).
+    objects: Box<[Key]>,
     /// Its documents at the last read, so unchanged ones are not decoded again.
     docs: Vec<DocMemo>,
 }
@@ -42,7 +44,8 @@ pub struct FileSource {
     dir: PathBuf,
     limits: Limits,
     files: BTreeMap<PathBuf, FileRecord>,
-    owners: HashMap<Key, PathBuf>,
+    /// The file that owns each object (the objects of one file share its path).
+    owners: HashMap<Key, Arc<Path>>,
     /// The creation time given to each object that states none, kept while it exists.
     created: HashMap<Key, Time>,
     /// The directories of the last walk, for the watch.
@@ -60,7 +63,7 @@ fn path_error(path: &Path, message: String) -> Batch {
     Batch {
         errors: vec![ConfigError {
             origin: Origin {
-                source: scope.clone(),
+                source: scope.as_str().into(),
                 document: None,
             },
             object: None,
@@ -232,7 +235,7 @@ impl FileSource {
         let rec = self.files.remove(path).unwrap_or_default();
         let mut deletes = Vec::new();
         for key in rec.objects {
-            if self.owners.get(&key).map(PathBuf::as_path) == Some(path) {
+            if self.owners.get(&key).map(|o| &**o) == Some(path) {
                 self.owners.remove(&key);
                 self.created.remove(&key);
                 deletes.push(key);
@@ -302,7 +305,7 @@ impl FileSource {
         let mut conflicted = false;
         for (mut obj, origin) in objects {
             let key = (obj.kind(), obj.key());
-            let owner = self.owners.get(&key).filter(|o| o.as_path() != path);
+            let owner = self.owners.get(&key).filter(|o| &***o != path);
             let duplicate = owner.cloned().map(|o| display(&o)).or_else(|| {
                 mine.contains(&key)
                     .then(|| format!("{scope}, an earlier document"))
@@ -339,18 +342,20 @@ impl FileSource {
             // Re-read on every scan, so the object is taken over once the other file lets go.
             rec.hash = None;
         }
-        let deletes: Vec<Key> = rec.objects.difference(&mine).cloned().collect();
+        let gone = rec.objects.iter().filter(|k| !mine.contains(k));
+        let deletes: Vec<Key> = gone.cloned().collect();
         for key in &deletes {
             self.owners.remove(key);
             self.created.remove(key);
         }
+        let shared: Arc<Path> = Arc::from(path);
         for key in &mine {
-            if self.owners.get(key).map(PathBuf::as_path) != Some(path) {
-                self.owners.insert(key.clone(), path.to_path_buf());
+            if self.owners.get(key).map(|o| &**o) != Some(path) {
+                self.owners.insert(key.clone(), shared.clone());
             }
         }
         if let Some(rec) = self.files.get_mut(path) {
-            rec.objects = mine;
+            rec.objects = mine.into_iter().collect();
         }
         Some(Batch {
             scope,

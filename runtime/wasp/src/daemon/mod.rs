@@ -73,6 +73,7 @@ fn now_secs() -> f64 {
 /// Fails when the source cannot start, the HTTP addresses cannot be bound, or the mode cannot
 /// run on this kernel; each before anything touches the kernel.
 pub async fn run(s: Settings) -> anyhow::Result<()> {
+    report::keep_large_blocks_mapped();
     let (listeners, mut rx, dataplane) = prepare(&s).await?;
     let dns = match &s.dns {
         Some(d) => Some(crate::dns::Dns::start(d.addr, d.upstreams.clone()).await?),
