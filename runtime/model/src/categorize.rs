@@ -41,7 +41,7 @@ fn can_use_topology(eps: &[Endpoint], node: &NodeTopology) -> bool {
     let mut has_for_zone = false;
     for ep in eps.iter().filter(|e| e.ready) {
         match &ep.zone_hints {
-            Some(h) if !h.is_empty() => has_for_zone |= h.iter().any(|z| z == zone),
+            Some(h) if !h.is_empty() => has_for_zone |= h.iter().any(|z| **z == *zone),
             _ => return false,
         }
     }
@@ -50,7 +50,7 @@ fn can_use_topology(eps: &[Endpoint], node: &NodeTopology) -> bool {
 
 fn in_zone(ep: &Endpoint, node: &NodeTopology) -> bool {
     match (&ep.zone_hints, &node.zone) {
-        (Some(h), Some(z)) => h.iter().any(|x| x == z),
+        (Some(h), Some(z)) => h.iter().any(|x| **x == **z),
         _ => false,
     }
 }

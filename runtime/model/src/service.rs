@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -114,15 +115,15 @@ pub struct Endpoint {
     /// The endpoint is terminating.
     pub terminating: bool,
     /// The node the endpoint runs on, if known.
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
     /// The endpoint's zone, if known.
-    pub zone: Option<String>,
+    pub zone: Option<Arc<str>>,
     /// Topology hints: the zones this endpoint should serve, when the slice has them.
-    pub zone_hints: Option<Vec<String>>,
+    pub zone_hints: Option<Arc<[Arc<str>]>>,
     /// The endpoint runs on this node.
     pub is_local: bool,
     /// The endpoint's pod or target name, for logs and plugins.
-    pub target: Option<String>,
+    pub target: Option<Arc<str>>,
 }
 
 impl Endpoint {

@@ -27,8 +27,8 @@ use wasp_plugin::{EngineConfig, PluginEngine, PluginPlanner};
 fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
     let endpoints = (0..n)
         .map(|i| Endpoint {
-            zone: Some(format!("zone-{}", i % 3)),
-            target: Some(format!("pod-{i}")),
+            zone: Some(format!("zone-{}", i % 3).into()),
+            target: Some(format!("pod-{i}").into()),
             ..Endpoint::ready(
                 std::net::Ipv4Addr::from(0x0af4_0000 + i as u32).into(),
                 8080,

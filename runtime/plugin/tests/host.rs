@@ -46,7 +46,7 @@ fn port(plugin: &str, config: &str, n: usize) -> ServicePortState {
     let endpoints = (0..n)
         .map(|i| Endpoint {
             zone: Some(if i == 0 { "zone-a" } else { "zone-b" }.into()),
-            target: Some(format!("pod-{i}")),
+            target: Some(format!("pod-{i}").into()),
             ..Endpoint::ready(format!("10.244.0.{}", i + 1).parse().unwrap(), 8080)
         })
         .collect();

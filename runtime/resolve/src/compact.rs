@@ -8,6 +8,7 @@
 //! mirroring controller's reading and the EndpointSlice cache's reading are one loop.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints};
 use k8s_openapi::api::discovery::v1::{self as discovery, EndpointSlice};
@@ -41,9 +42,9 @@ pub struct GroupEndpoint {
     /// Terminating.
     pub terminating: bool,
     /// The node it runs on.
-    pub node_name: Option<Box<str>>,
+    pub node_name: Option<Arc<str>>,
     /// The Pod (or, for a v1 Endpoints address without one, the hostname) behind it.
-    pub target: Option<Box<str>>,
+    pub target: Option<Arc<str>>,
     /// What most endpoints do not have, behind one pointer.
     pub extra: Option<Box<EndpointExtra>>,
 }
@@ -52,22 +53,22 @@ pub struct GroupEndpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointExtra {
     /// Its zone.
-    pub zone: Option<Box<str>>,
+    pub zone: Option<Arc<str>>,
     /// The zones its topology hints name.
-    pub zone_hints: Option<Box<[Box<str>]>>,
+    pub zone_hints: Option<Arc<[Arc<str>]>>,
     /// Its addresses after the first.
     pub others: Box<[IpAddr]>,
 }
 
 impl GroupEndpoint {
     /// Its zone.
-    pub fn zone(&self) -> Option<&str> {
-        self.extra.as_ref()?.zone.as_deref()
+    pub fn zone(&self) -> Option<&Arc<str>> {
+        self.extra.as_ref()?.zone.as_ref()
     }
 
     /// The zones its hints name.
-    pub fn zone_hints(&self) -> Option<&[Box<str>]> {
-        self.extra.as_ref()?.zone_hints.as_deref()
+    pub fn zone_hints(&self) -> Option<&Arc<[Arc<str>]>> {
+        self.extra.as_ref()?.zone_hints.as_ref()
     }
 
     /// Every address, the first first.
@@ -115,8 +116,8 @@ pub struct StoredSlice {
     pub group: EndpointGroup,
 }
 
-fn boxed(s: &Option<String>) -> Option<Box<str>> {
-    s.as_deref().map(Box::from)
+fn shared(s: &Option<String>) -> Option<Arc<str>> {
+    s.as_deref().map(Arc::from)
 }
 
 fn address(a: &EndpointAddress, ready: bool) -> Option<GroupEndpoint> {
@@ -125,8 +126,8 @@ fn address(a: &EndpointAddress, ready: bool) -> Option<GroupEndpoint> {
         ready,
         serving: ready,
         terminating: false,
-        node_name: boxed(&a.node_name),
-        target: boxed(
+        node_name: shared(&a.node_name),
+        target: shared(
             &a.target_ref
                 .as_ref()
                 .and_then(|t| t.name.clone())
@@ -169,7 +170,7 @@ fn slice_endpoint(e: &discovery::Endpoint) -> Option<GroupEndpoint> {
     let others: Box<[IpAddr]> = addrs.flatten().collect();
     let zone_hints = e.hints.as_ref().and_then(|h| h.for_zones.as_ref());
     let extra = EndpointExtra {
-        zone: boxed(&e.zone),
+        zone: shared(&e.zone),
         zone_hints: zone_hints.map(|z| z.iter().map(|z| z.name.as_str().into()).collect()),
         others,
     };
@@ -180,8 +181,8 @@ fn slice_endpoint(e: &discovery::Endpoint) -> Option<GroupEndpoint> {
         ready,
         serving: cond.and_then(|c| c.serving).unwrap_or(ready),
         terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
-        node_name: boxed(&e.node_name),
-        target: boxed(&e.target_ref.as_ref().and_then(|t| t.name.clone())),
+        node_name: shared(&e.node_name),
+        target: shared(&e.target_ref.as_ref().and_then(|t| t.name.clone())),
         extra: (extra != EndpointExtra::default()).then(|| Box::new(extra)),
     })
 }
@@ -269,8 +270,8 @@ mod tests {
             panic!("two endpoints: {:?}", s.group.endpoints)
         };
         assert!(!a.ready && a.serving && a.terminating);
-        assert_eq!(a.zone(), Some("z1"));
-        assert_eq!(a.zone_hints().map(<[_]>::len), Some(2));
+        assert_eq!(a.zone().map(|z| &**z), Some("z1"));
+        assert_eq!(a.zone_hints().map(|h| h.len()), Some(2));
         assert_eq!(a.addresses().count(), 2);
         assert!(b.ready && b.serving && !b.terminating && b.extra.is_none());
     }

@@ -25,7 +25,7 @@ fn ep(ip: &str, ready: bool, serving: bool, terminating: bool, local: bool) -> E
 
 fn hinted(ip: &str, zones: &[&str]) -> Endpoint {
     Endpoint {
-        zone_hints: Some(zones.iter().map(|z| z.to_string()).collect()),
+        zone_hints: Some(zones.iter().map(|z| (*z).into()).collect()),
         ..Endpoint::ready(ip.parse().unwrap(), 80)
     }
 }

@@ -47,8 +47,8 @@ pub(super) fn endpoints(
                     serving: publish_not_ready || pod_ready,
                     terminating,
                     is_local: node_name.as_deref() == Some(node.name.as_str()),
-                    node_name: node_name.clone(),
-                    target: pod.metadata.name.clone(),
+                    node_name: node_name.as_deref().map(Into::into),
+                    target: pod.metadata.name.as_deref().map(Into::into),
                     ..Endpoint::ready(ip, target)
                 },
             );

@@ -44,12 +44,10 @@ pub(super) fn group_endpoints(
                 serving: e.serving,
                 terminating: e.terminating,
                 is_local: e.node_name.as_deref() == Some(node.name.as_str()),
-                node_name: e.node_name.as_deref().map(String::from),
-                zone: e.zone().map(String::from),
-                zone_hints: e
-                    .zone_hints()
-                    .map(|z| z.iter().map(|z| z.to_string()).collect()),
-                target: e.target.as_deref().map(String::from),
+                node_name: e.node_name.clone(),
+                zone: e.zone().cloned(),
+                zone_hints: e.zone_hints().cloned(),
+                target: e.target.clone(),
             },
         );
     }
