@@ -12,6 +12,9 @@ use crate::error::{ConfigError, Origin};
 use crate::validate::{self, ValidationConfig};
 use wasp_model::name::{NamespacedName, ObjectRef};
 
+/// The annotation `kubectl apply` keeps its last input in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The kinds of object wasp reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
@@ -118,6 +121,18 @@ impl Object {
         }
     }
 
+    /// Drops what nothing in wasp reads and what can be larger than the object itself: the
+    /// field managers' records (`managedFields`, on every object the API serves) and
+    /// `kubectl apply`'s copy of the whole object in an annotation. kube-proxy's informers
+    /// strip `managedFields` too.
+    pub fn slim(&mut self) {
+        let m = self.meta_mut();
+        m.managed_fields = None;
+        if let Some(a) = m.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+    }
+
     /// Sets `metadata.creationTimestamp`, which the API server gives every object it creates.
     pub fn set_creation_timestamp(&mut self, t: Time) {
         self.meta_mut().creation_timestamp = Some(t);
@@ -166,7 +181,9 @@ pub struct ObjectStore {
     /// Nodes (keyed with an empty namespace).
     pub nodes: BTreeMap<NamespacedName, Box<Stored<Node>>>,
     /// EndpointSlices by the Service their `kubernetes.io/service-name` label names.
-    slice_index: BTreeMap<NamespacedName, BTreeSet<NamespacedName>>,
+    /// A short list each (a Service has a slice or two; a set would take a B-tree node of
+    /// eleven).
+    slice_index: BTreeMap<NamespacedName, Vec<NamespacedName>>,
     /// What changed since the last [`ObjectStore::take_changes`].
     changes: Changes,
 }
@@ -225,6 +242,7 @@ impl ObjectStore {
         if !errors.is_empty() {
             return Err(errors);
         }
+        obj.slim();
         let (kind, key) = (obj.kind(), obj.key());
         let before = self.affected(kind, &key);
         let changed = match obj {
@@ -262,7 +280,7 @@ impl ObjectStore {
         if kind == ObjectKind::EndpointSlice {
             for svc in &before {
                 if let Some(set) = self.slice_index.get_mut(svc) {
-                    set.remove(key);
+                    set.retain(|k| k != key);
                     if set.is_empty() {
                         self.slice_index.remove(svc);
                     }
@@ -273,7 +291,11 @@ impl ObjectStore {
                 .get(key)
                 .and_then(|s| slice_service(key, &s.object))
             {
-                self.slice_index.entry(svc).or_default().insert(key.clone());
+                let set = self.slice_index.entry(svc).or_default();
+                if !set.contains(key) {
+                    set.push(key.clone());
+                    set.sort();
+                }
             }
         }
         let after = self.affected(kind, key);

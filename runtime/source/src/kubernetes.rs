@@ -199,35 +199,32 @@ impl Watch {
 struct Known {
     kind: ObjectKind,
     known: BTreeSet<NamespacedName>,
-    /// Objects of a (re-)list in progress.
-    listing: Option<Vec<Object>>,
+    /// The keys of a (re-)list in progress.
+    listing: Option<BTreeSet<NamespacedName>>,
 }
 
 impl Known {
-    /// The batches an event makes, and whether it completed a list; `None` while a list is
-    /// still arriving. A completed list deletes what vanished meanwhile.
+    /// The batches an event makes, and whether it completed a list; `None` when it makes
+    /// none. A listed object is applied as it arrives (the daemon programs nothing before
+    /// every kind has listed once), so a list of 10,000 objects is never held whole; the
+    /// list's end deletes what vanished meanwhile.
     fn on(&mut self, ev: Event<Object>) -> Option<(Vec<Batch>, bool)> {
         let kind = self.kind;
         match ev {
             Event::Init => {
-                self.listing = Some(Vec::new());
+                self.listing = Some(BTreeSet::new());
                 None
             }
             Event::InitApply(o) => {
-                if let Some(l) = self.listing.as_mut() {
-                    l.push(o);
-                }
-                None
+                let key = normal_key(&o);
+                self.known.insert(key.clone());
+                self.listing.get_or_insert_default().insert(key);
+                Some((vec![apply(kind, o)], false))
             }
             Event::InitDone => {
-                let objs = self.listing.take().unwrap_or_default();
-                let listed: BTreeSet<NamespacedName> = objs.iter().map(normal_key).collect();
-                let mut b: Vec<Batch> = self
-                    .known
-                    .difference(&listed)
-                    .map(|k| delete(kind, k.clone()))
-                    .collect();
-                b.extend(objs.into_iter().map(|o| apply(kind, o)));
+                let listed = self.listing.take().unwrap_or_default();
+                let gone = self.known.difference(&listed);
+                let b: Vec<Batch> = gone.map(|k| delete(kind, k.clone())).collect();
                 tracing::debug!(%kind, objects = listed.len(), "list complete");
                 self.known = listed;
                 Some((b, true))
@@ -245,10 +242,13 @@ impl Known {
     }
 }
 
+/// The key the store gives `o`: a namespaced object without a namespace lives in `default`.
 fn normal_key(o: &Object) -> NamespacedName {
-    let mut o = o.clone();
-    o.normalize();
-    o.key()
+    let key = o.key();
+    if o.kind().namespaced() && key.namespace.is_empty() {
+        return NamespacedName::new("default", key.name);
+    }
+    key
 }
 
 #[cfg(test)]

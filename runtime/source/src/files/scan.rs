@@ -231,11 +231,16 @@ impl FileSource {
         conflicted.iter().filter_map(|p| self.read(p)).collect()
     }
 
+    /// Whether the file at `path` owns the object at `key`.
+    fn owns(&self, key: &Key, path: &Path) -> bool {
+        self.owners.get(key).is_some_and(|o| **o == *path)
+    }
+
     fn remove(&mut self, path: &Path) -> Batch {
         let rec = self.files.remove(path).unwrap_or_default();
         let mut deletes = Vec::new();
         for key in rec.objects {
-            if self.owners.get(&key).map(|o| &**o) == Some(path) {
+            if self.owns(&key, path) {
                 self.owners.remove(&key);
                 self.created.remove(&key);
                 deletes.push(key);
@@ -305,7 +310,7 @@ impl FileSource {
         let mut conflicted = false;
         for (mut obj, origin) in objects {
             let key = (obj.kind(), obj.key());
-            let owner = self.owners.get(&key).filter(|o| &***o != path);
+            let owner = self.owners.get(&key).filter(|_| !self.owns(&key, path));
             let duplicate = owner.cloned().map(|o| display(&o)).or_else(|| {
                 mine.contains(&key)
                     .then(|| format!("{scope}, an earlier document"))
@@ -350,7 +355,7 @@ impl FileSource {
         }
         let shared: Arc<Path> = Arc::from(path);
         for key in &mine {
-            if self.owners.get(key).map(|o| &**o) != Some(path) {
+            if !self.owns(key, path) {
                 self.owners.insert(key.clone(), shared.clone());
             }
         }

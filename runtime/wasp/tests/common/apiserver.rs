@@ -2,7 +2,7 @@
 //! cannot run here: kube-apiserver.
 //!
 //! It serves Services, EndpointSlices and Nodes in the API's JSON form: lists with a
-//! `resourceVersion`, and `watch=true` as a chunked stream of newline-delimited JSON events
+//! `resourceVersion`, paged by `limit` and `continue` as kube-apiserver pages them, and `watch=true` as a chunked stream of newline-delimited JSON events
 //! (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` when asked for, and `ERROR` with a 410 Status
 //! when the requested version is older than the compacted history). Label and field selectors
 //! are honoured. The test can drop every watch mid-stream, compact the history, or take the
@@ -297,6 +297,14 @@ pub fn fields_match(sel: &str, obj: &Value) -> bool {
         })
 }
 
+/// A list's continue token (`limit` paging): the resourceVersion of its first page, so every
+/// page and the watch after them stand at one version, and the last key served.
+fn page_token(kind: &str, token: &str) -> Option<(u64, (String, String, String))> {
+    let (rv, rest) = token.split_once('/')?;
+    let (ns, name) = rest.split_once('/')?;
+    Some((rv.parse().ok()?, (kind.into(), ns.into(), name.into())))
+}
+
 async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let query: BTreeMap<String, String> = req
@@ -316,13 +324,34 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
     let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     if !watching {
         let g = s.inner.lock().unwrap();
-        let items: Vec<Value> = g
+        let limit = query.get("limit").and_then(|v| v.parse().ok());
+        let (rv, after) = match query.get("continue").and_then(|t| page_token(kind, t)) {
+            Some((rv, after)) => (rv, Some(after)),
+            None => (g.rv, None),
+        };
+        let mut pending = g
             .objects
             .iter()
-            .filter(|(k, o)| k.0 == kind && matches(o))
-            .map(|(_, o)| o.clone())
-            .collect();
-        let list = json!({"kind": list_kind, "apiVersion": api_version, "metadata": {"resourceVersion": g.rv.to_string()}, "items": items});
+            .filter(|(k, o)| k.0 == kind && after.as_ref().is_none_or(|a| *k > a) && matches(o));
+        let mut items = Vec::new();
+        let mut next = None;
+        for (k, o) in pending.by_ref() {
+            items.push(o.clone());
+            if limit == Some(items.len()) {
+                next = Some(format!("{rv}/{}/{}", k.1, k.2));
+                break;
+            }
+        }
+        // The last page needs no token, as the API server omits it.
+        if pending.next().is_none() {
+            next = None;
+        }
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(t) = next {
+            meta["continue"] = json!(t);
+        }
+        let list =
+            json!({"kind": list_kind, "apiVersion": api_version, "metadata": meta, "items": items});
         return Ok(full(StatusCode::OK, &list));
     }
     let from: u64 = query
