@@ -255,6 +255,50 @@ fn normal_key(o: &Object) -> NamespacedName {
 mod tests {
     use super::*;
 
+    fn svc(name: &str) -> Object {
+        let mut s = k8s_openapi::api::core::v1::Service::default();
+        s.metadata.name = Some(name.into());
+        Object::Service(Box::new(s))
+    }
+
+    /// What `batches` apply and delete, by name.
+    fn names(batches: &[Batch]) -> (Vec<String>, Vec<String>) {
+        let applied = batches.iter().flat_map(|b| &b.applies);
+        let deleted = batches.iter().flat_map(|b| &b.deletes);
+        (
+            applied.map(|(o, _)| o.key().name.to_string()).collect(),
+            deleted.map(|(_, k)| format!("{k}")).collect(),
+        )
+    }
+
+    #[test]
+    fn a_list_applies_as_it_arrives_and_its_end_deletes_what_vanished() {
+        let mut k = Known {
+            kind: ObjectKind::Service,
+            known: BTreeSet::new(),
+            listing: None,
+        };
+        assert!(k.on(Event::Init).is_none());
+        let (b, done) = k.on(Event::InitApply(svc("a"))).expect("applied at once");
+        assert!(!done);
+        assert_eq!(names(&b), (vec!["a".into()], vec![]));
+        k.on(Event::InitApply(svc("b")));
+        let (b, done) = k.on(Event::InitDone).expect("the list's end");
+        assert!(done);
+        assert_eq!(names(&b), (vec![], vec![]));
+        // A re-list without b, interrupted once by a restart of the list.
+        k.on(Event::Init);
+        k.on(Event::InitApply(svc("c")));
+        k.on(Event::Init);
+        k.on(Event::InitApply(svc("a")));
+        let (b, _) = k.on(Event::InitDone).expect("the list's end");
+        assert_eq!(names(&b).1, ["default/b", "default/c"]);
+        assert_eq!(
+            k.known,
+            BTreeSet::from([NamespacedName::new("default", "a")])
+        );
+    }
+
     #[test]
     fn label_selectors_match_kube_proxy() {
         assert_eq!(
