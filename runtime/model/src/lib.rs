@@ -6,7 +6,8 @@
 //! Kubernetes type.
 //!
 //! # Layout
-//! - [`name`]: `NamespacedName`, `ServicePortName`, `Protocol`, `ObjectRef`.
+//! - [`name`]: `NamespacedName`, `ServicePortName`, `Protocol`, `ObjectRef`; [`intern`]: the
+//!   pool their parts share.
 //! - [`service`]: the per-port service model and the endpoint model.
 //! - [`state`]: `ProxyState`, the whole resolved model (this node included), and its diff
 //!   (the change tracker).
@@ -14,6 +15,7 @@
 //! - [`selection`]: the `Selection` contract and the default planner.
 
 pub mod categorize;
+pub mod intern;
 pub mod name;
 pub mod selection;
 pub mod service;

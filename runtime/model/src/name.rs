@@ -3,10 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::intern::intern;
+
 /// A namespace and a name, the key of every namespaced Kubernetes object.
 ///
 /// Every map from the store to the dataplane is keyed by these, so the parts are shared:
-/// a clone counts a reference instead of copying two strings.
+/// a clone counts a reference instead of copying two strings, and [`NamespacedName::new`]
+/// takes equal parts from one pool ([`crate::intern`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamespacedName {
     /// The namespace; never empty (a missing namespace means `default`).
@@ -17,10 +20,10 @@ pub struct NamespacedName {
 
 impl NamespacedName {
     /// Builds a name from its two parts.
-    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: intern(namespace.as_ref()),
+            name: intern(name.as_ref()),
         }
     }
 }
@@ -91,10 +94,10 @@ pub struct ServicePortName {
 
 impl ServicePortName {
     /// Builds a service port name.
-    pub fn new(service: NamespacedName, port: impl Into<Arc<str>>, protocol: Protocol) -> Self {
+    pub fn new(service: NamespacedName, port: impl AsRef<str>, protocol: Protocol) -> Self {
         Self {
             service,
-            port: port.into(),
+            port: intern(port.as_ref()),
             protocol,
         }
     }

@@ -380,3 +380,35 @@ fn put<T: PartialEq>(
     map.insert(key, Box::new(new));
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_managers_and_the_last_applied_copy_are_not_kept() {
+        let svc: Service = serde_saphyr::from_str(
+            r#"
+metadata:
+  name: web
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{\"kind\":\"Service\"}", wasp.dev/health-check: tcp}
+  managedFields: [{manager: kubectl, operation: Apply, apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {f:spec: {}}}]
+spec: {clusterIP: 10.96.0.31, ports: [{port: 80}]}
+"#,
+        )
+        .expect("yaml");
+        let mut store = ObjectStore::new(ValidationConfig {
+            service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")],
+        });
+        let origin = Origin::file("test.yaml", 0);
+        store
+            .apply(Object::Service(Box::new(svc)), origin)
+            .expect("valid");
+        let meta = &store.services[&NamespacedName::new("default", "web")]
+            .object
+            .metadata;
+        assert_eq!(meta.managed_fields, None);
+        let kept: Vec<&String> = meta.annotations.iter().flatten().map(|(k, _)| k).collect();
+        assert_eq!(kept, ["wasp.dev/health-check"]);
+    }
+}

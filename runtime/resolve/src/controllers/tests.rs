@@ -294,27 +294,6 @@ spec: {type: ExternalName, externalName: example.org}
 }
 
 #[test]
-fn field_managers_and_the_last_applied_copy_are_not_kept() {
-    let s = store(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{\"kind\":\"Service\"}", wasp.dev/health-check: tcp}
-  managedFields: [{manager: kubectl, operation: Apply, apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {f:spec: {}}}]
-spec: {clusterIP: 10.96.0.31, ports: [{port: 80}]}
-"#,
-    );
-    let meta = &s.services[&NamespacedName::new("default", "web")]
-        .object
-        .metadata;
-    assert_eq!(meta.managed_fields, None);
-    let kept: Vec<&String> = meta.annotations.iter().flatten().map(|(k, _)| k).collect();
-    assert_eq!(kept, ["wasp.dev/health-check"]);
-}
-
-#[test]
 fn an_empty_selector_is_no_selector() {
     // The API server does not store `selector: {}`: the Service reads back selectorless, so
     // no Pod becomes its endpoint, and its hand-written Endpoints are mirrored.
