@@ -21,7 +21,7 @@ use crate::nftables::ops::{Elem, Rule, Set, SetKind};
 pub struct Recorded {
     /// The protocol.
     pub proto: Protocol,
-    /// Each chain's name and the [`fingerprint`] of its rules.
+    /// Each chain's name and a fingerprint of its rules (a hash).
     pub chains: Box<[(Box<str>, u64)]>,
     /// The endpoints map (shard) holding the port's slots.
     pub map: Box<str>,
