@@ -10,6 +10,7 @@ mod walk;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -163,11 +164,14 @@ impl FileSource {
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    // Gone: the file, or every file below the directory.
+                    // Gone: the file, or every file below the directory. Paths sort by
+                    // component, so those below `path` follow it: no walk over every file
+                    // (an atomic rename's temporary name lands here on every edit).
                     let gone: Vec<PathBuf> = self
                         .files
-                        .keys()
-                        .filter(|p| p.starts_with(path))
+                        .range::<Path, _>((Bound::Included(path.as_path()), Bound::Unbounded))
+                        .map(|(p, _)| p)
+                        .take_while(|p| p.starts_with(path))
                         .cloned()
                         .collect();
                     for p in gone {

@@ -470,3 +470,29 @@ fn an_unchanged_document_keeps_its_validation_error_and_a_moved_name_is_read_who
         f.log.all().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_removed_directory_takes_its_own_files_and_no_neighbour_with_the_same_prefix() {
+    let mut f = Fixture::new();
+    f.write("sub/c.yaml", &WEB.replace("web", "c"));
+    f.write("sub/deeper/e.yaml", &WEB.replace("web", "e"));
+    f.write("sub.yaml", &WEB.replace("web", "s"));
+    f.write("sub-b/d.yaml", &WEB.replace("web", "d"));
+    f.write("su.yaml", &WEB.replace("web", "u"));
+    f.scan();
+    assert_eq!(f.services(), ["c", "d", "e", "s", "u"]);
+    fs::remove_dir_all(f.dir.path().join("sub")).unwrap();
+    for b in f.src.refresh(&BTreeSet::from([f.dir.path().join("sub")])) {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!(f.services(), ["d", "s", "u"]);
+    // A file that is gone (an atomic rename's temporary name, say) removes itself alone.
+    fs::remove_file(f.dir.path().join("sub.yaml")).unwrap();
+    for b in f
+        .src
+        .refresh(&BTreeSet::from([f.dir.path().join("sub.yaml")]))
+    {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!(f.services(), ["d", "u"]);
+}
