@@ -240,6 +240,13 @@ impl FileSource {
         self.owners.get(key).is_some_and(|o| **o == *path)
     }
 
+    /// Makes `path` the owner of `key`.
+    fn claim(&mut self, key: &Key, path: &Arc<Path>) {
+        if !self.owns(key, path) {
+            self.owners.insert(key.clone(), Arc::clone(path));
+        }
+    }
+
     fn remove(&mut self, path: &Path) -> Batch {
         let rec = self.files.remove(path).unwrap_or_default();
         let mut deletes = Vec::new();
@@ -308,7 +315,16 @@ impl FileSource {
             mut docs,
             unchanged,
         } = self.parse(&scope, bytes, &previous);
-        let mut mine: BTreeSet<Key> = kept.into_iter().collect();
+        // Ownership is recorded for what is new to this file only: the keys of unchanged
+        // documents are this file's already (a document whose object another file held is
+        // never remembered as unchanged), and at 10,000 Services in one file looking each
+        // of them up again was a tenth of a change's time.
+        let shared: Arc<Path> = Arc::from(path);
+        let mut mine: BTreeSet<Key> = BTreeSet::new();
+        for key in kept {
+            self.claim(&key, &shared);
+            mine.insert(key);
+        }
         mine.extend(unchanged.iter().cloned());
         let mut applies = Vec::new();
         let mut conflicted = false;
@@ -338,6 +354,7 @@ impl FileSource {
                 continue;
             }
             self.stamp(&key, &mut obj, modified);
+            self.claim(&key, &shared);
             mine.insert(key);
             applies.push((obj, origin));
         }
@@ -356,12 +373,6 @@ impl FileSource {
         for key in &deletes {
             self.owners.remove(key);
             self.created.remove(key);
-        }
-        let shared: Arc<Path> = Arc::from(path);
-        for key in &mine {
-            if !self.owns(key, path) {
-                self.owners.insert(key.clone(), shared.clone());
-            }
         }
         if let Some(rec) = self.files.get_mut(path) {
             rec.objects = mine.into_iter().collect();
