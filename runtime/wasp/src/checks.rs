@@ -319,11 +319,13 @@ async fn connect_probe(addr: SocketAddr, sh: &Shared) -> std::io::Result<()> {
             s.into()
         }
     };
-    match socket2::SockRef::from(&sock).connect(&addr.into()) {
-        Ok(()) => {}
+    let sock = match socket2::SockRef::from(&sock).connect(&addr.into()) {
+        Ok(()) => sock,
         // To a nearby endpoint (loopback, a veth) the handshake is often done by the time
         // `connect` returns: no need to wait for the runtime then.
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) && sock.peer_addr().is_ok() => {}
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) && sock.peer_addr().is_ok() => {
+            sock
+        }
         Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {
             let stream = TcpStream::from_std(sock)?;
             // A connecting socket turns writable once it is connected, or failed.
@@ -334,16 +336,10 @@ async fn connect_probe(addr: SocketAddr, sh: &Shared) -> std::io::Result<()> {
             if stream.peer_addr().is_err() {
                 return Err(std::io::Error::other("closed as it connected"));
             }
-            let sock = stream.into_std()?;
-            return finish(sock, family, sh);
+            stream.into_std()?
         }
         Err(e) => return Err(e),
-    }
-    finish(sock, family, sh)
-}
-
-/// After a connect that worked: resets the connection and keeps the socket for the next.
-fn finish(sock: std::net::TcpStream, family: usize, sh: &Shared) -> std::io::Result<()> {
+    };
     disconnect(&sock)?;
     let mut idle = sh.idle.lock().unwrap_or_else(PoisonError::into_inner);
     if idle[family].len() < CONCURRENT {
