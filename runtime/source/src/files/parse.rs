@@ -45,12 +45,27 @@ pub struct Parsed {
     pub keep_all: bool,
     /// Per document, what the next read may reuse.
     pub docs: Vec<DocMemo>,
-    /// The objects of documents unchanged since the previous read, which were not decoded
-    /// again (their stored versions stand).
-    pub unchanged: Vec<Key>,
+    /// The documents (indices into [`Parsed::docs`]) unchanged since the previous read,
+    /// which were not decoded again: their objects' stored versions stand.
+    pub unchanged: Vec<usize>,
+    /// The objects the previous read's documents gave that were not reused (changed or
+    /// gone), or `None` when one of those had not decoded cleanly, so what it gave is not
+    /// known.
+    pub replaced: Option<Vec<Key>>,
 }
 
 impl Parsed {
+    /// Records what the previous read's `memos`, which were not reused, gave.
+    fn replace(&mut self, memos: impl IntoIterator<Item = DocMemo>) {
+        for memo in memos {
+            match (memo.keys, &mut self.replaced) {
+                (Some(keys), Some(replaced)) => replaced.extend(keys),
+                (None, _) => self.replaced = None,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
     fn fail(&mut self, origin: &Origin, object: Option<ObjectRef>, field: String, message: String) {
         self.errors.push(ConfigError {
             origin: origin.clone(),
@@ -63,45 +78,97 @@ impl Parsed {
 
 /// Parses a multi-document YAML or JSON file of Kubernetes objects.
 pub fn parse_manifests(path: &str, bytes: &[u8], limits: &Limits) -> Parsed {
-    parse_reusing(path, bytes, limits, &[])
+    parse_split(path, split(bytes, limits), limits, Vec::new())
 }
 
-/// As [`parse_manifests`], but a document whose text is what `previous` (the last read's
-/// [`Parsed::docs`]) recorded at its place, and which decoded cleanly then, is not decoded
-/// again: its objects are listed in [`Parsed::unchanged`]. A one-file layout of 10,000
-/// Services then decodes only the documents an edit touched.
-pub fn parse_reusing(path: &str, bytes: &[u8], limits: &Limits, previous: &[DocMemo]) -> Parsed {
-    let mut out = Parsed::default();
+/// A file's documents, each with the SHA-256 of its text, and a hash of the whole.
+#[derive(Debug)]
+pub struct Split<'a> {
+    /// What identifies the file's content: the hash of its documents' hashes, or of its
+    /// bytes when it is not a stream of documents. Only comments and blank lines outside
+    /// every document are not in it, which change no object.
+    pub hash: [u8; 32],
+    /// The documents, or why the file is not read as documents.
+    docs: Result<Vec<(yaml::Document<'a>, [u8; 32])>, String>,
+}
+
+/// Splits `bytes` into its documents and hashes each once: the same hashes say whether the
+/// file changed and which documents did, so a re-read goes over the bytes with SHA-256 once.
+pub fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Split<'a> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let raw = |message: String| Split {
+        hash: Sha256::new()
+            .chain_update(b"bytes\0")
+            .chain_update(bytes)
+            .finalize()
+            .into(),
+        docs: Err(message),
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return raw("not UTF-8 text".into());
+    };
+    let docs = yaml::documents(text);
+    if docs.len() > limits.documents {
+        return raw(format!(
+            "{} documents, more than the limit of {} (limits.documentsPerFile)",
+            docs.len(),
+            limits.documents
+        ));
+    }
+    let mut whole = Sha256::new().chain_update(b"documents\0");
+    let docs = docs
+        .into_iter()
+        .map(|doc| {
+            let hash: [u8; 32] = Sha256::digest(doc.text.as_bytes()).into();
+            whole.update(hash);
+            (doc, hash)
+        })
+        .collect();
+    Split {
+        hash: whole.finalize().into(),
+        docs: Ok(docs),
+    }
+}
+
+/// As [`parse_manifests`], of a file already split, but a document whose text is what
+/// `previous` (the last read's [`Parsed::docs`]) recorded at its place, and which decoded
+/// cleanly then, is not decoded again: it is listed in [`Parsed::unchanged`]. A one-file
+/// layout of 10,000 Services then decodes only the documents an edit touched.
+pub fn parse_split(
+    path: &str,
+    split: Split<'_>,
+    limits: &Limits,
+    previous: Vec<DocMemo>,
+) -> Parsed {
+    let mut out = Parsed {
+        replaced: Some(Vec::new()),
+        ..Parsed::default()
+    };
+    let mut previous = previous.into_iter();
     let whole = Origin {
         source: path.into(),
         document: None,
     };
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        out.keep_all = true;
-        out.fail(&whole, None, String::new(), "not UTF-8 text".into());
-        return out;
+    let docs = match split.docs {
+        Ok(docs) => docs,
+        Err(message) => {
+            out.keep_all = true;
+            out.fail(&whole, None, String::new(), message);
+            out.replace(previous);
+            return out;
+        }
     };
-    let docs = yaml::documents(text);
-    if docs.len() > limits.documents {
-        out.keep_all = true;
-        let msg = format!(
-            "{} documents, more than the limit of {} (limits.documentsPerFile)",
-            docs.len(),
-            limits.documents
-        );
-        out.fail(&whole, None, String::new(), msg);
-        return out;
-    }
-    for (i, doc) in docs.iter().enumerate() {
-        let hash: [u8; 32] = Sha256::digest(doc.text.as_bytes()).into();
-        if let Some(memo) = previous.get(i)
-            && memo.hash == hash
-            && let Some(keys) = &memo.keys
-        {
-            out.unchanged.extend(keys.iter().cloned());
-            out.docs.push(memo.clone());
-            continue;
+    for (i, (doc, hash)) in docs.iter().enumerate() {
+        let hash = *hash;
+        // The memo of the document that was at this place.
+        match previous.next() {
+            Some(memo) if memo.hash == hash && memo.keys.is_some() => {
+                out.unchanged.push(i);
+                out.docs.push(memo);
+                continue;
+            }
+            Some(memo) => out.replace([memo]),
+            None => {}
         }
         let mut one = Parsed::default();
         let origin = Origin {
@@ -122,6 +189,7 @@ pub fn parse_reusing(path: &str, bytes: &[u8], limits: &Limits, previous: &[DocM
         out.errors.append(&mut one.errors);
         out.keep_all |= one.keep_all;
     }
+    out.replace(previous);
     out
 }
 
