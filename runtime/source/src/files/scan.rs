@@ -137,7 +137,8 @@ impl FileSource {
     /// Fails only when the directory itself cannot be listed.
     pub fn rescan(&mut self) -> io::Result<Vec<Batch>> {
         let walk = Walk::run(&self.dir)?;
-        let mut batches = self.apply_walk(&walk, |_| true);
+        let dir = self.dir.clone();
+        let mut batches = self.apply_walk(&walk, &dir);
         self.dirs = walk.dirs;
         batches.extend(self.retry_conflicts(&batches));
         Ok(batches)
@@ -157,7 +158,7 @@ impl FileSource {
                         batches.push(path_error(path, "cannot read the directory".into()));
                         continue;
                     };
-                    batches.extend(self.apply_walk(&walk, |p| p.starts_with(path)));
+                    batches.extend(self.apply_walk(&walk, path));
                     self.dirs
                         .retain(|d| !d.starts_with(path) || walk.dirs.contains(d));
                     self.dirs.extend(walk.dirs);
@@ -167,16 +168,9 @@ impl FileSource {
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    // Gone: the file, or every file below the directory. Paths sort by
-                    // component, so those below `path` follow it: no walk over every file
-                    // (an atomic rename's temporary name lands here on every edit).
-                    let gone: Vec<PathBuf> = self
-                        .files
-                        .range::<Path, _>((Bound::Included(path.as_path()), Bound::Unbounded))
-                        .map(|(p, _)| p)
-                        .take_while(|p| p.starts_with(path))
-                        .cloned()
-                        .collect();
+                    // Gone: the file, or every file below the directory (an atomic rename's
+                    // temporary name lands here on every edit).
+                    let gone: Vec<PathBuf> = self.below(path).cloned().collect();
                     for p in gone {
                         batches.push(self.remove(&p));
                     }
@@ -188,13 +182,22 @@ impl FileSource {
         batches
     }
 
-    /// Applies a walk of the files for which `within` holds.
-    fn apply_walk(&mut self, walk: &Walk, within: impl Fn(&Path) -> bool) -> Vec<Batch> {
+    /// The known files at or below `path`. Paths sort by component, so those below `path`
+    /// follow it: a range of the map, not a test of every file.
+    fn below<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+        self.files
+            .range::<Path, _>((Bound::Included(path), Bound::Unbounded))
+            .map(|(p, _)| p)
+            .take_while(move |p| p.starts_with(path))
+    }
+
+    /// Applies a walk of the directory `root`, which holds every file it found.
+    fn apply_walk(&mut self, walk: &Walk, root: &Path) -> Vec<Batch> {
+        let within = |p: &Path| p.starts_with(root);
         let mut batches = Vec::new();
         let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| within(p) && !walk.files.contains(*p))
+            .below(root)
+            .filter(|p| !walk.files.contains(*p))
             .cloned()
             .collect();
         for path in gone {

@@ -374,6 +374,12 @@ fn a_removed_directory_takes_its_own_files_and_no_neighbour_with_the_same_prefix
     f.write("su.yaml", &WEB.replace("web", "u"));
     f.scan();
     assert_eq!(f.services(), ["c", "d", "e", "s", "u"]);
+    // A directory walked again drops what is no longer in it, and nothing beside it.
+    fs::remove_file(f.dir.path().join("sub/deeper/e.yaml")).unwrap();
+    for b in f.src.refresh(&BTreeSet::from([f.dir.path().join("sub")])) {
+        b.apply_to(&mut f.store, &mut f.log);
+    }
+    assert_eq!(f.services(), ["c", "d", "s", "u"]);
     fs::remove_dir_all(f.dir.path().join("sub")).unwrap();
     for b in f.src.refresh(&BTreeSet::from([f.dir.path().join("sub")])) {
         b.apply_to(&mut f.store, &mut f.log);
