@@ -29,6 +29,22 @@ fn query(ns: &str, name: &str, t: RecordType, tcp: bool) -> Message {
     let mut m = Message::new();
     m.set_id(7).set_recursion_desired(true);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    exchange(ns, &m, tcp)
+}
+
+/// One query over UDP with an EDNS record that offers `payload` bytes.
+fn query_edns(ns: &str, name: &str, payload: u16) -> Message {
+    let mut m = Message::new();
+    m.set_id(8).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(payload);
+    m.set_edns(e);
+    exchange(ns, &m, false)
+}
+
+/// Sends `m` from namespace `ns` and reads the answer.
+fn exchange(ns: &str, m: &Message, tcp: bool) -> Message {
     let bytes = m.to_vec().unwrap();
     let server: SocketAddr = SERVER.parse().unwrap();
     let path = format!("/run/netns/{ns}");
@@ -149,6 +165,14 @@ fn service_names_over_udp_and_tcp_follow_the_config() {
     assert!(udp.truncated() && udp.answers().is_empty(), "{udp:?}");
     let tcp = query(&c, "db.default.svc.cluster.local.", RecordType::A, true);
     assert_eq!(ips(&tcp).len(), 100, "{tcp:?}");
+    // With EDNS the client offers room for them over UDP; asked again, the answer comes from
+    // the responder's cache, and a smaller offer is still truncated.
+    for _ in 0..2 {
+        let big = query_edns(&c, "db.default.svc.cluster.local.", 4096);
+        assert!(!big.truncated() && ips(&big).len() == 100, "{big:?}");
+        let small = query_edns(&c, "db.default.svc.cluster.local.", 512);
+        assert!(small.truncated() && small.answers().is_empty(), "{small:?}");
+    }
     wait_until("a name outside the cluster domain is forwarded", || {
         let fwd = query(&c, "example.org.", RecordType::A, false);
         ips(&fwd) == ["192.0.2.99".parse::<IpAddr>().unwrap()]

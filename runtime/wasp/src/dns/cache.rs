@@ -1,6 +1,7 @@
-//! The UDP thread's cache of encoded answers to plain queries (one question, nothing else),
-//! so a repeated question is answered by copying bytes instead of decoding and encoding
-//! messages. It holds answers for one version of the records and is emptied when they change.
+//! The UDP thread's cache of encoded answers to simple queries (one question, and at most an
+//! EDNS OPT record after it), so a repeated question is answered by copying bytes instead of
+//! decoding and encoding messages. It holds answers for one version of the records and is
+//! emptied when they change.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,9 @@ const CAPACITY: usize = 4 << 20;
 /// The header's size; the question follows it.
 const HEADER: usize = 12;
 
-/// Encoded answers by their question (lowercased), for one version of the records.
+/// Encoded answers by their query after the header (the question's name lowercased, then
+/// the OPT record as sent, whose size and flags shape the answer), for one version of the
+/// records.
 #[derive(Default)]
 pub(super) struct Answers {
     version: u64,
@@ -31,9 +34,9 @@ impl Answers {
     /// The answer to `query` when its question was answered before: the same bytes with the
     /// query's ID, recursion-desired bit and question (as the client spelled it).
     pub(super) fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let question = plain(query)?;
+        let (question, rest) = simple(query)?;
         let mut buf = [0u8; KEY];
-        let cached = self.by_question.get(key(question, &mut buf)?)?;
+        let cached = self.by_question.get(key(question, rest, &mut buf)?)?;
         let mut out = cached.to_vec();
         out[..2].copy_from_slice(&query[..2]);
         out[2] = (out[2] & !1) | (query[2] & 1);
@@ -41,49 +44,80 @@ impl Answers {
         Some(out)
     }
 
-    /// Keeps `answer`, the encoded response to `query`, when the query is plain and the
+    /// Keeps `answer`, the encoded response to `query`, when the query is simple and the
     /// answer repeats its question right after the header.
     pub(super) fn learn(&mut self, query: &[u8], answer: &[u8]) {
-        let Some(question) = plain(query) else {
+        let Some((question, rest)) = simple(query) else {
             return;
         };
         let echoed = answer.get(HEADER..HEADER + question.len());
         if echoed.is_none_or(|e| !e.eq_ignore_ascii_case(question)) {
             return;
         }
-        if self.bytes + question.len() + answer.len() > CAPACITY {
+        if self.bytes + rest.len() + answer.len() > CAPACITY {
             self.by_question.clear();
             self.bytes = 0;
         }
-        self.bytes += question.len() + answer.len();
+        self.bytes += rest.len() + answer.len();
         let mut buf = [0u8; KEY];
-        let Some(key) = key(question, &mut buf) else {
+        let Some(key) = key(question, rest, &mut buf) else {
             return;
         };
         self.by_question.insert(key.into(), answer.into());
     }
 }
 
-/// The longest question: a name of 255 bytes, then its type and class.
-const KEY: usize = 259;
+/// The longest key: a question (a name of 255 bytes, then its type and class), then an OPT
+/// record with a few options.
+const KEY: usize = 512;
 
-/// `question` with its name in lower case (the type and class, its last 4 bytes, as they are),
-/// in `buf`; `None` when it is longer than a question can be.
-fn key<'a>(question: &[u8], buf: &'a mut [u8; KEY]) -> Option<&'a [u8]> {
-    let key = buf.get_mut(..question.len())?;
-    key.copy_from_slice(question);
-    let name = key.len() - 4;
-    key[..name].make_ascii_lowercase();
+/// The query after the header, `rest`, with the name of its `question` (which starts it) in
+/// lower case, in `buf`; `None` when it is longer than the buffer.
+fn key<'a>(question: &[u8], rest: &[u8], buf: &'a mut [u8; KEY]) -> Option<&'a [u8]> {
+    let key = buf.get_mut(..rest.len())?;
+    key.copy_from_slice(rest);
+    key[..question.len() - 4].make_ascii_lowercase();
     Some(key)
 }
 
-/// The question of a standard query with one question and no other records (no EDNS), which
-/// is then the rest of the message.
-fn plain(query: &[u8]) -> Option<&[u8]> {
+/// The question of a standard query with one question, no answer or authority records and
+/// at most one additional record, an EDNS OPT (RFC 6891) that ends the message; and the
+/// message after the header.
+fn simple(query: &[u8]) -> Option<(&[u8], &[u8])> {
     let header = query.get(..HEADER)?;
     let standard = header[2] & 0xf8 == 0; // QR 0 (a query), opcode 0 (QUERY)
-    let counts = header[4..] == [0, 1, 0, 0, 0, 0, 0, 0]; // QD 1, AN NS AR 0
-    (standard && counts && query.len() > HEADER + 4).then(|| &query[HEADER..])
+    let additional = match header[4..] {
+        [0, 1, 0, 0, 0, 0, 0, 0] => false, // QD 1, AN NS AR 0
+        [0, 1, 0, 0, 0, 0, 0, 1] => true,  // and AR 1
+        _ => return None,
+    };
+    if !standard {
+        return None;
+    }
+    let rest = &query[HEADER..];
+    // The name: labels up to the root, uncompressed (a query's name is never a pointer).
+    let mut at = 0;
+    loop {
+        let len = usize::from(*rest.get(at)?);
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let question = rest.get(..at + 4)?;
+    let opt = &rest[question.len()..];
+    let fits = if additional {
+        // Root name, TYPE 41, CLASS (payload size), TTL (flags), RDLENGTH, RDATA.
+        opt.len() >= 11
+            && opt[..3] == [0, 0, 41]
+            && usize::from(u16::from_be_bytes([opt[9], opt[10]])) == opt.len() - 11
+    } else {
+        opt.is_empty()
+    };
+    fits.then_some((question, rest))
 }
 
 #[cfg(test)]
@@ -130,13 +164,45 @@ mod tests {
         );
     }
 
+    fn edns(id: u16, name: &str, payload: u16) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(id);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(payload);
+        m.set_edns(e);
+        m.to_vec().unwrap()
+    }
+
     #[test]
-    fn only_plain_queries_are_kept() {
+    fn only_simple_queries_are_kept_and_an_edns_one_by_its_opt_record() {
         let mut cache = Answers::default();
-        let mut edns = query(1, "web.shop.svc.cluster.local.", false);
-        edns[11] = 1; // AR 1: an OPT record would follow
-        cache.learn(&edns, &edns);
+        let mut broken = query(1, "web.shop.svc.cluster.local.", false);
+        broken[11] = 1; // AR 1, but no OPT record follows
+        cache.learn(&broken, &broken);
         assert!(cache.by_question.is_empty());
+        // An EDNS query is kept by its OPT record too: another payload size is another key.
+        let big = edns(1, "web.shop.svc.cluster.local.", 1232);
+        cache.learn(&big, &big);
+        assert_eq!(cache.by_question.len(), 1);
+        let out = cache.answer(&edns(5, "Web.shop.svc.cluster.local.", 1232));
+        let m = Message::from_vec(&out.expect("cached")).unwrap();
+        assert_eq!(m.id(), 5);
+        assert_eq!(
+            m.queries()[0].name().to_ascii(),
+            "Web.shop.svc.cluster.local."
+        );
+        assert!(
+            cache
+                .answer(&edns(5, "web.shop.svc.cluster.local.", 512))
+                .is_none()
+        );
+        assert!(
+            cache
+                .answer(&query(5, "web.shop.svc.cluster.local.", false))
+                .is_none()
+        );
+        cache.follow(1);
         let plain = query(1, "web.shop.svc.cluster.local.", false);
         cache.learn(&plain, &plain[..20]);
         assert!(cache.by_question.is_empty(), "no question echoed");
