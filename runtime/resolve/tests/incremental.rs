@@ -23,10 +23,25 @@ fn object(yaml: &str) -> Object {
 
 enum Step {
     Apply(&'static str),
+    /// Several objects in one sync.
+    Batch(&'static [&'static str]),
     Delete(ObjectKind, &'static str, &'static str),
     Unhealthy(&'static [&'static str]),
+    /// A new Service (the second name) claiming the cluster IP (or, if true, the node port)
+    /// the first was given, which then moves.
+    ClaimWhatWasGiven(&'static str, &'static str, bool),
 }
-use Step::{Apply, Delete, Unhealthy};
+use Step::{Apply, Batch, ClaimWhatWasGiven, Delete, Unhealthy};
+
+/// The cluster IP and node port Service `name` has in `state`.
+fn given(state: &ProxyState, name: &str) -> (String, Option<u16>) {
+    let (_, p) = state
+        .ports
+        .iter()
+        .find(|(n, _)| &*n.service.name == name)
+        .unwrap_or_else(|| panic!("no port of {name}"));
+    (p.service.cluster_ips[0].to_string(), p.service.node_port)
+}
 
 fn pod(name: &str, app: &str, ip: &str) -> String {
     format!(
@@ -78,6 +93,26 @@ fn history() -> Vec<Step> {
             "{apiVersion: v1, kind: Service, metadata: {name: g, creationTimestamp: '2026-02-01T00:00:00Z'}, spec: {clusterIP: 10.96.0.50, ports: [{port: 81}]}}",
         ),
         Delete(ObjectKind::Service, "default", "d"),
+        // New Services that leave everyone else alone: allocated, explicit, a node port,
+        // two in one sync, one gone, one that gives up its explicit address.
+        Apply(
+            "{apiVersion: v1, kind: Service, metadata: {name: m}, spec: {type: NodePort, ports: [{port: 80}]}}",
+        ),
+        Batch(&[
+            "{apiVersion: v1, kind: Service, metadata: {name: n1}, spec: {ports: [{port: 80}]}}",
+            "{apiVersion: v1, kind: Service, metadata: {name: n2}, spec: {clusterIP: 10.96.0.70, type: NodePort, ports: [{name: web, port: 80, nodePort: 30090}, {name: dns, port: 53, protocol: UDP}]}}",
+        ]),
+        Delete(ObjectKind::Service, "default", "n1"),
+        Apply("{apiVersion: v1, kind: Service, metadata: {name: c}, spec: {ports: [{port: 80}]}}"),
+        // A claim on what the allocators gave another: that one moves.
+        ClaimWhatWasGiven("m", "k", false),
+        ClaimWhatWasGiven("m", "k2", true),
+        // Two new claims on one address in one sync: the older wins.
+        Batch(&[
+            "{apiVersion: v1, kind: Service, metadata: {name: q1, creationTimestamp: '2026-03-02T00:00:00Z'}, spec: {clusterIP: 10.96.0.80, ports: [{port: 80}]}}",
+            "{apiVersion: v1, kind: Service, metadata: {name: q2, creationTimestamp: '2026-03-01T00:00:00Z'}, spec: {clusterIP: 10.96.0.80, ports: [{port: 80}]}}",
+        ]),
+        Delete(ObjectKind::Service, "default", "q2"),
         // Node ports move between Services.
         Apply(
             "{apiVersion: v1, kind: Service, metadata: {name: f}, spec: {type: NodePort, ports: [{port: 80, nodePort: 30081}]}}",
@@ -132,6 +167,26 @@ fn resolving_what_changed_matches_resolving_everything() {
         match step {
             Apply(y) => {
                 store.apply(object(y), Origin::file("t.yaml", i)).unwrap();
+            }
+            Batch(ys) => {
+                for y in ys {
+                    store.apply(object(y), Origin::file("t.yaml", i)).unwrap();
+                }
+            }
+            ClaimWhatWasGiven(holder, claimant, node_port) => {
+                let (ip, port) = given(inc.state(), holder);
+                let spec = if node_port {
+                    format!(
+                        "type: NodePort, ports: [{{port: 80, nodePort: {}}}]",
+                        port.unwrap()
+                    )
+                } else {
+                    format!("clusterIP: {ip}, ports: [{{port: 80}}]")
+                };
+                let y = format!(
+                    "{{apiVersion: v1, kind: Service, metadata: {{name: {claimant}, creationTimestamp: '2020-01-01T00:00:00Z'}}, spec: {{{spec}}}}}"
+                );
+                store.apply(object(&y), Origin::file("t.yaml", i)).unwrap();
             }
             Delete(kind, ns, name) => {
                 assert!(store.delete(kind, &NamespacedName::new(ns, name)));

@@ -4,7 +4,7 @@
 //! which each change moves between two real servers on this namespace's loopback. A probe
 //! connects to Service 0's VIP again and again until the new server answers.
 //!
-//! `cargo bench -p wasp --bench converge -- [N ...] [files|file|api] [nftables|iptables] [resize]`
+//! `cargo bench -p wasp --bench converge -- [N ...] [files|file|api] [nftables|iptables] [resize|new]`
 //! (default 100 10000, every source and both modes). `WASP_BENCH_RUNS` sets the changes per
 //! row (default 7). Needs root: it runs in its own network namespace.
 //!
@@ -15,7 +15,9 @@
 //!   update.
 //!
 //! A change replaces Service 0's one endpoint with another; with `resize` it alternates
-//! between one endpoint and two others, so the endpoint count changes too.
+//! between one endpoint and two others, so the endpoint count changes too. With `new` a
+//! change adds a Service instead (files: a file of its own; api: the Service and its slice),
+//! on an address nobody has, with one endpoint, and the probe goes to its VIP.
 
 #[path = "../tests/common/apiserver.rs"]
 mod apiserver;
@@ -25,6 +27,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{fmt, median, vip};
@@ -63,10 +66,30 @@ fn resize() -> bool {
     *RESIZE.get_or_init(|| std::env::args().any(|a| a == "resize"))
 }
 
-/// The endpoint addresses of service `i` (Service 0: the one server `which`, or with
-/// [`resize`] the first server, then the other two).
+/// Whether each change adds a Service (`new`).
+fn adding() -> bool {
+    static NEW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NEW.get_or_init(|| std::env::args().any(|a| a == "new"))
+}
+
+/// The first of the Services `new` adds (above any N benchmarked, inside 10.96.0.0/12).
+const ADDED: u32 = 200_000;
+/// The Service whose VIP the probe connects to.
+static PROBED: AtomicU32 = AtomicU32::new(0);
+/// The Services added so far.
+static ADDED_SO_FAR: AtomicU32 = AtomicU32::new(0);
+
+/// The Service the next change adds, which the probe follows from then on.
+fn next_added() -> u32 {
+    let i = ADDED + ADDED_SO_FAR.fetch_add(1, Ordering::Relaxed);
+    PROBED.store(i, Ordering::Relaxed);
+    i
+}
+
+/// The endpoint addresses of service `i` (Service 0 and the added ones: the one server
+/// `which`, or with [`resize`] the first server, then the other two).
 fn endpoints(i: u32, which: usize) -> Vec<Ipv4Addr> {
-    if i == 0 {
+    if i == 0 || i >= ADDED {
         return match (resize(), which) {
             (true, 1) => vec![SERVERS[1], SERVERS[2]],
             _ => vec![SERVERS[which]],
@@ -100,10 +123,15 @@ fn replace(path: &Path, body: &str) -> Instant {
     t
 }
 
-/// Which server answers Service 0's VIP now, if any.
+/// Which server answers the probed Service's VIP now, if any.
 fn answer() -> Option<usize> {
-    let addr = SocketAddr::from((vip(0), 80));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let probed = PROBED.load(Ordering::Relaxed);
+    let addr = SocketAddr::from((vip(probed), 80));
+    // An added Service's VIP drops the SYN until it is programmed (its connection is then
+    // tracked as not DNATed, so the retransmissions would not be either): give up at once
+    // and try a new connection. A connection through DNAT here takes well under 1 ms.
+    let timeout = Duration::from_millis(if probed >= ADDED { 1 } else { 200 });
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
     let mut buf = [0u8; 32];
     let n = s.read(&mut buf).ok()?;
@@ -121,6 +149,8 @@ fn until_answered(which: usize, since: Instant, limit: Duration) -> Option<Durat
             }
             // The old server: probe again shortly, leaving the CPUs to the daemon.
             Some(_) => std::thread::sleep(Duration::from_micros(200)),
+            // A Service being added: try again at once (the connect waited 1 ms).
+            None if PROBED.load(Ordering::Relaxed) >= ADDED => {}
             // Nothing answers yet (the daemon is starting): don't spin.
             None => std::thread::sleep(Duration::from_millis(1)),
         }
@@ -205,8 +235,23 @@ impl Source {
         }
     }
 
-    /// Moves Service 0's endpoint to server `which`; returns when the change was made.
+    /// Moves Service 0's endpoint to server `which` (or, with `new`, adds a Service whose
+    /// endpoint it is); returns when the change was made.
     fn change(&self, which: usize) -> Instant {
+        if adding() {
+            let i = next_added();
+            return match self {
+                Self::Files(d) | Self::File(d, _) => {
+                    replace(&d.path().join(format!("svc-{i}.yaml")), &yaml(i, which))
+                }
+                Self::Api(api, _) => {
+                    let t = Instant::now();
+                    api.apply(service_json(i));
+                    api.apply(slice_json(i, which));
+                    t
+                }
+            };
+        }
         match self {
             Self::Files(d) => replace(&d.path().join("svc-0.yaml"), &yaml(0, which)),
             Self::File(d, n) => replace(&d.path().join("services.yaml"), &one_file(*n, which)),
@@ -269,6 +314,7 @@ fn spawn(mode: &str, source: &Source) -> Child {
 
 /// One row: start the daemon on `source`, wait for the first full sync, make `runs` changes.
 fn row(n: usize, kind: &str, mode: &str, runs: usize, ns: &str) {
+    PROBED.store(0, Ordering::Relaxed);
     let source = Source::new(kind, n, ns);
     let start = Instant::now();
     let mut child = spawn(mode, &source);
@@ -377,6 +423,8 @@ fn main() {
         "{runs} changes per row; edit → traffic through the VIP{}",
         if resize() {
             "; the endpoint count changes (1 ↔ 2)"
+        } else if adding() {
+            "; each change adds a Service"
         } else {
             ""
         }

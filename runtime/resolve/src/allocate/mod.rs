@@ -10,14 +10,22 @@
 //! and among new claimants the older one (by `metadata.creationTimestamp`, then by name) wins.
 //! Allocated addresses are handed out in the same order, so a restart gives a Service the
 //! address it had.
+//!
+//! A change to a few Services' requests need not run over every Service:
+//! [`Allocator::assign_changed`] gives exactly what [`Allocator::assign`] of every request
+//! would, whenever [`Allocator::isolated`] says that no other Service's result can move
+//! (nobody refused, and no changed claim on an address someone else holds).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 pub mod nodeport;
+
+#[cfg(test)]
+mod changed_tests;
 
 pub use nodeport::{NodePorts, PortRefusal, PortRequest};
 
@@ -58,6 +66,10 @@ pub enum Refusal {
 pub struct Allocator {
     cidrs: Vec<IpNet>,
     sticky: BTreeMap<NamespacedName, Vec<IpAddr>>,
+    /// Who holds each address in `sticky`.
+    holders: HashMap<IpAddr, NamespacedName>,
+    /// Whether the last assignment refused a Service.
+    refused: bool,
     /// The node port allocator.
     pub node_ports: NodePorts,
 }
@@ -68,6 +80,8 @@ impl Allocator {
         Self {
             cidrs,
             sticky: BTreeMap::new(),
+            holders: HashMap::new(),
+            refused: false,
             node_ports: NodePorts::default(),
         }
     }
@@ -89,6 +103,68 @@ impl Allocator {
         &mut self,
         requests: &[Request],
     ) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
+        let result = self.assign_among(requests, None);
+        self.sticky = result
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().ok().map(|ips| (n.clone(), ips.clone())))
+            .collect();
+        self.holders = self
+            .sticky
+            .iter()
+            .flat_map(|(n, ips)| ips.iter().map(|ip| (*ip, n.clone())))
+            .collect();
+        self.refused = result.values().any(Result::is_err);
+        result
+    }
+
+    /// Whether [`Allocator::assign_changed`] of `changed` (the new requests of some Services)
+    /// with the Services `excluded` (those, and the ones no longer requested) gives what
+    /// [`Allocator::assign`] of every request would: when the last assignment refused nobody
+    /// (so no address freed can go to a waiting Service) and no changed request claims an
+    /// address another Service holds or another changed request claims (so no claim can
+    /// take an address away). Every other Service then keeps what it has.
+    pub fn isolated(&self, changed: &[Request], excluded: &HashSet<&NamespacedName>) -> bool {
+        let asking: HashSet<&NamespacedName> = changed.iter().map(|r| &r.name).collect();
+        let claims = changed
+            .iter()
+            .flat_map(|r| r.explicit.iter().map(move |ip| (*ip, &r.name)));
+        !self.refused && claims_free(&self.holders, excluded, &asking, claims)
+    }
+
+    /// Gives the `changed` requests their addresses, every Service outside `excluded`
+    /// keeping what it holds; the Services in `excluded` without a request lose theirs. Only
+    /// exact (the same as [`Allocator::assign`] of every request) when
+    /// [`Allocator::isolated`] says so.
+    pub fn assign_changed(
+        &mut self,
+        changed: &[Request],
+        excluded: &HashSet<&NamespacedName>,
+    ) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
+        let result = self.assign_among(changed, Some((&self.holders, excluded)));
+        for name in excluded {
+            for ip in self.sticky.remove(*name).into_iter().flatten() {
+                self.holders.remove(&ip);
+            }
+        }
+        for (n, r) in &result {
+            match r {
+                Ok(ips) => {
+                    self.holders.extend(ips.iter().map(|ip| (*ip, n.clone())));
+                    self.sticky.insert(n.clone(), ips.clone());
+                }
+                Err(_) => self.refused = true,
+            }
+        }
+        result
+    }
+
+    /// The assignment of `requests`, with the addresses `outside` holds (but for the names
+    /// it excludes) taken already.
+    fn assign_among<'a>(
+        &self,
+        requests: &'a [Request],
+        outside: Option<Outside<'a, IpAddr>>,
+    ) -> BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>> {
         let mut order: Vec<&Request> = requests.iter().collect();
         // Older first; a Service without a creation time after those with one.
         order.sort_by(|a, b| {
@@ -98,7 +174,11 @@ impl Allocator {
                 &b.name,
             ))
         });
-        let mut a = Assignment::default();
+        let mut a = Assignment {
+            used: HashMap::new(),
+            outside,
+            out: HashMap::new(),
+        };
         self.claim_explicit(&order, &mut a);
         let pending = self.keep_sticky(&order, &mut a);
         for (r, v4) in pending {
@@ -118,10 +198,6 @@ impl Allocator {
             }
             result.insert(r.name.clone(), res);
         }
-        self.sticky = result
-            .iter()
-            .filter_map(|(n, r)| r.as_ref().ok().map(|ips| (n.clone(), ips.clone())))
-            .collect();
         result
     }
 
@@ -140,8 +216,9 @@ impl Allocator {
             .collect();
         claims.sort_by_key(|r| !holds(r));
         for r in claims {
-            if let Some(&ip) = r.explicit.iter().find(|ip| a.used.contains_key(ip)) {
-                let holder = a.used[&ip].clone();
+            if let Some((ip, holder)) = r.explicit.iter().find_map(|ip| Some((*ip, a.holder(ip)?)))
+            {
+                let holder = holder.clone();
                 a.out.insert(&r.name, Err(Refusal::Taken { ip, holder }));
                 continue;
             }
@@ -172,7 +249,7 @@ impl Allocator {
             for &v4 in &r.families {
                 match old
                     .iter()
-                    .find(|ip| ip.is_ipv4() == v4 && !a.used.contains_key(ip))
+                    .find(|ip| ip.is_ipv4() == v4 && a.holder(ip).is_none())
                 {
                     Some(&ip) => {
                         a.used.insert(ip, &r.name);
@@ -189,7 +266,8 @@ impl Allocator {
     /// A fresh address of the family for `r`, from the hash of its name.
     fn allocate<'a>(&self, r: &'a Request, v4: bool, a: &mut Assignment<'a>) {
         let result = match self.cidrs.iter().find(|c| c.addr().is_ipv4() == v4) {
-            Some(cidr) => probe(cidr, &r.name, &a.used).ok_or(Refusal::Exhausted { ipv4: v4 }),
+            Some(cidr) => probe(cidr, &r.name, |ip| a.holder(ip).is_some())
+                .ok_or(Refusal::Exhausted { ipv4: v4 }),
             None => Err(Refusal::Exhausted { ipv4: v4 }),
         };
         match result {
@@ -206,20 +284,60 @@ impl Allocator {
     }
 }
 
+/// What Services outside an assignment hold (by address or port), and the Services whose
+/// holdings do not count (those being assigned again, or gone).
+pub(crate) type Outside<'a, K> = (
+    &'a HashMap<K, NamespacedName>,
+    &'a HashSet<&'a NamespacedName>,
+);
+
+/// Whether every claim (a key, by a Service) is on a key that nobody holds, or its claimant
+/// does, or a Service that is gone (`excluded` and not `asking`), and no two Services claim
+/// one key.
+pub(crate) fn claims_free<'a, K: std::hash::Hash + Eq>(
+    holders: &HashMap<K, NamespacedName>,
+    excluded: &HashSet<&NamespacedName>,
+    asking: &HashSet<&NamespacedName>,
+    claims: impl IntoIterator<Item = (K, &'a NamespacedName)>,
+) -> bool {
+    let mut claimed: HashMap<K, &NamespacedName> = HashMap::new();
+    claims.into_iter().all(|(key, name)| {
+        let free = holders
+            .get(&key)
+            .is_none_or(|h| h == name || (excluded.contains(h) && !asking.contains(h)));
+        free && *claimed.entry(key).or_insert(name) == name
+    })
+}
+
+/// Who holds `key` in `outside`, unless that Service is excluded.
+pub(crate) fn outside_holder<'a, K: std::hash::Hash + Eq>(
+    outside: Option<Outside<'a, K>>,
+    key: &K,
+) -> Option<&'a NamespacedName> {
+    let (held, excluded) = outside?;
+    held.get(key).filter(|h| !excluded.contains(h))
+}
+
 /// One assignment in progress: the addresses taken, and each Service's result so far.
-#[derive(Default)]
 struct Assignment<'a> {
     used: HashMap<IpAddr, &'a NamespacedName>,
+    outside: Option<Outside<'a, IpAddr>>,
     out: HashMap<&'a NamespacedName, Result<Vec<IpAddr>, Refusal>>,
+}
+
+impl<'a> Assignment<'a> {
+    /// Who holds `ip`: a Service assigned already, or one outside the assignment.
+    fn holder(&self, ip: &IpAddr) -> Option<&'a NamespacedName> {
+        self.used
+            .get(ip)
+            .copied()
+            .or_else(|| outside_holder(self.outside, ip))
+    }
 }
 
 /// The first free address at or after the hashed offset, skipping the network address, the
 /// first host address (by convention the `kubernetes` Service's) and the IPv4 broadcast.
-fn probe(
-    cidr: &IpNet,
-    name: &NamespacedName,
-    used: &HashMap<IpAddr, &NamespacedName>,
-) -> Option<IpAddr> {
+fn probe(cidr: &IpNet, name: &NamespacedName, used: impl Fn(&IpAddr) -> bool) -> Option<IpAddr> {
     let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len()).min(64);
     if host_bits < 2 {
         return None;
@@ -239,7 +357,7 @@ fn probe(
     (0..tries)
         .map(|i| 2 + (start + i) % usable)
         .map(|off| nth(cidr, off))
-        .find(|ip| !used.contains_key(ip))
+        .find(|ip| !used(ip))
 }
 
 fn nth(cidr: &IpNet, off: u64) -> IpAddr {

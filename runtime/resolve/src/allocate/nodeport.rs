@@ -2,15 +2,18 @@
 //! server's node port allocator would: from `--service-node-port-range`, a port chosen by the
 //! hash of the Service and its port, kept for as long as the Service exists.
 //!
-//! A node port belongs to one Service (whose ports may share it across protocols, as a
-//! DNS Service's TCP and UDP ports do). An explicit port two Services claim stays with
-//! whoever held it first, as cluster IPs do: the holder, then the older Service.
+//! A node port belongs to one Service (whose ports may share it across protocols when it is
+//! given explicitly, as a DNS Service's TCP and UDP ports do; an allocated port is its
+//! port's own). An explicit port two Services claim stays with whoever held it first, as
+//! cluster IPs do: the holder, then the older Service.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use sha2::{Digest, Sha256};
 use wasp_model::NamespacedName;
+
+use super::{Outside, claims_free, outside_holder};
 
 /// What one port of a Service asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,10 @@ pub enum PortRefusal {
 pub struct NodePorts {
     range: RangeInclusive<u16>,
     sticky: BTreeMap<(NamespacedName, String), u16>,
+    /// Which Service holds each port in `sticky`.
+    holders: HashMap<u16, NamespacedName>,
+    /// Whether the last assignment refused a port.
+    refused: bool,
 }
 
 impl Default for NodePorts {
@@ -65,11 +72,73 @@ impl NodePorts {
         Self {
             range,
             sticky: BTreeMap::new(),
+            holders: HashMap::new(),
+            refused: false,
         }
     }
 
     /// Gives every request its node port; requests no longer made lose their sticky ports.
     pub fn assign(&mut self, requests: &[PortRequest]) -> Assigned {
+        let out = self.assign_among(requests, None);
+        self.sticky = out
+            .iter()
+            .filter_map(|(k, r)| r.as_ref().ok().map(|p| (k.clone(), *p)))
+            .collect();
+        self.holders = self
+            .sticky
+            .iter()
+            .map(|((n, _), p)| (*p, n.clone()))
+            .collect();
+        self.refused = out.values().any(Result::is_err);
+        out
+    }
+
+    /// Whether [`NodePorts::assign_changed`] gives what [`NodePorts::assign`] of every
+    /// request would, as [`super::Allocator::isolated`] for addresses: nobody was refused,
+    /// and no changed request claims a port another Service holds or claims.
+    pub fn isolated(&self, changed: &[PortRequest], excluded: &HashSet<&NamespacedName>) -> bool {
+        let asking: HashSet<&NamespacedName> = changed.iter().map(|r| &r.service).collect();
+        let claims = changed
+            .iter()
+            .filter_map(|r| Some((r.explicit?, &r.service)));
+        !self.refused && claims_free(&self.holders, excluded, &asking, claims)
+    }
+
+    /// Gives the `changed` requests their node ports, every Service outside `excluded`
+    /// keeping its own; the Services in `excluded` lose the ports they no longer ask for.
+    /// Only exact when [`NodePorts::isolated`] says so.
+    pub fn assign_changed(
+        &mut self,
+        changed: &[PortRequest],
+        excluded: &HashSet<&NamespacedName>,
+    ) -> Assigned {
+        let out = self.assign_among(changed, Some((&self.holders, excluded)));
+        self.sticky.retain(|(n, _), p| {
+            let keep = !excluded.contains(n);
+            if !keep {
+                self.holders.remove(p);
+            }
+            keep
+        });
+        for (k, r) in &out {
+            match r {
+                Ok(p) => {
+                    self.holders.insert(*p, k.0.clone());
+                    self.sticky.insert(k.clone(), *p);
+                }
+                Err(_) => self.refused = true,
+            }
+        }
+        out
+    }
+
+    /// The assignment of `requests`, with the ports `outside` holds (but for the Services
+    /// it excludes) taken already.
+    fn assign_among<'a>(
+        &self,
+        requests: &'a [PortRequest],
+        outside: Option<Outside<'a, u16>>,
+    ) -> Assigned {
         let mut order: Vec<&PortRequest> = requests.iter().collect();
         // A port that has its node port already keeps it, explicit or allocated.
         let holds = |r: &PortRequest| {
@@ -95,27 +164,31 @@ impl NodePorts {
                 ))
         });
         let mut used: HashMap<u16, &NamespacedName> = HashMap::new();
+        let holder = |used: &HashMap<u16, &'a NamespacedName>, p: &u16| {
+            used.get(p).copied().or_else(|| outside_holder(outside, p))
+        };
         let mut out = Assigned::new();
         let mut pending = Vec::new();
         for r in order.iter().copied() {
             let k = (r.service.clone(), r.key.clone());
             let wanted = r.explicit.or_else(|| {
+                // Its own Service's other port may share it (an explicit port set to it).
                 self.sticky
                     .get(&k)
                     .copied()
-                    .filter(|p| !used.contains_key(p))
+                    .filter(|p| holder(&used, p).is_none_or(|h| *h == r.service))
             });
             let Some(port) = wanted else {
                 pending.push(r);
                 continue;
             };
-            let res = match used.get(&port) {
+            let res = match holder(&used, &port) {
                 _ if r.explicit.is_some() && !self.range.contains(&port) => {
                     Err(PortRefusal::OutOfRange { port })
                 }
-                Some(h) if **h != r.service => Err(PortRefusal::Taken {
+                Some(h) if *h != r.service => Err(PortRefusal::Taken {
                     port,
-                    holder: (*h).clone(),
+                    holder: h.clone(),
                 }),
                 _ => {
                     used.insert(port, &r.service);
@@ -125,21 +198,20 @@ impl NodePorts {
             out.insert(k, res);
         }
         for r in pending {
-            let res = self.probe(r, &used).ok_or(PortRefusal::Exhausted);
+            // An allocated port is the port's own.
+            let res = self
+                .probe(r, |p| holder(&used, p).is_some())
+                .ok_or(PortRefusal::Exhausted);
             if let Ok(p) = res {
                 used.insert(p, &r.service);
             }
             out.insert((r.service.clone(), r.key.clone()), res);
         }
-        self.sticky = out
-            .iter()
-            .filter_map(|(k, r)| r.as_ref().ok().map(|p| (k.clone(), *p)))
-            .collect();
         out
     }
 
     /// The first free port at or after the hashed offset.
-    fn probe(&self, r: &PortRequest, used: &HashMap<u16, &NamespacedName>) -> Option<u16> {
+    fn probe(&self, r: &PortRequest, taken: impl Fn(&u16) -> bool) -> Option<u16> {
         let (lo, hi) = (u32::from(*self.range.start()), u32::from(*self.range.end()));
         let size = hi.checked_sub(lo)? + 1;
         let d = Sha256::digest(format!(
@@ -149,7 +221,7 @@ impl NodePorts {
         let start = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % size;
         (0..size)
             .map(|i| (lo + (start + i) % size) as u16)
-            .find(|p| used.get(p).is_none_or(|h| **h == r.service))
+            .find(|p| !taken(p))
     }
 }
 

@@ -3,11 +3,12 @@
 //!
 //! The store says which Services each object change touches ([`Changes`]); the resolver
 //! resolves those alone, and records the old version of every port that changed until the
-//! sync that programs it commits. A partial update costs what changed, not what exists: the
-//! one exception is a change to what a Service asks of the allocators (its cluster IPs, its
-//! node ports, its existence), which runs the allocators over every Service, since one
-//! Service's claim can move another's. [`Resolver::full`] resolves everything, and is what
-//! the periodic resync runs.
+//! sync that programs it commits. A partial update costs what changed, not what exists,
+//! including a change to what a Service asks of the allocators (its cluster IPs, its node
+//! ports, its existence): the allocators assign the changed Services alone whenever no other
+//! Service's result can move. Only when one can (a refused Service waiting for an address,
+//! or a claim on an address another Service holds) do they run over every Service.
+//! [`Resolver::full`] resolves everything, and is what the periodic resync runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +20,7 @@ use wasp_model::state::{ProxyState, ServicePortState, StateDiff};
 
 use super::service::{self, AllocInputs, NodePortMap};
 use super::{Context, ResolveConfig, node_port_ips, node_topology, proxied, resolve_service};
-use crate::allocate::{Allocator, Refusal};
+use crate::allocate::{Allocator, PortRequest, Refusal, Request};
 use crate::error::ConfigError;
 use crate::object::{Changes, ObjectStore, Stored};
 
@@ -118,11 +119,15 @@ impl Resolver {
                 .filter(|s| proxied(&s.object, cfg))
                 .map(|s| service::alloc_inputs(alloc, s))
         };
-        if dirty
+        let asked: Vec<(NamespacedName, Option<AllocInputs>)> = dirty
             .iter()
-            .any(|k| asks(k).as_ref() != self.allocation.inputs.get(k))
-        {
-            let moved = self.reallocate(store, alloc, cfg);
+            .filter_map(|k| {
+                let now = asks(k);
+                (now.as_ref() != self.allocation.inputs.get(k)).then(|| (k.clone(), now))
+            })
+            .collect();
+        if !asked.is_empty() {
+            let moved = self.reallocate_changed(store, alloc, cfg, asked);
             dirty.extend(moved);
         }
         for k in &dirty {
@@ -182,6 +187,65 @@ impl Resolver {
             if old.node_ports.get(&(k.clone(), p.clone())) != Some(v) {
                 moved.insert(k.clone());
             }
+        }
+        moved
+    }
+
+    /// Runs the allocators over the Services whose requests changed (`None`: no longer
+    /// proxied), or over every Service when another's result could move; returns the Services
+    /// whose addresses or node ports changed.
+    fn reallocate_changed(
+        &mut self,
+        store: &ObjectStore,
+        alloc: &mut Allocator,
+        cfg: &ResolveConfig,
+        asked: Vec<(NamespacedName, Option<AllocInputs>)>,
+    ) -> BTreeSet<NamespacedName> {
+        let excluded: HashSet<&NamespacedName> = asked.iter().map(|(k, _)| k).collect();
+        let requests: Vec<Request> = asked
+            .iter()
+            .filter_map(|(_, i)| Some(i.as_ref()?.0.clone()))
+            .collect();
+        let ports: Vec<PortRequest> = asked
+            .iter()
+            .filter_map(|(_, i)| i.as_ref())
+            .flat_map(|(_, p)| p.iter().cloned())
+            .collect();
+        if !alloc.isolated(&requests, &excluded) || !alloc.node_ports.isolated(&ports, &excluded) {
+            return self.reallocate(store, alloc, cfg);
+        }
+        let ips = alloc.assign_changed(&requests, &excluded);
+        let node_ports = alloc.node_ports.assign_changed(&ports, &excluded);
+        let a = &mut self.allocation;
+        let mut moved = BTreeSet::new();
+        for (k, inputs) in &asked {
+            let old_ports: Vec<_> = a
+                .node_ports
+                .range((k.clone(), String::new())..)
+                .take_while(|((n, _), _)| n == k)
+                .map(|(key, v)| (key.clone(), v.clone()))
+                .collect();
+            for (key, _) in &old_ports {
+                a.node_ports.remove(key);
+            }
+            let new_ports: Vec<_> = node_ports
+                .range((k.clone(), String::new())..)
+                .take_while(|((n, _), _)| n == k)
+                .map(|(key, v)| (key.clone(), v.clone()))
+                .collect();
+            let old_ip = a.ips.remove(k);
+            let new_ip = ips.get(k).cloned();
+            if old_ip != new_ip || old_ports != new_ports {
+                moved.insert(k.clone());
+            }
+            if let Some(ip) = new_ip {
+                a.ips.insert(k.clone(), ip);
+            }
+            a.node_ports.extend(new_ports);
+            match inputs {
+                Some(i) => a.inputs.insert(k.clone(), i.clone()),
+                None => a.inputs.remove(k),
+            };
         }
         moved
     }
