@@ -13,8 +13,9 @@
 //!
 //! A change to a few Services' requests need not run over every Service:
 //! [`Allocator::assign_changed`] gives exactly what [`Allocator::assign`] of every request
-//! would, whenever [`Allocator::isolated`] says that no other Service's result can move
-//! (nobody refused, and no changed claim on an address someone else holds).
+//! would, whenever [`Allocator::isolated`] says that no other Service's result can move (no
+//! refused Service waits for an address the change may free, and no changed claim is on an
+//! address someone else holds).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -22,11 +23,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+mod changed;
 pub mod nodeport;
 
 #[cfg(test)]
 mod changed_tests;
 
+use changed::{Outside, Waiting, claims_free, outside_holder};
 pub use nodeport::{NodePorts, PortRefusal, PortRequest};
 
 use wasp_model::name::NamespacedName;
@@ -60,6 +63,16 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The address a refused Service waits for (`None`: any free one).
+    fn waits_for(&self) -> Option<IpAddr> {
+        match self {
+            Self::Taken { ip, .. } => Some(*ip),
+            Self::Exhausted { .. } => None,
+        }
+    }
+}
+
 /// Hands out cluster IPs (and, through [`Allocator::node_ports`], node ports),
 /// deterministically and stickily.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +81,8 @@ pub struct Allocator {
     sticky: BTreeMap<NamespacedName, Vec<IpAddr>>,
     /// Who holds each address in `sticky`.
     holders: HashMap<IpAddr, NamespacedName>,
-    /// Whether the last assignment refused a Service.
-    refused: bool,
+    /// The Services refused, and the address each waits for.
+    waiting: Waiting<NamespacedName, IpAddr>,
     /// The node port allocator.
     pub node_ports: NodePorts,
 }
@@ -81,7 +94,7 @@ impl Allocator {
             cidrs,
             sticky: BTreeMap::new(),
             holders: HashMap::new(),
-            refused: false,
+            waiting: Waiting::default(),
             node_ports: NodePorts::default(),
         }
     }
@@ -113,22 +126,31 @@ impl Allocator {
             .iter()
             .flat_map(|(n, ips)| ips.iter().map(|ip| (*ip, n.clone())))
             .collect();
-        self.refused = result.values().any(Result::is_err);
+        self.waiting = Waiting::default();
+        for (n, r) in &result {
+            if let Err(e) = r {
+                self.waiting.insert(n.clone(), e.waits_for());
+            }
+        }
         result
     }
 
     /// Whether [`Allocator::assign_changed`] of `changed` (the new requests of some Services)
     /// with the Services `excluded` (those, and the ones no longer requested) gives what
-    /// [`Allocator::assign`] of every request would: when the last assignment refused nobody
-    /// (so no address freed can go to a waiting Service) and no changed request claims an
-    /// address another Service holds or another changed request claims (so no claim can
-    /// take an address away). Every other Service then keeps what it has.
+    /// [`Allocator::assign`] of every request would: when no Service the last assignment
+    /// refused waits for an address the excluded Services hold now (so none freed can go to a
+    /// waiting Service) and no changed request claims an address another Service holds or
+    /// another changed request claims (so no claim can take an address away). Every other
+    /// Service then keeps what it has, or stays refused.
     pub fn isolated(&self, changed: &[Request], excluded: &HashSet<&NamespacedName>) -> bool {
         let asking: HashSet<&NamespacedName> = changed.iter().map(|r| &r.name).collect();
         let claims = changed
             .iter()
             .flat_map(|r| r.explicit.iter().map(move |ip| (*ip, &r.name)));
-        !self.refused && claims_free(&self.holders, excluded, &asking, claims)
+        let freed = excluded
+            .iter()
+            .flat_map(|n| self.sticky.get(*n).into_iter().flatten());
+        !self.waiting.wants(freed) && claims_free(&self.holders, excluded, &asking, claims)
     }
 
     /// Gives the `changed` requests their addresses, every Service outside `excluded`
@@ -146,13 +168,14 @@ impl Allocator {
                 self.holders.remove(&ip);
             }
         }
+        self.waiting.forget(|n| excluded.contains(n));
         for (n, r) in &result {
             match r {
                 Ok(ips) => {
                     self.holders.extend(ips.iter().map(|ip| (*ip, n.clone())));
                     self.sticky.insert(n.clone(), ips.clone());
                 }
-                Err(_) => self.refused = true,
+                Err(e) => self.waiting.insert(n.clone(), e.waits_for()),
             }
         }
         result
@@ -282,40 +305,6 @@ impl Allocator {
             }
         }
     }
-}
-
-/// What Services outside an assignment hold (by address or port), and the Services whose
-/// holdings do not count (those being assigned again, or gone).
-pub(crate) type Outside<'a, K> = (
-    &'a HashMap<K, NamespacedName>,
-    &'a HashSet<&'a NamespacedName>,
-);
-
-/// Whether every claim (a key, by a Service) is on a key that nobody holds, or its claimant
-/// does, or a Service that is gone (`excluded` and not `asking`), and no two Services claim
-/// one key.
-pub(crate) fn claims_free<'a, K: std::hash::Hash + Eq>(
-    holders: &HashMap<K, NamespacedName>,
-    excluded: &HashSet<&NamespacedName>,
-    asking: &HashSet<&NamespacedName>,
-    claims: impl IntoIterator<Item = (K, &'a NamespacedName)>,
-) -> bool {
-    let mut claimed: HashMap<K, &NamespacedName> = HashMap::new();
-    claims.into_iter().all(|(key, name)| {
-        let free = holders
-            .get(&key)
-            .is_none_or(|h| h == name || (excluded.contains(h) && !asking.contains(h)));
-        free && *claimed.entry(key).or_insert(name) == name
-    })
-}
-
-/// Who holds `key` in `outside`, unless that Service is excluded.
-pub(crate) fn outside_holder<'a, K: std::hash::Hash + Eq>(
-    outside: Option<Outside<'a, K>>,
-    key: &K,
-) -> Option<&'a NamespacedName> {
-    let (held, excluded) = outside?;
-    held.get(key).filter(|h| !excluded.contains(h))
 }
 
 /// One assignment in progress: the addresses taken, and each Service's result so far.

@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 use sha2::{Digest, Sha256};
 use wasp_model::NamespacedName;
 
-use super::{Outside, claims_free, outside_holder};
+use super::changed::{Outside, Waiting, claims_free, outside_holder};
 
 /// What one port of a Service asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +54,8 @@ pub struct NodePorts {
     sticky: BTreeMap<(NamespacedName, String), u16>,
     /// Which Service holds each port in `sticky`.
     holders: HashMap<u16, NamespacedName>,
-    /// Whether the last assignment refused a port.
-    refused: bool,
+    /// The ports refused, and the node port each waits for.
+    waiting: Waiting<(NamespacedName, String), u16>,
 }
 
 impl Default for NodePorts {
@@ -73,7 +73,7 @@ impl NodePorts {
             range,
             sticky: BTreeMap::new(),
             holders: HashMap::new(),
-            refused: false,
+            waiting: Waiting::default(),
         }
     }
 
@@ -89,19 +89,41 @@ impl NodePorts {
             .iter()
             .map(|((n, _), p)| (*p, n.clone()))
             .collect();
-        self.refused = out.values().any(Result::is_err);
+        self.waiting = Waiting::default();
+        for (k, r) in &out {
+            if let Err(e) = r {
+                self.wait(k, e);
+            }
+        }
         out
     }
 
     /// Whether [`NodePorts::assign_changed`] gives what [`NodePorts::assign`] of every
-    /// request would, as [`super::Allocator::isolated`] for addresses: nobody was refused,
-    /// and no changed request claims a port another Service holds or claims.
+    /// request would, as [`super::Allocator::isolated`] for addresses: no refused port waits
+    /// for one the excluded Services hold, and no changed request claims a port another
+    /// Service holds or claims.
     pub fn isolated(&self, changed: &[PortRequest], excluded: &HashSet<&NamespacedName>) -> bool {
         let asking: HashSet<&NamespacedName> = changed.iter().map(|r| &r.service).collect();
         let claims = changed
             .iter()
             .filter_map(|r| Some((r.explicit?, &r.service)));
-        !self.refused && claims_free(&self.holders, excluded, &asking, claims)
+        let freed = excluded.iter().flat_map(|n| {
+            self.sticky
+                .range(((*n).clone(), String::new())..)
+                .take_while(move |((s, _), _)| s == *n)
+                .map(|(_, p)| p)
+        });
+        !self.waiting.wants(freed) && claims_free(&self.holders, excluded, &asking, claims)
+    }
+
+    /// Records that port `k` was refused: a port taken waits for it, one refused for want of
+    /// a free port for any; one out of the range waits for nothing another Service does.
+    fn wait(&mut self, k: &(NamespacedName, String), e: &PortRefusal) {
+        match e {
+            PortRefusal::Taken { port, .. } => self.waiting.insert(k.clone(), Some(*port)),
+            PortRefusal::Exhausted => self.waiting.insert(k.clone(), None),
+            PortRefusal::OutOfRange { .. } => {}
+        }
     }
 
     /// Gives the `changed` requests their node ports, every Service outside `excluded`
@@ -120,13 +142,14 @@ impl NodePorts {
             }
             keep
         });
+        self.waiting.forget(|(n, _)| excluded.contains(n));
         for (k, r) in &out {
             match r {
                 Ok(p) => {
                     self.holders.insert(*p, k.0.clone());
                     self.sticky.insert(k.clone(), *p);
                 }
-                Err(_) => self.refused = true,
+                Err(e) => self.wait(k, e),
             }
         }
         out

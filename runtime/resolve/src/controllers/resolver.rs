@@ -6,8 +6,9 @@
 //! sync that programs it commits. A partial update costs what changed, not what exists,
 //! including a change to what a Service asks of the allocators (its cluster IPs, its node
 //! ports, its existence): the allocators assign the changed Services alone whenever no other
-//! Service's result can move. Only when one can (a refused Service waiting for an address,
-//! or a claim on an address another Service holds) do they run over every Service.
+//! Service's result can move. Only when one can (a refused Service waiting for what the
+//! change may free, or a claim on what another Service holds) do they run over every
+//! Service.
 //! [`Resolver::full`] resolves everything, and is what the periodic resync runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
