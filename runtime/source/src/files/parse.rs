@@ -148,6 +148,7 @@ pub fn parse_split(
         ..Parsed::default()
     };
     let mut previous = previous.into_iter();
+    let mut lines = yaml::Lines::default();
     let whole = Origin {
         source: path.into(),
         document: None,
@@ -178,7 +179,7 @@ pub fn parse_split(
             source: whole.source.clone(),
             document: Some(i),
         };
-        one_document(&mut one, doc, &origin, limits);
+        one_document(&mut one, doc, &mut lines, &origin, limits);
         let clean = one.errors.is_empty() && one.kept.is_empty() && !one.keep_all;
         let keys = clean.then(|| {
             one.objects
@@ -196,8 +197,14 @@ pub fn parse_split(
     out
 }
 
-fn one_document(out: &mut Parsed, doc: &yaml::Document<'_>, origin: &Origin, limits: &Limits) {
-    match yaml::parse(doc, limits) {
+fn one_document(
+    out: &mut Parsed,
+    doc: &yaml::Document<'_>,
+    lines: &mut yaml::Lines,
+    origin: &Origin,
+    limits: &Limits,
+) {
+    match yaml::parse(doc, lines, limits) {
         Ok(Value::Null) => {}
         Ok(v) => {
             if let Some(field) = yaml::long_string(&v, limits.string_bytes) {

@@ -33,13 +33,39 @@ impl Default for Limits {
     }
 }
 
-/// One document of a stream: its text and the line it starts on (1-based).
+/// One document of a stream: its text, and where in the stream it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Document<'a> {
     /// The document's text, its `---` marker included.
     pub text: &'a str,
-    /// The file line of its first line.
-    pub line: usize,
+    /// The whole stream.
+    stream: &'a str,
+    /// Where the text starts in the stream.
+    offset: usize,
+}
+
+/// The file lines documents start on (1-based), counted when an error's message needs one
+/// rather than for every document of every read. Counting goes forwards from the document
+/// asked for last, so asking for a stream's documents in order costs one pass over it however
+/// many of them fail.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The offset counted up to, and its line (0: nothing counted yet).
+    offset: usize,
+    line: usize,
+}
+
+impl Lines {
+    /// The line `doc` starts on.
+    pub fn of(&mut self, doc: &Document<'_>) -> usize {
+        if self.line == 0 || doc.offset < self.offset {
+            (self.offset, self.line) = (0, 1);
+        }
+        let skipped = &doc.stream.as_bytes()[self.offset..doc.offset];
+        self.line += memchr::memchr_iter(b'\n', skipped).count();
+        self.offset = doc.offset;
+        self.line
+    }
 }
 
 fn is_marker(line: &str, marker: &str) -> bool {
@@ -61,9 +87,11 @@ fn is_preamble(text: &str) -> bool {
 pub fn documents(text: &str) -> Vec<Document<'_>> {
     let mut out = Vec::new();
     let mut start = 0;
-    let mut start_line = 1;
-    // The line number of `counted`, a line start.
-    let (mut counted, mut counted_line) = (0, 1);
+    let doc = |start: usize, end: usize| Document {
+        text: &text[start..end],
+        stream: text,
+        offset: start,
+    };
     // Whether the chunk from `start` was opened by a `---` marker (so it is a document even
     // when empty).
     let mut opened = false;
@@ -75,39 +103,23 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
         if !is_start && !is_marker(body, "...") {
             continue;
         }
-        counted_line += memchr::memchr_iter(b'\n', &text.as_bytes()[counted..pos]).count();
-        counted = pos;
         if is_start {
-            let chunk = &text[start..pos];
-            if opened || !is_preamble(chunk) {
-                out.push(Document {
-                    text: chunk,
-                    line: start_line,
-                });
+            if opened || !is_preamble(&text[start..pos]) {
+                out.push(doc(start, pos));
                 start = pos;
-                start_line = counted_line;
             }
             // A preamble stays with this marker's document.
             opened = true;
         } else {
-            let chunk = &text[start..end];
-            if opened || !is_preamble(chunk) {
-                out.push(Document {
-                    text: chunk,
-                    line: start_line,
-                });
+            if opened || !is_preamble(&text[start..end]) {
+                out.push(doc(start, end));
             }
             start = end;
-            start_line = counted_line + 1;
             opened = false;
         }
     }
-    let chunk = &text[start..];
-    if opened || !is_preamble(chunk) {
-        out.push(Document {
-            text: chunk,
-            line: start_line,
-        });
+    if opened || !is_preamble(&text[start..]) {
+        out.push(doc(start, text.len()));
     }
     out
 }
@@ -144,18 +156,18 @@ fn options(limits: &Limits) -> serde_saphyr::Options {
     o
 }
 
-/// Parses one document; an error carries the file line and column.
+/// Parses one document; an error carries the file line and column (from `lines`).
 ///
 /// # Errors
 /// The parser's message, with the location translated to the file's lines.
-pub fn parse(doc: &Document<'_>, limits: &Limits) -> Result<Value, String> {
+pub fn parse(doc: &Document<'_>, lines: &mut Lines, limits: &Limits) -> Result<Value, String> {
     serde_saphyr::from_str_with_options::<Value>(doc.text, options(limits)).map_err(|e| {
         let msg = e.to_string();
         match e.location() {
             Some(loc) => {
                 let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
                 let base = msg.strip_suffix(&suffix).unwrap_or(&msg);
-                let line = loc.line() as usize + doc.line - 1;
+                let line = loc.line() as usize + lines.of(doc) - 1;
                 format!("{base} (line {line}, column {})", loc.column())
             }
             None => msg,
@@ -194,7 +206,11 @@ mod tests {
     use super::*;
 
     fn split(text: &str) -> Vec<(usize, &str)> {
-        documents(text).iter().map(|d| (d.line, d.text)).collect()
+        let mut lines = Lines::default();
+        documents(text)
+            .iter()
+            .map(|d| (lines.of(d), d.text))
+            .collect()
     }
 
     #[test]
@@ -234,19 +250,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_line() {
-        let docs = documents("a: 1\n---\nb: {c: d\n");
-        let e = parse(&docs[1], &Limits::default()).unwrap_err();
-        assert!(e.contains("(line 3, column 4)"), "{e}");
+        let docs = documents("a: {\n---\nb: 1\n---\n\nc: {d: e\n");
+        let mut lines = Lines::default();
+        let limits = Limits::default();
+        let e = parse(&docs[2], &mut lines, &limits).unwrap_err();
+        assert!(e.contains("(line 6, column 4)"), "{e}");
+        // Asked for out of order, the count starts again.
+        let e = parse(&docs[0], &mut lines, &limits).unwrap_err();
+        assert!(e.contains("(line 1, column 4)"), "{e}");
     }
 
     #[test]
     fn deep_nesting_is_refused_at_once() {
         let text = format!("x: {}", "[".repeat(100_000));
         let start = std::time::Instant::now();
-        assert!(parse(&documents(&text)[0], &Limits::default()).is_err());
+        let mut lines = Lines::default();
+        assert!(parse(&documents(&text)[0], &mut lines, &Limits::default()).is_err());
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
         let ok = format!("x: {}{}", "[".repeat(60), "]".repeat(60));
-        assert!(parse(&documents(&ok)[0], &Limits::default()).is_ok());
+        assert!(
+            parse(
+                &documents(&ok)[0],
+                &mut Lines::default(),
+                &Limits::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
