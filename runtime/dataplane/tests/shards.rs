@@ -52,14 +52,14 @@ fn maps(tx: &[(wasp_dataplane::Family, Op)]) -> BTreeSet<String> {
 }
 
 #[test]
-fn the_count_grows_with_the_ports_and_stops_at_512() {
+fn the_count_grows_with_the_ports_and_stops_at_1024() {
     assert_eq!(shards_for(0), SHARDS);
-    assert_eq!(shards_for(10_000), 64, "10k Services keep 64 maps");
-    assert_eq!(shards_for(16_384), 64);
-    assert_eq!(shards_for(16_385), 128);
-    assert_eq!(shards_for(50_000), 256);
-    assert_eq!(shards_for(100_000), 512);
-    assert_eq!(shards_for(10_000_000), 512);
+    assert_eq!(shards_for(8_192), 64);
+    assert_eq!(shards_for(8_193), 128);
+    assert_eq!(shards_for(10_000), 128, "10k Services take 128 maps");
+    assert_eq!(shards_for(50_000), 512);
+    assert_eq!(shards_for(100_000), 1024);
+    assert_eq!(shards_for(10_000_000), 1024);
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn a_partial_sync_keeps_the_count_of_the_full_sync() {
         service_cidrs: Vec::new(),
         capture: None,
     };
-    let big = state(20_000);
+    let big = state(10_000);
     let sel = selections(&big);
     let empty = ProxyState::default();
     let mut dp = Nftables::new(cfg);
@@ -85,7 +85,7 @@ fn a_partial_sync_keeps_the_count_of_the_full_sync() {
         &Existing::default(),
     );
     let declared = maps(&full.tx);
-    assert_eq!(declared.len(), 128, "20,000 ports spread over 128 maps");
+    assert_eq!(declared.len(), 128, "10,000 ports spread over 128 maps");
     let planned_tx = full.tx.clone();
     dp.record(full);
 

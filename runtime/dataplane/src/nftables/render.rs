@@ -11,7 +11,7 @@
 //!   `… : address . port`. Endpoint changes that keep the slot count rewrite map elements
 //!   only; a new count rewrites the one rule.
 //! - The maps are shared: `endpoints-<proto>-<shard>`, [`SHARDS`] per protocol (more past
-//!   16,384 ports: [`shards_for`]), a port's shard chosen by the hash of its name. The kernel makes both extremes quadratic: it finds a set
+//!   8,192 ports: [`shards_for`]), a port's shard chosen by the hash of its name. The kernel makes both extremes quadratic: it finds a set
 //!   by name with a linear walk (with a map per port a 10k full sync took 10 s), and adding an
 //!   element to a map visits every rule bound to it (one map for all ports was slow too).
 //! - `nat-postrouting`: hairpin masquerade from the `hairpin` set of `ep . ep` pairs, then the
