@@ -8,8 +8,7 @@
 //! ports, its existence): the allocators assign the changed Services alone whenever no other
 //! Service's result can move. Only when one can (a refused Service waiting for what the
 //! change may free, or a claim on what another Service holds) do they run over every
-//! Service.
-//! [`Resolver::full`] resolves everything, and is what the periodic resync runs.
+//! Service. [`Resolver::full`] resolves everything, and is what the periodic resync runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -21,7 +20,10 @@ use wasp_model::state::{ProxyState, ServicePortState, StateDiff};
 
 use super::service::{self, AllocInputs, NodePortMap};
 use super::{Context, ResolveConfig, node_port_ips, node_topology, proxied, resolve_service};
-use crate::allocate::{Allocator, PortRequest, Refusal, Request};
+use crate::allocate::{Allocator, PortRefusal, PortRequest, Refusal, Request};
+
+/// What the node port allocator gave one port.
+type NodePortResult = Result<u16, PortRefusal>;
 use crate::error::ConfigError;
 use crate::object::{Changes, ObjectStore, Stored};
 
@@ -31,6 +33,17 @@ struct Allocation {
     ips: BTreeMap<NamespacedName, Result<Vec<IpAddr>, Refusal>>,
     node_ports: NodePortMap,
     inputs: BTreeMap<NamespacedName, AllocInputs>,
+}
+
+/// The node ports of Service `k` in `map`.
+fn ports_of(
+    map: &NodePortMap,
+    k: &NamespacedName,
+) -> Vec<((NamespacedName, String), NodePortResult)> {
+    map.range((k.clone(), String::new())..)
+        .take_while(|((n, _), _)| n == k)
+        .map(|(key, v)| (key.clone(), v.clone()))
+        .collect()
 }
 
 /// The resolved state, kept up to date incrementally.
@@ -220,20 +233,11 @@ impl Resolver {
         let a = &mut self.allocation;
         let mut moved = BTreeSet::new();
         for (k, inputs) in &asked {
-            let old_ports: Vec<_> = a
-                .node_ports
-                .range((k.clone(), String::new())..)
-                .take_while(|((n, _), _)| n == k)
-                .map(|(key, v)| (key.clone(), v.clone()))
-                .collect();
+            let old_ports = ports_of(&a.node_ports, k);
             for (key, _) in &old_ports {
                 a.node_ports.remove(key);
             }
-            let new_ports: Vec<_> = node_ports
-                .range((k.clone(), String::new())..)
-                .take_while(|((n, _), _)| n == k)
-                .map(|(key, v)| (key.clone(), v.clone()))
-                .collect();
+            let new_ports = ports_of(&node_ports, k);
             let old_ip = a.ips.remove(k);
             let new_ip = ips.get(k).cloned();
             if old_ip != new_ip || old_ports != new_ports {
