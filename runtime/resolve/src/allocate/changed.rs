@@ -67,34 +67,43 @@ impl<R, K> Default for Waiting<R, K> {
 impl<R: Hash + Eq, K: Hash + Eq + Clone> Waiting<R, K> {
     /// `r` waits for `key` (`None`: any free one).
     pub(crate) fn insert(&mut self, r: R, key: Option<K>) {
-        self.forget(|x| x == &r);
         match &key {
             Some(k) => *self.on.entry(k.clone()).or_default() += 1,
             None => self.any += 1,
         }
-        self.by.insert(r, key);
+        if let Some(old) = self.by.insert(r, key) {
+            self.release(old.as_ref());
+        }
     }
 
     /// Forgets the requests `gone` says are gone.
     pub(crate) fn forget(&mut self, gone: impl Fn(&R) -> bool) {
-        let (on, any) = (&mut self.on, &mut self.any);
+        let mut released = Vec::new();
         self.by.retain(|r, key| {
-            if !gone(r) {
-                return true;
+            let keep = !gone(r);
+            if !keep {
+                released.push(key.take());
             }
-            match key {
-                Some(k) => {
-                    if let Some(n) = on.get_mut(k) {
-                        *n -= 1;
-                        if *n == 0 {
-                            on.remove(k);
-                        }
+            keep
+        });
+        for key in released {
+            self.release(key.as_ref());
+        }
+    }
+
+    /// One request fewer waits for `key`.
+    fn release(&mut self, key: Option<&K>) {
+        match key {
+            Some(k) => {
+                if let Some(n) = self.on.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.on.remove(k);
                     }
                 }
-                None => *any -= 1,
             }
-            false
-        });
+            None => self.any -= 1,
+        }
     }
 
     /// Whether freeing `keys` could give one of them to a waiting request.
