@@ -42,7 +42,7 @@ use wasp_model::{ServicePortName, StateDiff};
 pub use delta::{port_ops, shared_ops};
 pub use port::{PortObjects, port_objects};
 pub use recorded::Recorded;
-pub use table::{SHARDS, desired, names, node_port_ips, shards_for, static_ops, stray_set};
+pub use table::{SHARDS, names, node_port_ips, rendered, shards_for, static_ops, stray_set};
 
 use super::ops::{Elem, Family, Op, Set, SetKind, Transaction};
 use crate::core::RenderConfig;
@@ -158,15 +158,21 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
         static_ops(f, cfg, &mut adds);
         let mut shared: [Refs; 2] = Default::default();
         let mut ports = BTreeMap::new();
-        for (name, p) in desired(req.state, req.selections, cfg, f, shards) {
-            port_ops(f, None, Some(&p), &mut adds);
+        // What is recorded first, one port at a time, and the operations after, rendering
+        // each port again: the record stays (the heap it fills is dense) and the operations
+        // go once sent (the heap above it is freed whole), where building both at once left
+        // the record scattered among the operations' holes.
+        for (name, p) in rendered(req.state, req.selections, cfg, f, shards) {
             let p = Recorded::from(p);
             for (i, (_, of, _)) in shared_sets().iter().enumerate() {
                 for ip in of(&p) {
                     *shared[i].0.entry(*ip).or_insert(0) += 1;
                 }
             }
-            ports.insert(name, p);
+            ports.insert(name.clone(), p);
+        }
+        for (_, p) in rendered(req.state, req.selections, cfg, f, shards) {
+            port_ops(f, None, Some(&p), &mut adds);
         }
         for (i, (set, _, elem)) in shared_sets().into_iter().enumerate() {
             let all = shared[i].0.keys().copied().collect();

@@ -291,21 +291,16 @@ pub fn node_port_ips(state: &ProxyState) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The desired objects of every port in one family.
-pub fn desired(
-    state: &ProxyState,
-    selections: &BTreeMap<ServicePortName, Selection>,
-    cfg: &RenderConfig,
+/// Each port of `state` in family `f` rendered, one at a time, in order.
+pub fn rendered<'a>(
+    state: &'a ProxyState,
+    selections: &'a BTreeMap<ServicePortName, Selection>,
+    cfg: &'a RenderConfig,
     f: Family,
     shards: u32,
-) -> BTreeMap<ServicePortName, PortObjects> {
+) -> impl Iterator<Item = (&'a ServicePortName, PortObjects)> + 'a {
     let np = node_port_ips(state);
-    state
-        .ports
-        .iter()
-        .filter_map(|(name, port)| {
-            port_objects(name, port, selections.get(name), cfg, f, &np, shards)
-                .map(|p| (name.clone(), p))
-        })
-        .collect()
+    state.ports.iter().filter_map(move |(name, port)| {
+        port_objects(name, port, selections.get(name), cfg, f, &np, shards).map(|p| (name, p))
+    })
 }
