@@ -158,10 +158,10 @@ fn full(req: &SyncRequest<'_>, cfg: &RenderConfig, existing: &Existing) -> Plann
         static_ops(f, cfg, &mut adds);
         let mut shared: [Refs; 2] = Default::default();
         let mut ports = BTreeMap::new();
-        // What is recorded first, one port at a time, and the operations after, rendering
-        // each port again: the record stays (the heap it fills is dense) and the operations
-        // go once sent (the heap above it is freed whole), where building both at once left
-        // the record scattered among the operations' holes.
+        // Every port's record first, then its operations from a second rendering. The
+        // record stays, so it should fill the heap densely; the operations go once sent, and
+        // lying above it they are freed whole. Built together, the record was left scattered
+        // among the operations' holes (8 MiB more RSS at 10k Services).
         for (name, p) in rendered(req.state, req.selections, cfg, f, shards) {
             let p = Recorded::from(p);
             for (i, (_, of, _)) in shared_sets().iter().enumerate() {
