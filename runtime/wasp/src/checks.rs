@@ -4,6 +4,11 @@
 //! flight. An endpoint turns unhealthy after the unhealthy threshold of failures in a row and
 //! healthy again after the healthy threshold of successes; each turn wakes the sync loop, whose
 //! next (partial) sync resolves with the new set of unhealthy endpoints.
+//!
+//! A TCP check is a half-open handshake from a raw socket where the daemon may open one
+//! ([`syn`]: all of them from one task, the sweep), and a connect where it may not.
+
+mod syn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -52,12 +57,21 @@ struct Shared {
     idle: Mutex<[Vec<std::net::TcpStream>; 2]>,
     wake: mpsc::Sender<()>,
     metrics: CheckMetrics,
+    /// Probes by result, from `metrics`.
+    passed: Counter,
+    failed: Counter,
 }
 
 /// The running checks.
 pub struct Checker {
     shared: Arc<Shared>,
+    /// Endpoints probed by a task of their own: HTTP checks, and TCP checks where there is
+    /// no raw socket.
     tasks: HashMap<SocketAddr, (HealthCheck, AbortHandle)>,
+    /// The sweep of TCP checks, open while there are any.
+    syn: Syn,
+    /// The endpoints the sweep probes.
+    swept: HashMap<SocketAddr, HealthCheck>,
     /// Where the probes run.
     runtime: tokio::runtime::Handle,
     /// Dropped, it ends the probes' thread.
@@ -69,8 +83,9 @@ impl Checker {
     ///
     /// The probes run on a thread of their own, a single-threaded runtime: on the daemon's
     /// runtime, each wake-up could land on the other worker (10,000 endpoints: 9.1 % of a core
-    /// there, 7.0–7.5 % on their own thread, 5.9–6.3 % with sockets kept from probe to probe).
-    /// Should that thread not start, they run on the current runtime.
+    /// there, 7.0–7.5 % on their own thread, 5.9–6.3 % with sockets kept from probe to probe,
+    /// 3.5 % as half-open handshakes from the sweep, all with loopback endpoints). Should that
+    /// thread not start, they run on the current runtime.
     pub fn new(wake: mpsc::Sender<()>, metrics: CheckMetrics) -> Self {
         let (runtime, stop) = match own_runtime() {
             Ok((handle, stop)) => (handle, Some(stop)),
@@ -80,14 +95,10 @@ impl Checker {
             }
         };
         Self {
-            shared: Arc::new(Shared {
-                unhealthy: Mutex::new(HashMap::new()),
-                permits: Semaphore::new(CONCURRENT),
-                idle: Mutex::default(),
-                wake,
-                metrics,
-            }),
+            shared: Arc::new(Shared::new(wake, metrics)),
             tasks: HashMap::new(),
+            syn: Syn::Closed,
+            swept: HashMap::new(),
             runtime,
             _stop: stop,
         }
@@ -96,10 +107,22 @@ impl Checker {
     /// Probes exactly `targets` from now on: new endpoints start (healthy until proven
     /// otherwise), gone ones stop and are forgotten, a changed check starts over.
     pub fn update(&mut self, targets: &BTreeMap<SocketAddr, HealthCheck>) {
+        let tcp = targets.values().any(|c| c.probe == HealthProbe::Tcp);
+        let sweep = self.syn.follow(tcp, &self.runtime, &self.shared);
+        let swept = |addr: &SocketAddr, check: &HealthCheck| {
+            check.probe == HealthProbe::Tcp && sweep.is_some_and(|s| s.covers(*addr))
+        };
         self.tasks.retain(|addr, (check, task)| {
-            let keep = targets.get(addr) == Some(check);
+            let keep = targets.get(addr) == Some(check) && !swept(addr, check);
             if !keep {
                 task.abort();
+            }
+            keep
+        });
+        self.swept.retain(|addr, check| {
+            let keep = targets.get(addr) == Some(check) && swept(addr, check);
+            if let (false, Some(s)) = (keep, sweep) {
+                s.forget(*addr);
             }
             keep
         });
@@ -109,11 +132,17 @@ impl Checker {
                 .unhealthy
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            bad.retain(|addr, _| self.tasks.contains_key(addr) || targets.contains_key(addr));
+            // Only an endpoint whose check goes on unchanged stays unhealthy.
+            bad.retain(|addr, _| self.tasks.contains_key(addr) || self.swept.contains_key(addr));
             self.shared.metrics.unhealthy.set(bad.len() as i64);
         }
         for (addr, check) in targets {
-            if self.tasks.contains_key(addr) {
+            if self.tasks.contains_key(addr) || self.swept.contains_key(addr) {
+                continue;
+            }
+            if let Some(s) = sweep.filter(|_| swept(addr, check)) {
+                s.watch(*addr, check.clone());
+                self.swept.insert(*addr, check.clone());
                 continue;
             }
             let task = self
@@ -158,6 +187,44 @@ impl Drop for Checker {
     }
 }
 
+/// Whether TCP checks have their sweep.
+enum Syn {
+    /// No TCP checks, or not yet tried.
+    Closed,
+    Open(syn::Sweep),
+    /// Opening failed (no `CAP_NET_RAW`): TCP checks connect, and it is not tried again.
+    Unavailable,
+}
+
+impl Syn {
+    /// Starts the sweep when TCP checks start, ends it when the last one ends, and returns it.
+    fn follow(
+        &mut self,
+        tcp: bool,
+        runtime: &tokio::runtime::Handle,
+        shared: &Arc<Shared>,
+    ) -> Option<&syn::Sweep> {
+        match (tcp, &*self) {
+            (true, Self::Closed) => {
+                let _enter = runtime.enter();
+                *self = match syn::Sweep::start(Arc::clone(shared)) {
+                    Ok(s) => Self::Open(s),
+                    Err(e) => {
+                        tracing::info!(error = %e, "TCP health checks connect: no raw socket for half-open probes");
+                        Self::Unavailable
+                    }
+                };
+            }
+            (false, Self::Open(_)) => *self = Self::Closed,
+            _ => {}
+        }
+        match self {
+            Self::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// A single-threaded runtime on a thread of its own, which runs until the sender is dropped.
 fn own_runtime() -> std::io::Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -187,17 +254,7 @@ async fn watch(addr: SocketAddr, check: HealthCheck, sh: Arc<Shared>) {
     while due < tokio::time::Instant::now() {
         due += TICK * ticks;
     }
-    let (mut successes, mut failures) = (0u32, 0u32);
-    let mut healthy = true;
-    let counter = |result: &str| {
-        sh.metrics
-            .checks
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .clone()
-    };
-    let (passed, failed) = (counter("healthy"), counter("unhealthy"));
+    let mut streak = Streak::default();
     tokio::time::sleep_until(due).await;
     due += TICK * ticks;
     loop {
@@ -205,23 +262,7 @@ async fn watch(addr: SocketAddr, check: HealthCheck, sh: Arc<Shared>) {
             let _permit = sh.permits.acquire().await;
             probe(addr, &check, &sh).await
         };
-        if result.is_ok() { &passed } else { &failed }.inc();
-        match result {
-            Ok(()) => (successes, failures) = (successes + 1, 0),
-            Err(why) => {
-                (successes, failures) = (0, failures + 1);
-                if healthy && failures >= check.unhealthy_threshold {
-                    healthy = false;
-                    tracing::warn!(endpoint = %addr, reason = %why, failures, "endpoint unhealthy: it gets no new connections");
-                    sh.set(addr, Some(why));
-                }
-            }
-        }
-        if !healthy && successes >= check.healthy_threshold {
-            healthy = true;
-            tracing::info!(endpoint = %addr, successes, "endpoint healthy again");
-            sh.set(addr, None);
-        }
+        streak.record(addr, &check, result, &sh);
         tokio::time::sleep_until(due).await;
         due += TICK * ticks;
         // After a stall (a slow probe), skip the missed slots rather than probe in a burst.
@@ -231,7 +272,79 @@ async fn watch(addr: SocketAddr, check: HealthCheck, sh: Arc<Shared>) {
     }
 }
 
+/// An endpoint's probes in a row, and whether they have made it unhealthy.
+struct Streak {
+    successes: u32,
+    failures: u32,
+    healthy: bool,
+}
+
+impl Default for Streak {
+    fn default() -> Self {
+        Self {
+            successes: 0,
+            failures: 0,
+            healthy: true,
+        }
+    }
+}
+
+impl Streak {
+    /// Counts one probe of `addr`, and turns it unhealthy or healthy by the thresholds.
+    fn record(
+        &mut self,
+        addr: SocketAddr,
+        check: &HealthCheck,
+        result: Result<(), String>,
+        sh: &Shared,
+    ) {
+        if result.is_ok() {
+            &sh.passed
+        } else {
+            &sh.failed
+        }
+        .inc();
+        match result {
+            Ok(()) => (self.successes, self.failures) = (self.successes + 1, 0),
+            Err(why) => {
+                (self.successes, self.failures) = (0, self.failures + 1);
+                if self.healthy && self.failures >= check.unhealthy_threshold {
+                    self.healthy = false;
+                    let failures = self.failures;
+                    tracing::warn!(endpoint = %addr, reason = %why, failures, "endpoint unhealthy: it gets no new connections");
+                    sh.set(addr, Some(why));
+                }
+            }
+        }
+        if !self.healthy && self.successes >= check.healthy_threshold {
+            self.healthy = true;
+            tracing::info!(endpoint = %addr, successes = self.successes, "endpoint healthy again");
+            sh.set(addr, None);
+        }
+    }
+}
+
 impl Shared {
+    fn new(wake: mpsc::Sender<()>, metrics: CheckMetrics) -> Self {
+        let counter = |result: &str| {
+            metrics
+                .checks
+                .get_or_create(&ResultLabel {
+                    result: result.into(),
+                })
+                .clone()
+        };
+        Self {
+            unhealthy: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(CONCURRENT),
+            idle: Mutex::default(),
+            wake,
+            passed: counter("healthy"),
+            failed: counter("unhealthy"),
+            metrics,
+        }
+    }
+
     /// Records `addr` unhealthy (with why) or healthy, and wakes the sync loop.
     fn set(&self, addr: SocketAddr, why: Option<String>) {
         let mut bad = self
@@ -257,7 +370,7 @@ fn fraction(addr: SocketAddr) -> f64 {
     (h.finish() % 10_000) as f64 / 10_000.0
 }
 
-/// One probe: `Err` says what failed.
+/// One probe by connecting: `Err` says what failed.
 async fn probe(addr: SocketAddr, check: &HealthCheck, sh: &Shared) -> Result<(), String> {
     let HealthProbe::Http(path) = &check.probe else {
         return match tokio::time::timeout(check.timeout, connect_probe(addr, sh)).await {
@@ -375,13 +488,7 @@ mod tests {
     use super::*;
 
     fn shared() -> Shared {
-        Shared {
-            unhealthy: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(CONCURRENT),
-            idle: Mutex::default(),
-            wake: mpsc::channel(1).0,
-            metrics: CheckMetrics::default(),
-        }
+        Shared::new(mpsc::channel(1).0, CheckMetrics::default())
     }
 
     fn idle(sh: &Shared) -> usize {

@@ -45,6 +45,10 @@ fn a_dead_endpoint_leaves_and_comes_back() {
             body.contains("10.244.50.3:80 is unhealthy"),
             "[{mode}] {body}"
         );
+        if check == "tcp" {
+            // As root, a TCP check is a half-open handshake, answered here with a reset.
+            assert!(body.contains("refused (a reset)"), "[{mode}] {body}");
+        }
         assert!(n.log().contains("endpoint unhealthy"), "{}", n.log());
         let checks = n
             .metric("wasp_endpoint_health_checks_total{result=\"unhealthy\"}")
