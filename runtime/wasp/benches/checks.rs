@@ -14,7 +14,8 @@
 //! from one thread with no runtime (non-blocking, a tick to complete, closed with a reset),
 //! which is the kernel's own cost of probing by connecting. As root the checker probes with
 //! half-open handshakes from a raw socket; run it without `CAP_NET_RAW` (`setpriv
-//! --bounding-set=-net_raw --inh-caps=-net_raw`) and it connects.
+//! --bounding-set=-net_raw --inh-caps=-net_raw`) and it connects. `WASP_BENCH_ONLY=loopback`
+//! or `remote` measures one place.
 
 mod common;
 
@@ -95,7 +96,11 @@ fn main() {
     tb.spawn_in(&node, &serve, true).expect("serve on the node");
     tb.spawn_in(&far, &serve, true).expect("serve far");
     std::thread::sleep(Duration::from_millis(500));
+    let only = std::env::var("WASP_BENCH_ONLY").ok();
     for (place, a) in [("loopback", 127), ("remote", 10)] {
+        if only.as_deref().is_some_and(|o| o != place) {
+            continue;
+        }
         let b = if a == 127 { 0 } else { 201 };
         let targets: Vec<SocketAddr> = (0..ENDPOINTS)
             .map(|i| {

@@ -90,6 +90,54 @@ fn a_bad_health_check_annotation_is_an_error_and_the_last_good_service_stays() {
     );
 }
 
+#[test]
+fn a_black_holed_endpoint_fails_at_its_timeout() {
+    if !root_or_skip("health check timeout") {
+        return;
+    }
+    let (mode, backend) = modes()[0];
+    let mut n = Node::new("holecheck", mode, backend);
+    n.pod("a", "10.244.50.2", &[80], &[]);
+    // SYNs to the hole vanish: no SYN-ACK and no reset, so only the timeout tells.
+    n.tb.add_pod("hole", "10.244.50.3").unwrap();
+    let hole = n.tb.pod_ns("hole");
+    let drop_all = "add chain ip hole in { type filter hook input priority 0; policy drop; }";
+    for args in [
+        &["nft", "add", "table", "ip", "hole"][..],
+        &["nft", drop_all][..],
+    ] {
+        let out = n.tb.exec_in(&hole, args).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    n.tb.add_pod("client", "10.244.2.10").unwrap();
+    // The timeout may be no longer than the interval.
+    let yaml = service("tcp").replace(
+        "wasp.dev/health-check-interval: 200ms",
+        "wasp.dev/health-check-interval: 400ms, wasp.dev/health-check-timeout: 300ms",
+    );
+    n.write("web.yaml", &yaml);
+    n.start();
+    wait_until("the hole is found unhealthy", || {
+        n.metric("wasp_unhealthy_endpoints") == Some(1.0)
+    });
+    let (_, body) = n.healthz();
+    assert!(
+        body.contains("10.244.50.3:80 is unhealthy: no answer within 300ms"),
+        "[{mode}] {body}"
+    );
+    let outs = n.probe("client", "tcp", VIP, 20, "2s");
+    assert_eq!(answered_by(&outs), ["a"], "[{mode}] {outs:?}");
+    assert_eq!(
+        n.metric("wasp_endpoint_health_checks_total{result=\"unhealthy\"}")
+            .map(|f| f >= 2.0),
+        Some(true)
+    );
+}
+
 /// `wasp status`, as a table and as JSON, while b is unhealthy; and without a daemon.
 fn status_shows_the_unhealthy_endpoint(n: &mut Node) {
     let node = n.tb.node();

@@ -4,30 +4,37 @@
 //! endpoint's half-open connection goes at once and its program never sees the probe.
 //!
 //! Against a full connect, this spares both ends a socket: no connection is made, accepted or
-//! torn down. All of these probes run from one task, the sweep: at each tick of the grid it
-//! reads the answers that came since the last, counts a probe failed when its timeout has
-//! passed, and sends the SYNs that are due. There is no task, timer or channel per probe, and
-//! an answer wakes nothing: it waits in the socket's buffer for the next tick (`docs/BENCHMARKS.md`
-//! has what each costs). It needs `CAP_NET_RAW`; without it the checker connects instead.
+//! torn down. All of these probes run from one task, the sweep: at each tick of its 50 ms
+//! grid it reads the answers that came since the last (`recvmmsg`), counts a probe failed
+//! when its timeout has passed, and sends the SYNs that are due (`sendmmsg`). There is no
+//! task, timer or channel per probe, and an answer wakes nothing: it waits in the socket's
+//! buffer for the next tick (`docs/BENCHMARKS.md` has what each of these saved). It needs
+//! `CAP_NET_RAW`; without it the checker connects instead.
 //! While any TCP check runs, every TCP segment this host receives for itself is cloned to the
 //! raw socket and dropped there by a socket filter unless it is addressed to the probes'
 //! port, so the raw sockets are open only while there is a TCP check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use wasp_model::HealthCheck;
 
-use super::{Shared, Streak, TICK, fraction};
+use super::{Shared, Streak, fraction};
+
+/// The sweep's grid: coarser than the connecting probes' (a SYN costs the endpoint less than
+/// a connection, so more of them may go at once), for fewer wake-ups.
+const TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The most SYNs sent in one tick; the rest wait for the next. Their answers wait in the
 /// socket's buffer until the next tick, which holds [`BUFFER`] bytes.
@@ -154,13 +161,22 @@ struct Endpoint {
     /// The address its SYNs come from (it is in the checksum): found at the first probe and
     /// again after a failure, since a route may have moved.
     source: Option<IpAddr>,
-    /// The sequence number of the probe awaiting its answer.
-    waiting: Option<u32>,
+}
+
+/// A probe awaiting its answer.
+struct Flight {
+    seq: u32,
+    /// The endpoint was healthy with no failure in a row when it was sent: a SYN-ACK then
+    /// changes nothing of it but a count, and its record is not touched.
+    steady: bool,
 }
 
 /// What the sweep knows.
 struct Sweeping {
     endpoints: HashMap<SocketAddr, Endpoint>,
+    /// The probes in flight: a small map (a tick's worth, as answers come at once), so that
+    /// an answer or a timeout is looked up without touching the endpoints' records.
+    flight: HashMap<SocketAddr, Flight>,
     /// Endpoints by the tick of their next probe.
     due: BTreeMap<u64, Vec<SocketAddr>>,
     /// Probes in flight by the tick their timeout passes.
@@ -177,6 +193,7 @@ async fn run(
 ) {
     let mut sweep = Sweeping {
         endpoints: HashMap::new(),
+        flight: HashMap::new(),
         due: BTreeMap::new(),
         deadlines: BTreeMap::new(),
         epoch: tokio::time::Instant::now(),
@@ -204,6 +221,7 @@ impl Sweeping {
         match change {
             Change::Forget(to) => {
                 self.endpoints.remove(&to);
+                self.flight.remove(&to);
             }
             Change::Watch(to, check) => {
                 let period = (check.interval.as_millis() / TICK.as_millis()).max(1) as u64;
@@ -212,6 +230,7 @@ impl Sweeping {
                 let now = self.now();
                 let next = now - now % period + slot;
                 let next = if next <= now { next + period } else { next };
+                self.flight.remove(&to);
                 self.due.entry(next).or_default().push(to);
                 self.endpoints.insert(
                     to,
@@ -221,7 +240,6 @@ impl Sweeping {
                         period,
                         next,
                         source: None,
-                        waiting: None,
                     },
                 );
             }
@@ -242,29 +260,29 @@ impl Sweeping {
                 break;
             }
             for (to, seq) in entry.remove() {
-                if let Some(e) = self.endpoints.get_mut(&to)
-                    && e.waiting == Some(seq)
+                if self.flight.get(&to).is_some_and(|f| f.seq == seq)
+                    && let Some(e) = self.endpoints.get_mut(&to)
                 {
-                    e.waiting = None;
+                    self.flight.remove(&to);
                     e.source = None;
                     let why = format!("no answer within {:?}", e.check.timeout);
                     e.streak.record(to, &e.check, Err(why), sh);
                 }
             }
         }
-        let mut sent = 0;
-        while let Some(entry) = self.due.first_entry() {
+        let mut out: [Vec<Outgoing>; 2] = Default::default();
+        'due: while let Some(entry) = self.due.first_entry() {
             let tick = *entry.key();
             if tick > now {
                 break;
             }
             let mut batch = entry.remove();
             while let Some(to) = batch.pop() {
-                if sent == BURST {
+                if out[0].len() + out[1].len() == BURST {
                     // The rest go next tick; their grid stays.
                     batch.push(to);
                     self.due.entry(now + 1).or_default().append(&mut batch);
-                    return;
+                    break 'due;
                 }
                 // Forgotten, or watched again since with another slot.
                 let Some(e) = self.endpoints.get_mut(&to).filter(|e| e.next == tick) else {
@@ -276,30 +294,70 @@ impl Sweeping {
                 }
                 self.due.entry(e.next).or_default().push(to);
                 // Still waiting for the last answer (a timeout longer than the interval).
-                if e.waiting.is_some() {
+                if self.flight.contains_key(&to) {
                     continue;
                 }
-                sent += 1;
-                let family = families[usize::from(to.is_ipv6())].as_ref();
-                let seq = self.seqs.next();
-                match send(family, to, &mut e.source, seq) {
-                    Ok(()) => {
-                        e.waiting = Some(seq);
-                        let ticks = e
-                            .check
-                            .timeout
-                            .as_millis()
-                            .div_ceil(TICK.as_millis())
-                            .max(1);
-                        self.deadlines
-                            .entry(now + ticks as u64)
-                            .or_default()
-                            .push((to, seq));
-                    }
-                    Err(why) => {
-                        e.source = None;
+                let family = usize::from(to.is_ipv6());
+                let Some(port) = families[family].as_ref().map(|f| f.port) else {
+                    let why = format!("no raw socket for {to}");
+                    e.streak.record(to, &e.check, Err(why), sh);
+                    continue;
+                };
+                let from = match e.source.map_or_else(|| source_for(to), Ok) {
+                    Ok(ip) => ip,
+                    Err(err) => {
+                        let why = format!("no route to {to}: {err}");
                         e.streak.record(to, &e.check, Err(why), sh);
+                        continue;
                     }
+                };
+                e.source = Some(from);
+                let seq = self.seqs.next();
+                let ticks = e
+                    .check
+                    .timeout
+                    .as_millis()
+                    .div_ceil(TICK.as_millis())
+                    .max(1);
+                out[family].push(Outgoing {
+                    to,
+                    seq,
+                    steady: e.streak.steady(),
+                    deadline: now + ticks as u64,
+                    segment: syn(from, to, port, seq),
+                });
+            }
+        }
+        for (family, out) in families.iter().zip(out) {
+            let Some(family) = family else {
+                continue;
+            };
+            // `sendmmsg` stops at the first segment that fails: it is failed alone, and the
+            // rest go in the next call.
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let chunk = &rest[..rest.len().min(BATCH)];
+                let (went, why) = match send(family, chunk) {
+                    Ok(0) => (0, Some("connect: not sent".to_owned())),
+                    Ok(n) => (n, None),
+                    Err(e) => (0, Some(format!("connect: {}", io::Error::from(e)))),
+                };
+                for o in &chunk[..went] {
+                    let (seq, steady) = (o.seq, o.steady);
+                    self.flight.insert(o.to, Flight { seq, steady });
+                    self.deadlines
+                        .entry(o.deadline)
+                        .or_default()
+                        .push((o.to, seq));
+                }
+                rest = &rest[went..];
+                if let Some(why) = why {
+                    let o = &rest[0];
+                    if let Some(e) = self.endpoints.get_mut(&o.to) {
+                        e.source = None;
+                        e.streak.record(o.to, &e.check, Err(why), sh);
+                    }
+                    rest = &rest[1..];
                 }
             }
         }
@@ -350,14 +408,20 @@ impl Sweeping {
         };
         let to = SocketAddr::new(from, port);
         // Only the answer to this probe's SYN acknowledges its sequence number.
-        let Some(e) = self
-            .endpoints
-            .get_mut(&to)
-            .filter(|e| e.waiting.is_some_and(|seq| seq.wrapping_add(1) == ack))
-        else {
+        let Some(flight) = self.flight.remove(&to) else {
             return;
         };
-        e.waiting = None;
+        if flight.seq.wrapping_add(1) != ack {
+            self.flight.insert(to, flight);
+            return;
+        }
+        if flight.steady && answer == Answer::Open {
+            sh.passed.inc();
+            return;
+        }
+        let Some(e) = self.endpoints.get_mut(&to) else {
+            return;
+        };
         let result = match answer {
             Answer::Open => Ok(()),
             Answer::Refused => {
@@ -399,27 +463,35 @@ fn ip_of(a: &SockaddrStorage) -> Option<IpAddr> {
     }
 }
 
-/// Sends one SYN to `to` with sequence number `seq`, finding its source address first if it
-/// is not known.
-fn send(
-    family: Option<&Family>,
+/// A SYN to send.
+struct Outgoing {
     to: SocketAddr,
-    source: &mut Option<IpAddr>,
     seq: u32,
-) -> Result<(), String> {
-    let family = family.ok_or_else(|| format!("no raw socket for {to}"))?;
-    let from = match *source {
-        Some(ip) => ip,
-        None => source_for(to).map_err(|e| format!("no route to {to}: {e}"))?,
-    };
-    *source = Some(from);
-    let segment = syn(from, to, family.port, seq);
+    steady: bool,
+    /// The tick its timeout passes.
+    deadline: u64,
+    segment: [u8; 24],
+}
+
+/// Sends `out` (at most [`BATCH`]) in one system call; how many went, in order.
+fn send(family: &Family, out: &[Outgoing]) -> nix::Result<usize> {
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(out.len(), None);
+    let slices: Vec<[IoSlice; 1]> = out.iter().map(|o| [IoSlice::new(&o.segment)]).collect();
     // A raw socket takes no port: the segment has its own.
-    family
-        .raw
-        .send_to(&segment, SocketAddr::new(to.ip(), 0))
-        .map(drop)
-        .map_err(|e| format!("connect: {e}"))
+    let addrs: Vec<Option<SockaddrStorage>> = out
+        .iter()
+        .map(|o| Some(SocketAddr::new(o.to.ip(), 0).into()))
+        .collect();
+    let no_cmsgs: [ControlMessage; 0] = [];
+    sendmmsg(
+        family.raw.as_raw_fd(),
+        &mut headers,
+        &slices,
+        addrs,
+        no_cmsgs,
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map(|sent| sent.count())
 }
 
 /// A segment's source port, acknowledgement number and meaning, if it is a SYN-ACK or a reset.
@@ -569,6 +641,86 @@ mod tests {
                 "the source counts"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_finds_listeners_open_and_closed_ports_refused_in_both_families() {
+        let sh = Arc::new(Shared::new(
+            mpsc::channel(8).0,
+            super::super::CheckMetrics::default(),
+        ));
+        let sweep = match Sweep::start(Arc::clone(&sh)) {
+            Ok(s) => s,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("no raw socket ({e}), and CI=true forbids skipping")
+            }
+            Err(e) => {
+                eprintln!("SKIP the sweep: no raw socket ({e}); run as root");
+                return;
+            }
+        };
+        let check = HealthCheck {
+            probe: wasp_model::HealthProbe::Tcp,
+            interval: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_millis(500),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        };
+        let (mut listeners, mut closed) = (Vec::new(), Vec::new());
+        for any in ["127.0.0.1:0", "[::1]:0"] {
+            let open = std::net::TcpListener::bind(any).unwrap();
+            open.set_nonblocking(true).unwrap();
+            let gone = std::net::TcpListener::bind(any)
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            assert!(sweep.covers(gone), "{gone}");
+            sweep.watch(open.local_addr().unwrap(), check.clone());
+            sweep.watch(gone, check.clone());
+            listeners.push(open);
+            closed.push(gone);
+        }
+        let unhealthy = || {
+            let bad = sh.unhealthy.lock().unwrap();
+            let mut bad: Vec<(SocketAddr, String)> =
+                bad.iter().map(|(a, w)| (*a, w.clone())).collect();
+            bad.sort();
+            bad
+        };
+        let start = std::time::Instant::now();
+        // Two rounds of the open ones, at least, and both closed ones found.
+        while (sh.passed.get() < 4 || unhealthy().len() < 2)
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        closed.sort();
+        let bad = unhealthy();
+        assert_eq!(
+            bad.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            closed,
+            "{bad:?}"
+        );
+        assert!(
+            bad.iter().all(|(_, why)| why.contains("refused (a reset)")),
+            "{bad:?}"
+        );
+        assert!(
+            sh.passed.get() >= 4,
+            "the listeners answered: {}",
+            sh.passed.get()
+        );
+        for l in &listeners {
+            // The program listening never sees a probe: nothing waits to be accepted.
+            let accepted = l.accept().map_err(|e| e.kind()).err();
+            assert_eq!(accepted, Some(io::ErrorKind::WouldBlock));
+        }
+        // Forgotten, an endpoint is no longer probed.
+        sweep.forget(listeners[0].local_addr().unwrap());
+        sweep.forget(listeners[1].local_addr().unwrap());
+        drop(listeners);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(unhealthy().len(), 2, "{:?}", unhealthy());
     }
 
     #[test]
