@@ -500,6 +500,43 @@ mod tests {
         sh.idle.lock().unwrap()[0].len()
     }
 
+    #[test]
+    fn without_a_raw_socket_tcp_checks_connect_from_tasks_of_their_own() {
+        let mut checker = Checker::new(mpsc::channel(8).0, CheckMetrics::default());
+        // As in a daemon without CAP_NET_RAW.
+        checker.syn = Syn::Unavailable;
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let check = HealthCheck {
+            probe: HealthProbe::Tcp,
+            interval: std::time::Duration::from_millis(100),
+            timeout: std::time::Duration::from_millis(500),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        };
+        let targets =
+            BTreeMap::from([(open.local_addr().unwrap(), check.clone()), (closed, check)]);
+        checker.update(&targets);
+        assert!(checker.swept.is_empty());
+        assert_eq!(checker.tasks.len(), 2);
+        let start = std::time::Instant::now();
+        while checker.unhealthy().is_empty() && start.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(checker.unhealthy(), HashSet::from([closed]));
+        let report = checker.report().join("\n");
+        assert!(report.contains("connect: Connection refused"), "{report}");
+        // The same targets again change nothing; none stop every check, and forget them.
+        checker.update(&targets);
+        assert_eq!(checker.tasks.len(), 2);
+        assert_eq!(checker.unhealthy().len(), 1);
+        checker.update(&BTreeMap::new());
+        assert!(checker.tasks.is_empty() && checker.unhealthy().is_empty());
+    }
+
     #[tokio::test]
     async fn a_tcp_probe_reuses_its_socket_and_a_refused_one_is_closed() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -249,10 +249,9 @@ impl Sweeping {
     /// One tick: the answers that came are taken, probes whose timeout has passed fail, and
     /// the due ones are sent.
     fn tick(&mut self, families: &[Option<Family>; 2], sh: &Shared) {
-        // Made per tick: its headers point into themselves, which a task may not keep.
-        let mut reader = Reader::new();
+        let mut buffers = vec![[0; SNAP]; BATCH];
         for family in families.iter().flatten() {
-            self.drain(family, &mut reader, sh);
+            self.drain(family, &mut buffers, sh);
         }
         let now = self.now();
         while let Some(entry) = self.deadlines.first_entry() {
@@ -364,17 +363,19 @@ impl Sweeping {
     }
 
     /// Takes every answer waiting on `family`'s socket, [`BATCH`] to a system call.
-    fn drain(&mut self, family: &Family, reader: &mut Reader, sh: &Shared) {
+    fn drain(&mut self, family: &Family, buffers: &mut [[u8; SNAP]], sh: &Shared) {
         loop {
             let got = {
-                let mut slices: Vec<[std::io::IoSliceMut; 1]> = reader
-                    .buffers
+                let mut slices: Vec<[std::io::IoSliceMut; 1]> = buffers
                     .iter_mut()
                     .map(|b| [std::io::IoSliceMut::new(b)])
                     .collect();
+                // Fresh headers for each call: the kernel leaves each one's address length
+                // at what it wrote, and an IPv4 sender's is too short for the next IPv6 one.
+                let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
                 let read = recvmmsg(
                     family.raw.as_raw_fd(),
-                    &mut reader.headers,
+                    &mut headers,
                     slices.iter_mut(),
                     MsgFlags::MSG_DONTWAIT,
                     None,
@@ -393,7 +394,7 @@ impl Sweeping {
             };
             let full = got.len() == BATCH;
             for (i, (n, from)) in got.into_iter().enumerate() {
-                self.answer(&reader.buffers[i][..n.min(SNAP)], from, sh);
+                self.answer(&buffers[i][..n.min(SNAP)], from, sh);
             }
             if !full {
                 return;
@@ -438,21 +439,6 @@ const BATCH: usize = 64;
 
 /// The bytes kept of a segment: the IP and TCP headers.
 const SNAP: usize = 128;
-
-/// What reading answers needs.
-struct Reader {
-    headers: MultiHeaders<SockaddrStorage>,
-    buffers: Vec<[u8; SNAP]>,
-}
-
-impl Reader {
-    fn new() -> Self {
-        Self {
-            headers: MultiHeaders::preallocate(BATCH, None),
-            buffers: vec![[0; SNAP]; BATCH],
-        }
-    }
-}
 
 /// The IP address of a received segment's sender.
 fn ip_of(a: &SockaddrStorage) -> Option<IpAddr> {
