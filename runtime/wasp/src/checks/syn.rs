@@ -159,7 +159,7 @@ struct Endpoint {
     /// The tick of its next probe.
     next: u64,
     /// The address its SYNs come from (it is in the checksum): found at the first probe and
-    /// again after a failure, since a route may have moved.
+    /// again after one that got no answer or could not be sent, since a route may have moved.
     source: Option<IpAddr>,
 }
 
@@ -381,8 +381,14 @@ impl Sweeping {
                     None,
                 );
                 match read {
+                    // Each one's bytes, in the buffer of its place, and its sender.
                     Ok(msgs) => msgs
-                        .filter_map(|m| Some((m.bytes, ip_of(&m.address?)?)))
+                        .map(|m| {
+                            (
+                                m.bytes,
+                                m.address.as_ref().and_then(wasp_proxy::socket_addr),
+                            )
+                        })
                         .collect::<Vec<_>>(),
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(nix::errno::Errno::EAGAIN) => return,
@@ -394,7 +400,9 @@ impl Sweeping {
             };
             let full = got.len() == BATCH;
             for (i, (n, from)) in got.into_iter().enumerate() {
-                self.answer(&buffers[i][..n.min(SNAP)], from, sh);
+                if let Some(from) = from {
+                    self.answer(&buffers[i][..n.min(SNAP)], from.ip(), sh);
+                }
             }
             if !full {
                 return;
@@ -423,12 +431,10 @@ impl Sweeping {
         let Some(e) = self.endpoints.get_mut(&to) else {
             return;
         };
+        // A reset came back, so the source address is still right.
         let result = match answer {
             Answer::Open => Ok(()),
-            Answer::Refused => {
-                e.source = None;
-                Err("connect: refused (a reset)".to_owned())
-            }
+            Answer::Refused => Err("connect: refused (a reset)".to_owned()),
         };
         e.streak.record(to, &e.check, result, sh);
     }
@@ -439,15 +445,6 @@ const BATCH: usize = 64;
 
 /// The bytes kept of a segment: the IP and TCP headers.
 const SNAP: usize = 128;
-
-/// The IP address of a received segment's sender.
-fn ip_of(a: &SockaddrStorage) -> Option<IpAddr> {
-    match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
-        (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-        (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-        _ => None,
-    }
-}
 
 /// A SYN to send.
 struct Outgoing {
