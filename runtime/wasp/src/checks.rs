@@ -6,7 +6,7 @@
 //! next (partial) sync resolves with the new set of unhealthy endpoints.
 //!
 //! A TCP check is a half-open handshake from a raw socket where the daemon may open one
-//! ([`syn`]: all of them from one task, the sweep), and a connect where it may not.
+//! (`checks/syn.rs`: all of them from one task, the sweep), and a connect where it may not.
 
 mod syn;
 
