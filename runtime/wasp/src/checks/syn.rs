@@ -113,13 +113,10 @@ impl Family {
     fn open(domain: Domain) -> io::Result<Self> {
         let raw = Socket::new(domain, Type::RAW, Some(Protocol::TCP))?;
         let hold = Socket::new(domain, Type::STREAM, None)?;
-        let any: SocketAddr = if domain == Domain::IPV6 {
+        if domain == Domain::IPV6 {
             hold.set_only_v6(true)?;
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        hold.bind(&any.into())?;
+        }
+        hold.bind(&any(domain == Domain::IPV6).into())?;
         let port = hold
             .local_addr()?
             .as_socket()
@@ -531,14 +528,18 @@ fn filter(v6: bool, port: u16) -> Vec<SockFilter> {
 /// The address a packet to `to` leaves from, as routing picks it (a UDP socket's connect
 /// sends nothing).
 fn source_for(to: SocketAddr) -> io::Result<IpAddr> {
-    let any: SocketAddr = if to.is_ipv6() {
+    let s = std::net::UdpSocket::bind(any(to.is_ipv6()))?;
+    s.connect(to)?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// The unspecified address of a family, port 0.
+fn any(v6: bool) -> SocketAddr {
+    if v6 {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let s = std::net::UdpSocket::bind(any)?;
-    s.connect(to)?;
-    Ok(s.local_addr()?.ip())
+    }
 }
 
 /// A SYN from `from:port` to `to` with sequence number `seq` and an MSS option, checksummed.
